@@ -1,0 +1,82 @@
+"""Attack base class (DESIGN.md §Attack).
+
+Attacks always *improve* predicted quality: they maximise ``sign * f(x') / diam(f)``, the
+normalised objective of seed 002 §3.1 (``L(f(x')) = f(x') / diam(f)``).
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Dict, Optional
+
+import torch
+
+from ..errors import InputError
+from ..metrics.base import Metric
+from ..validation import check_image, check_pair
+
+PRESET_NAMES = ("weak", "medium", "strong")
+
+
+class Attack:
+    """Base attack: ``a(metric, x, ref=None) -> x_adv`` (``[B, 3, H, W]`` in [0, 1]).
+
+    Subclasses define ``restriction``, ``presets`` (``weak``/``medium``/``strong`` -> kwargs),
+    ``defaults`` and :meth:`run`.
+    """
+
+    restriction: ClassVar[str] = "linf"
+    presets: ClassVar[Dict[str, Dict[str, Any]]] = {}
+    defaults: ClassVar[Dict[str, Any]] = {}
+
+    def __init__(self, preset: Optional[str] = None, **kwargs: Any) -> None:
+        params = dict(self.defaults)
+        if preset is not None:
+            if preset not in self.presets:
+                raise InputError(
+                    f"preset: unknown preset {preset!r} for attack {type(self).__name__}; "
+                    f"allowed: {', '.join(self.presets)}"
+                )
+            params.update(self.presets[preset])
+        unknown = set(kwargs) - set(self.defaults)
+        if unknown:
+            raise InputError(
+                f"unknown argument(s) {sorted(unknown)} for attack {type(self).__name__}; "
+                f"allowed: {sorted(self.defaults)}"
+            )
+        params.update(kwargs)
+        self.preset = preset
+        self.params = params
+        for k, v in params.items():
+            setattr(self, k, v)
+
+    def __call__(self, metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor] = None,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Attack ``metric`` on ``x`` (and ``ref`` for FR metrics); returns ``x_adv``."""
+        if not isinstance(metric, Metric):
+            raise InputError(f"metric: expected an iqaguard Metric, got {type(metric).__name__}")
+        if metric.kind == "fr":
+            if ref is None:
+                raise InputError("ref: attacking a full-reference metric needs ref= (the reference image)")
+            check_pair(x, ref)
+        else:
+            check_image(x, "x")
+        was_training = metric.training
+        metric.eval()
+        try:
+            out = self.run(metric, x.detach(), None if ref is None else ref.detach(), generator)
+        finally:
+            metric.train(was_training)
+        return out.detach().clamp(0, 1)
+
+    def run(self, metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor],
+            generator: Optional[torch.Generator]) -> torch.Tensor:
+        raise NotImplementedError  # abstractmethod: every registered attack overrides it
+
+    @staticmethod
+    def objective(metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor]) -> torch.Tensor:
+        """Per-image objective ``[B]`` to maximise: ``sign * f(x) / diam(f)``."""
+        s = metric.score(x, ref)
+        return metric.improvement_sign() * s / max(metric.bounds.diam, 1e-12)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}(preset={self.preset!r}, {args})"
