@@ -6,8 +6,6 @@ from typing import Any, List
 from ..registry import DATASETS
 from .base import Dataset, Sample
 from .io import IMAGE_EXTENSIONS, list_images, load_image, save_png
-from . import builtin, kadid_builtin, loaders  # noqa: F401  (registration side effects)
-from .sampling import cluster_subset
 
 
 def create(name: str, **kwargs: Any) -> Dataset:
@@ -19,5 +17,5 @@ def names() -> List[str]:
     return DATASETS.names()
 
 
-__all__ = ["Dataset", "IMAGE_EXTENSIONS", "Sample", "cluster_subset", "create", "list_images",
+__all__ = ["Dataset", "IMAGE_EXTENSIONS", "Sample", "create", "list_images",
            "load_image", "names", "save_png"]

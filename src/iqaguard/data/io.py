@@ -87,3 +87,27 @@ def list_images(folder: PathLike, recursive: bool = False) -> list[Path]:
         raise ImageFileError(f"image folder not found: {root}")
     it = root.rglob("*") if recursive else root.iterdir()
     return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode each image of ``x`` as baseline JPEG (PIL/libjpeg, 4:2:0) at ``quality`` and decode.
+
+    Args:
+        x: ``[B, 3, H, W]`` float in [0, 1] (any device; computed on CPU).
+        quality: libjpeg quality 1..95.
+
+    Returns:
+        ``[B, 3, H, W]`` float32 on ``x``'s device. Not differentiable (use BPDA).
+    """
+    import io as _io
+
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"quality: expected 1..100, got {quality}")
+    out = []
+    for img in x:
+        buf = _io.BytesIO()
+        Image.fromarray(tensor_to_uint8(img)).save(buf, format="JPEG", quality=int(quality))
+        buf.seek(0)
+        with Image.open(buf) as dec:
+            out.append(pil_to_tensor(dec))
+    return torch.cat(out).to(x.device)
