@@ -1,0 +1,277 @@
+"""Weightless full-reference fidelity measures, differentiable with respect to ``x``.
+
+All functions take a distorted batch ``x`` and a reference batch ``y`` (``[B, 3, H, W]``
+float in ``[0, 1]``, RGB, same shape) and return one value per image, ``[B]``.
+
+They follow the conventions of the original reference implementations so that the numbers
+match published results (seed 002 reports PSNR/SSIM/MS-SSIM as fidelity scores, §4 and
+appendix A.3):
+
+* luma: ITU-R BT.601 as MATLAB ``rgb2ycbcr`` (``Y = 16 + 65.481 R + 128.553 G + 24.966 B``).
+* SSIM: Wang, Bovik, Sheikh & Simoncelli, "Image quality assessment: from error visibility to
+  structural similarity", IEEE TIP 2004, eq. (13), as in the authors' ``ssim.m`` (revision of
+  2009): 11x11 Gaussian window (sigma 1.5), ``K1 = 0.01``, ``K2 = 0.03``, ``L = 255``,
+  ``'valid'`` filtering, mean of the SSIM map, after the automatic downsampling by
+  ``f = max(1, round(min(H, W) / 256))`` (``f x f`` mean filter with symmetric borders, then
+  keep every ``f``-th row and column).
+* MS-SSIM: Wang, Simoncelli & Bovik, "Multi-scale structural similarity for image quality
+  assessment", Asilomar 2003, eq. (7), as in ``msssim.m``: 5 scales, exponents
+  ``[0.0448, 0.2856, 0.3001, 0.2363, 0.1333]``, contrast-structure at scales 1..4 and the full
+  SSIM at scale 5, 2x2 mean filter (symmetric borders) + subsampling by 2 between scales.
+
+``luma=False`` computes on the RGB channels instead of Y: PSNR uses the MSE over all three
+channels; SSIM and MS-SSIM run the grayscale algorithm on each channel (still on the
+0..255 scale with ``L = 255``) and average the three per-channel values.
+"""
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from ..validation import check_image, check_pair
+
+#: BT.601 luma coefficients of MATLAB ``rgb2ycbcr`` for R, G, B in [0, 1], output on 0..255.
+LUMA_WEIGHTS = (65.481, 128.553, 24.966)
+LUMA_OFFSET = 16.0
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+SSIM_L = 255.0
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+#: msssim.m refuses images whose side divided by 2**(levels-1) is below the window size.
+MS_SSIM_MIN_SIZE = SSIM_WINDOW * 2 ** (len(MS_SSIM_WEIGHTS) - 1)
+
+
+def rgb_to_luma(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R BT.601 luma of MATLAB ``rgb2ycbcr``, rescaled to the ``[0, 1]`` scale.
+
+    Args:
+        x: ``[B, 3, H, W]`` RGB in ``[0, 1]``.
+
+    Returns:
+        ``[B, 1, H, W]`` equal to ``(16 + 65.481 R + 128.553 G + 24.966 B) / 255``; values lie in
+        ``[16/255, 235/255]``. Multiply by 255 for the 0..255 scale of ``rgb2ycbcr`` on uint8.
+        Not rounded, so it is differentiable.
+    """
+    check_image(x, "x")
+    return _luma255(x) / 255.0
+
+
+def _luma255(x: torch.Tensor) -> torch.Tensor:
+    w = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True) + LUMA_OFFSET
+
+
+def _to255(x: torch.Tensor, luma: bool) -> torch.Tensor:
+    """``[B, 3, H, W]`` in [0, 1] -> ``[B, C, H, W]`` on 0..255 (C = 1 for luma, else 3)."""
+    return _luma255(x) if luma else x * 255.0
+
+
+def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over channels and pixels on the ``[0, 1]`` scale.
+
+    Args:
+        x: distorted ``[B, 3, H, W]`` in [0, 1].
+        y: reference, same shape.
+
+    Returns:
+        ``[B]`` MSE in ``[0, 1]``.
+    """
+    check_pair(x, y, "x", "y")
+    return (x - y).pow(2).flatten(1).mean(dim=1)
+
+
+def linf(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Largest absolute pixel difference ``||x - y||_inf`` on the ``[0, 1]`` scale.
+
+    Args:
+        x: distorted ``[B, 3, H, W]`` in [0, 1].
+        y: reference, same shape.
+
+    Returns:
+        ``[B]`` values in ``[0, 1]`` (seed 002 reports the L-inf norm of the perturbation).
+    """
+    check_pair(x, y, "x", "y")
+    return (x - y).abs().flatten(1).amax(dim=1)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, luma: bool = True) -> torch.Tensor:
+    """Peak signal-to-noise ratio ``10 log10(data_range^2 / MSE)`` in dB.
+
+    Args:
+        x: distorted ``[B, 3, H, W]`` in [0, 1].
+        y: reference, same shape.
+        data_range: peak value on the ``[0, 1]`` scale (1.0 = 255 on the 8-bit scale).
+        luma: compare the BT.601 luma Y (``rgb2ycbcr``, on the [0, 1] scale) when True, the MSE
+            over all RGB channels when False.
+
+    Returns:
+        ``[B]`` PSNR in dB; ``+inf`` for identical images (the gradient is then undefined).
+    """
+    check_pair(x, y, "x", "y")
+    if not data_range > 0:
+        raise InputError(f"data_range: expected a positive peak value, got {data_range}")
+    return _psnr(x, y, data_range, luma)
+
+
+def _psnr(x: torch.Tensor, y: torch.Tensor, data_range: float, luma: bool) -> torch.Tensor:
+    d = (_to255(x, luma) - _to255(y, luma)) / 255.0
+    err = d.pow(2).flatten(1).mean(dim=1)
+    return 10.0 * torch.log10(data_range**2 / err)
+
+
+def _gaussian_1d(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Normalised 1-D factor of ``fspecial('gaussian', 11, 1.5)`` (the 2-D window is separable)."""
+    r = (SSIM_WINDOW - 1) / 2
+    t = torch.arange(SSIM_WINDOW, dtype=dtype, device=device) - r
+    g = torch.exp(-(t**2) / (2 * SSIM_SIGMA**2))
+    return g / g.sum()
+
+
+def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``filter2(window, x, 'valid')`` per channel with the separable Gaussian window."""
+    c = x.shape[1]
+    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _symmetric_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
+    """Indices of MATLAB's ``'symmetric'`` padding (mirror including the border sample)."""
+    j = torch.arange(-before, n + after, device=device)
+    j = torch.where(j < 0, -j - 1, j)
+    return torch.where(j >= n, 2 * n - 1 - j, j)
+
+
+def _mean_downsample(x: torch.Tensor, f: int) -> torch.Tensor:
+    """``imfilter(x, ones(f)/f^2, 'symmetric', 'same')`` then ``x(1:f:end, 1:f:end)``.
+
+    MATLAB anchors an ``f x f`` kernel at ``floor((f + 1) / 2)``, so output sample ``i`` averages
+    inputs ``i - floor((f-1)/2) .. i + f - 1 - floor((f-1)/2)``; keeping every ``f``-th sample is
+    an ``f x f`` average pool with stride ``f`` over the symmetrically padded image.
+    Output size ``ceil(H / f) x ceil(W / f)``.
+    """
+    before = (f - 1) // 2
+    after = f - 1 - before
+    h, w = x.shape[-2:]
+    x = x.index_select(-2, _symmetric_index(h, before, after, x.device))
+    x = x.index_select(-1, _symmetric_index(w, before, after, x.device))
+    return F.avg_pool2d(x, kernel_size=f, stride=f)
+
+
+def ssim_downsample_factor(h: int, w: int) -> int:
+    """``f = max(1, round(min(H, W) / 256))`` of ssim.m (MATLAB rounds halves away from zero)."""
+    return max(1, int(math.floor(min(h, w) / 256.0 + 0.5)))
+
+
+def _ssim_maps(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SSIM and contrast-structure maps (``'valid'`` size) of 0..255 images ``[B, C, H, W]``.
+
+    Wang et al. 2004 eq. (13) with ``C1 = (K1 L)^2``, ``C2 = (K2 L)^2`` and population
+    (biased) local moments under the Gaussian window, as ``ssim.m`` computes them.
+    """
+    g = _gaussian_1d(a.dtype, a.device)
+    c1 = (SSIM_K1 * SSIM_L) ** 2
+    c2 = (SSIM_K2 * SSIM_L) ** 2
+    mu_a, mu_b = _filter_valid(a, g), _filter_valid(b, g)
+    var_a = _filter_valid(a * a, g) - mu_a * mu_a
+    var_b = _filter_valid(b * b, g) - mu_b * mu_b
+    cov = _filter_valid(a * b, g) - mu_a * mu_b
+    cs = (2 * cov + c2) / (var_a + var_b + c2)
+    lum = (2 * mu_a * mu_b + c1) / (mu_a * mu_a + mu_b * mu_b + c1)
+    return lum * cs, cs
+
+
+def _check_min_size(x: torch.Tensor, minimum: int, what: str) -> None:
+    h, w = x.shape[-2:]
+    if min(h, w) < minimum:
+        raise InputError(
+            f"x: {what} needs images of at least {minimum}x{minimum} pixels, got {h}x{w}. "
+            "Use larger images (or psnr/mse for tiny crops)."
+        )
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, luma: bool = True, downsample: bool = True) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004, eq. 13) following the authors' ``ssim.m``.
+
+    Args:
+        x: distorted ``[B, 3, H, W]`` in [0, 1].
+        y: reference, same shape.
+        luma: SSIM of the BT.601 luma (0..255 scale) when True; when False the mean of the
+            three per-channel SSIM values of the RGB image (each on 0..255, ``L = 255``).
+        downsample: apply ssim.m's automatic downsampling (``f = max(1, round(min(H,W)/256))``:
+            e.g. ``f = 2`` for 512x512). Disable it to compare at full resolution.
+
+    Returns:
+        ``[B]`` mean SSIM, at most 1 (1 for identical images).
+
+    Raises:
+        InputError: the (downsampled) image is smaller than the 11x11 window.
+    """
+    check_pair(x, y, "x", "y")
+    f = ssim_downsample_factor(*x.shape[-2:]) if downsample else 1
+    _check_min_size(x, SSIM_WINDOW * f, "SSIM (11x11 window" + (f", downsampled by {f})" if f > 1 else ")"))
+    return _ssim(x, y, luma, downsample)
+
+
+def _ssim(x: torch.Tensor, y: torch.Tensor, luma: bool, downsample: bool) -> torch.Tensor:
+    a, b = _to255(x, luma), _to255(y, luma)
+    f = ssim_downsample_factor(*a.shape[-2:]) if downsample else 1
+    if f > 1:
+        a, b = _mean_downsample(a, f), _mean_downsample(b, f)
+    ssim_map, _ = _ssim_maps(a, b)
+    return ssim_map.flatten(2).mean(dim=2).mean(dim=1)
+
+
+def _positive_pow(v: torch.Tensor, w: float) -> torch.Tensor:
+    """``max(v, 0) ** w`` with finite gradients (0 where ``v <= 0``)."""
+    pos = v > 0
+    return torch.where(pos, v.clamp(min=1e-12).pow(w), torch.zeros_like(v))
+
+
+def ms_ssim(x: torch.Tensor, y: torch.Tensor, luma: bool = True) -> torch.Tensor:
+    """Multi-scale SSIM (Wang, Simoncelli & Bovik 2003, eq. 7) following ``msssim.m``.
+
+    ``MS-SSIM = prod_{j=1..4} cs_j^{w_j} * ssim_5^{w_5}`` where ``cs_j`` is the mean
+    contrast-structure map and ``ssim_5`` the mean SSIM map at the coarsest scale. No automatic
+    downsampling (as in msssim.m). Negative mean values (possible for anti-correlated images,
+    where MATLAB would return a complex number) are clipped to 0 before the power, as a ReLU
+    (the score is then 0 and that factor passes no gradient).
+
+    Args:
+        x: distorted ``[B, 3, H, W]`` in [0, 1], both sides at least 176 pixels
+            (``11 * 2**4``, the check of msssim.m).
+        y: reference, same shape.
+        luma: on the BT.601 luma when True; else mean of the per-channel RGB values.
+
+    Returns:
+        ``[B]`` MS-SSIM in ``[0, 1]`` (1 for identical images).
+
+    Raises:
+        InputError: images smaller than 176x176.
+    """
+    check_pair(x, y, "x", "y")
+    _check_min_size(x, MS_SSIM_MIN_SIZE, "MS-SSIM (5 scales, 11x11 window)")
+    return _ms_ssim(x, y, luma)
+
+
+def _ms_ssim(x: torch.Tensor, y: torch.Tensor, luma: bool) -> torch.Tensor:
+    a, b = _to255(x, luma), _to255(y, luma)
+    levels = len(MS_SSIM_WEIGHTS)
+    out = torch.ones(a.shape[:2], dtype=a.dtype, device=a.device)
+    for j, w in enumerate(MS_SSIM_WEIGHTS):
+        ssim_map, cs_map = _ssim_maps(a, b)
+        term = (ssim_map if j == levels - 1 else cs_map).flatten(2).mean(dim=2)
+        out = out * _positive_pow(term, w)
+        if j < levels - 1:
+            a, b = _mean_downsample(a, 2), _mean_downsample(b, 2)
+    return out.mean(dim=1)
+
+
+__all__ = ["rgb_to_luma", "psnr", "ssim", "ms_ssim", "mse", "linf", "ssim_downsample_factor"]
