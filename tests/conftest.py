@@ -1,0 +1,14 @@
+"""Shared test configuration: deterministic, CPU-only, quiet."""
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("IQAGUARD_CACHE", os.path.join(os.path.dirname(__file__), "..", ".cache-test"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
