@@ -189,6 +189,7 @@ def _ssim_maps(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Te
 
 
 def _check_min_size(x: torch.Tensor, minimum: int, what: str) -> None:
+    """Raise :class:`InputError` when ``min(H, W) < minimum``."""
     h, w = x.shape[-2:]
     if min(h, w) < minimum:
         raise InputError(
@@ -215,9 +216,25 @@ def ssim(x: torch.Tensor, y: torch.Tensor, luma: bool = True, downsample: bool =
         InputError: the (downsampled) image is smaller than the 11x11 window.
     """
     check_pair(x, y, "x", "y")
-    f = ssim_downsample_factor(*x.shape[-2:]) if downsample else 1
-    _check_min_size(x, SSIM_WINDOW * f, "SSIM (11x11 window" + (f", downsampled by {f})" if f > 1 else ")"))
+    check_ssim_size(x, downsample)
     return _ssim(x, y, luma, downsample)
+
+
+def check_ssim_size(x: torch.Tensor, downsample: bool = True) -> None:
+    """Raise :class:`InputError` when ``x`` (``[..., H, W]``) is too small for :func:`ssim`.
+
+    The image must hold one 11x11 window after the automatic downsampling by ``f``.
+    """
+    h, w = x.shape[-2:]
+    f = ssim_downsample_factor(h, w) if downsample else 1
+    # ceil(n / f) >= 11  <=>  n > 10 f
+    if min(h, w) <= (SSIM_WINDOW - 1) * f:
+        _check_min_size(x, (SSIM_WINDOW - 1) * f + 1, f"SSIM (11x11 window after downsampling by {f})")
+
+
+def check_ms_ssim_size(x: torch.Tensor) -> None:
+    """Raise :class:`InputError` when ``x`` is smaller than 176x176 (msssim.m's 5-scale check)."""
+    _check_min_size(x, MS_SSIM_MIN_SIZE, "MS-SSIM (5 scales, 11x11 window)")
 
 
 def _ssim(x: torch.Tensor, y: torch.Tensor, luma: bool, downsample: bool) -> torch.Tensor:
@@ -257,7 +274,7 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, luma: bool = True) -> torch.Tensor
         InputError: images smaller than 176x176.
     """
     check_pair(x, y, "x", "y")
-    _check_min_size(x, MS_SSIM_MIN_SIZE, "MS-SSIM (5 scales, 11x11 window)")
+    check_ms_ssim_size(x)
     return _ms_ssim(x, y, luma)
 
 
@@ -274,4 +291,7 @@ def _ms_ssim(x: torch.Tensor, y: torch.Tensor, luma: bool) -> torch.Tensor:
     return out.mean(dim=1)
 
 
-__all__ = ["rgb_to_luma", "psnr", "ssim", "ms_ssim", "mse", "linf", "ssim_downsample_factor"]
+__all__ = [
+    "rgb_to_luma", "psnr", "ssim", "ms_ssim", "mse", "linf",
+    "ssim_downsample_factor", "check_ssim_size", "check_ms_ssim_size",
+]

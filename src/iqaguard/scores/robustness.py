@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import ScoreError
-from ._arrays import BoundsLike, to_array, to_bounds, to_pair
+from ._arrays import BoundsLike, to_bounds, to_pair
 
 #: Default floor of the R-score denominator, as a fraction of diam(f) (see :func:`r_score`).
 R_FLOOR = 1e-6

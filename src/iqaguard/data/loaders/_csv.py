@@ -127,14 +127,17 @@ def check_unique(names: Sequence[str], lines: Sequence[int], path: Path) -> None
         seen[name] = line
 
 
-def apply_limit(items: Sequence[T], limit: Optional[int]) -> List[T]:
-    """The first ``limit`` items (all of them when ``limit`` is ``None``).
+def check_limit(limit: Optional[int]) -> Optional[int]:
+    """Validate a ``limit`` argument: ``None`` or a non-negative integer.
 
     Raises:
-        InputError: ``limit`` is not ``None`` or a non-negative integer.
+        InputError: naming ``limit`` and the received value.
     """
-    if limit is None:
-        return list(items)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InputError(f"limit: expected None or an integer >= 0, got {limit!r}")
-    return list(items[:limit])
+    return limit
+
+
+def apply_limit(items: Sequence[T], limit: Optional[int]) -> List[T]:
+    """The first ``limit`` items (all of them when ``limit`` is ``None``)."""
+    return list(items) if check_limit(limit) is None else list(items[:limit])

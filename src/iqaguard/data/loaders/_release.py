@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 from ...errors import DatasetError, ImageFileError
 from ..base import Dataset, Sample
+from ._csv import apply_limit, check_limit
+
+T = TypeVar("T")
 
 PathLike = Union[str, Path]
 
@@ -22,18 +25,22 @@ class ReleaseDataset(Dataset):
 
     Subclasses set ``name``, ``mos_range``, ``full_reference``, ``LAYOUT`` (a tree of the
     expected files) and ``SOURCE`` (where the release is officially distributed), then call
-    :meth:`_open_root`, :meth:`_locate` and :meth:`_finish` from ``__init__``.
+    ``super().__init__(limit)`` (validates ``limit``), then :meth:`_open_root`, :meth:`_locate`,
+    :meth:`_take`, :meth:`_check_files` and :meth:`_finish` from ``__init__``.
     """
 
     LAYOUT: str = ""
     SOURCE: str = ""
 
+    def __init__(self, limit: Optional[int] = None) -> None:
+        super().__init__()
+        self.limit = check_limit(limit)
+        self.root: Optional[Path] = None
+
     def _layout_error(self, problem: str) -> DatasetError:
         """A :class:`DatasetError` that states ``problem``, the expected layout and the source."""
-        return DatasetError(
-            f"{self.name}: {problem}\nExpected layout:\n{self.LAYOUT.rstrip()}\n"
-            f"The dataset is officially distributed at {self.SOURCE}"
-        )
+        source = f"\nThe dataset is officially distributed at {self.SOURCE}" if self.SOURCE else ""
+        return DatasetError(f"{self.name}: {problem}\nExpected layout:\n{self.LAYOUT.rstrip()}{source}")
 
     def _open_root(self, root: PathLike, expected: str) -> Path:
         """Check that ``root`` is an existing folder; ``expected`` names what should be in it."""
@@ -107,8 +114,12 @@ class ReleaseDataset(Dataset):
                 f"completely into {self.root}, or pass limit=... to use a prefix of the table."
             )
 
-    def _finish(self, samples: List[Sample], limit: Optional[int] = None) -> None:
-        """Store ``samples``; an empty release is an error (unless ``limit == 0`` asked for none)."""
-        if not samples and limit != 0:
+    def _take(self, items: Sequence[T]) -> List[T]:
+        """The first ``self.limit`` items (all when ``limit`` is ``None``)."""
+        return apply_limit(items, self.limit)
+
+    def _finish(self, samples: List[Sample]) -> None:
+        """Store ``samples``; an empty release is an error (unless ``limit=0`` asked for none)."""
+        if not samples and self.limit != 0:
             raise self._layout_error(f"no images found under {self.root}.")
         self.samples = samples

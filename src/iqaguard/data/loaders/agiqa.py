@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Union
 from ...errors import InputError
 from ...registry import DATASETS
 from ..base import Sample
-from ._csv import apply_limit, check_unique, number, read_rows
+from ._csv import check_unique, number, read_rows
 from ._release import ReleaseDataset
 
 _TARGETS = {"quality": ("mos_quality", "std_quality"), "align": ("mos_align", "std_align")}
@@ -21,8 +21,8 @@ class AGIQA3K(ReleaseDataset):
 
     ``data.csv`` (also in the official GitHub repository) lists every image with its prompt,
     the prompt's adjectives/style and two opinion scores, each normalised by the authors to
-    0..5 (observed values roughly 0.1..4.8): ``mos_quality`` (perceptual quality, the default
-    target) and ``mos_align`` (text-image alignment).
+    0..5: ``mos_quality`` (perceptual quality, the default target) and ``mos_align``
+    (text-image alignment).
 
     Args:
         root: folder holding ``data.csv`` (or its parent).
@@ -61,12 +61,12 @@ class AGIQA3K(ReleaseDataset):
         target: str = "quality",
         limit: Optional[int] = None,
     ) -> None:
-        super().__init__()
+        super().__init__(limit)
         if target not in _TARGETS:
             raise InputError(f"target: expected one of {tuple(_TARGETS)}, got {target!r}")
         base = self._open_root(root, f"{self.CSV} and the image folder")
         table = self._locate(base, self.CSV)
-        rows = apply_limit(read_rows(table, self.COLUMNS), limit)
+        rows = self._take(read_rows(table, self.COLUMNS))
         check_unique([r.get("name") for r in rows], [r.line for r in rows], table)
         folder = self._image_folder(table.parent, image_dir, rows[0].get("name") if rows else None)
         mos_col, _ = _TARGETS[target]
@@ -79,7 +79,7 @@ class AGIQA3K(ReleaseDataset):
             meta.update({c: number(r, c, table) for c in ("mos_quality", "std_quality", "mos_align", "std_align")})
             samples.append(Sample(name=name, path=folder / name, mos=meta[mos_col], meta=meta))
         self._check_files(((s.path, r.line) for s, r in zip(samples, rows)), table)
-        self._finish(samples, limit)
+        self._finish(samples)
 
     def _image_folder(self, parent: Path, image_dir: Optional[str], probe: Optional[str]) -> Path:
         if image_dir is not None:

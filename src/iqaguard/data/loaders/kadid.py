@@ -12,7 +12,7 @@ from typing import Optional, Union
 from ...errors import DatasetError
 from ...registry import DATASETS
 from ..base import Sample
-from ._csv import apply_limit, check_unique, number, read_rows
+from ._csv import check_unique, number, read_rows
 from ._release import ReleaseDataset
 
 #: Distortion type index (1..25, the middle field of ``I01_<type>_<level>.png``) -> name,
@@ -66,14 +66,14 @@ class KADID10k(ReleaseDataset):
     SOURCE = "https://database.mmsp-kn.de/kadid-10k-database.html"
 
     def __init__(self, root: Union[str, Path], limit: Optional[int] = None) -> None:
-        super().__init__()
+        super().__init__(limit)
         base = self._open_root(root, f"{self.CSV} and images/")
         table = self._locate(base, self.CSV)
         folder = table.parent / "images"
         if not folder.is_dir():
             raise self._layout_error(f"expected folder 'images/' next to {table}, not found.")
 
-        rows = apply_limit(read_rows(table, self.COLUMNS), limit)
+        rows = self._take(read_rows(table, self.COLUMNS))
         check_unique([r.get("dist_img") for r in rows], [r.line for r in rows], table)
         samples, listed = [], []
         for r in rows:
@@ -100,4 +100,4 @@ class KADID10k(ReleaseDataset):
             samples.append(sample)
             listed += [(sample.path, r.line), (sample.ref_path, r.line)]
         self._check_files(listed, table)
-        self._finish(samples, limit)
+        self._finish(samples)

@@ -11,7 +11,7 @@ from typing import Optional, Union
 from ...errors import InputError
 from ...registry import DATASETS
 from ..base import Sample
-from ._csv import apply_limit, check_unique, number, read_rows
+from ._csv import check_unique, number, read_rows
 from ._release import ReleaseDataset
 
 _SCALES = {"mos": ("MOS", (1.0, 5.0)), "zscore": ("MOS_zscore", (0.0, 100.0))}
@@ -60,18 +60,18 @@ class KonIQ10k(ReleaseDataset):
         scale: str = "mos",
         limit: Optional[int] = None,
     ) -> None:
-        super().__init__()
+        super().__init__(limit)
         if resolution is not None and resolution not in self.RESOLUTIONS:
             raise InputError(f"resolution: expected one of {self.RESOLUTIONS} or None, got {resolution!r}")
         if scale not in _SCALES:
             raise InputError(f"scale: expected one of {tuple(_SCALES)}, got {scale!r}")
-        base = self._open_root(root, f"{self.CSV} and an image folder {' or '.join(self.RESOLUTIONS)}/")
+        base = self._open_root(root, f"{self.CSV} and an image folder {' or '.join(r + '/' for r in self.RESOLUTIONS)}")
         table = self._locate(base, self.CSV)
         folder = self._image_folder(base, resolution)
         column, self.mos_range = _SCALES[scale]
         self.resolution = folder.name
 
-        rows = apply_limit(read_rows(table, self.COLUMNS), limit)
+        rows = self._take(read_rows(table, self.COLUMNS))
         check_unique([r.get("image_name") for r in rows], [r.line for r in rows], table)
         samples = []
         for r in rows:
@@ -86,7 +86,7 @@ class KonIQ10k(ReleaseDataset):
             }
             samples.append(Sample(name=name, path=folder / name, mos=number(r, column, table), meta=meta))
         self._check_files(((s.path, r.line) for s, r in zip(samples, rows)), table)
-        self._finish(samples, limit)
+        self._finish(samples)
 
     def _image_folder(self, base: Path, resolution: Optional[str]) -> Path:
         wanted = [resolution] if resolution else list(self.RESOLUTIONS)

@@ -1,0 +1,146 @@
+"""Pseudo-MOS of ``builtin-kadid``: a fixed consensus of weightless full-reference measures.
+
+Synthetic distortions of the builtin photographs have no subjective scores, so ``builtin-kadid``
+labels every distorted image with a *pseudo-MOS* on KADID-10k's 1..5 scale computed from the
+pair (distorted, reference) only:
+
+    pseudo_MOS = 1 + 4 * mean_k q_k,    q_k in [0, 1] (1 = indistinguishable)
+
+with five fixed maps (no normalisation over the dataset, so a label never depends on which
+other images were generated):
+
+* ``q_psnr   = clip((PSNR_RGB - 15) / 30, 0, 1)`` — PSNR in dB over the three RGB channels
+  (:func:`iqaguard.metrics.functional.psnr`, ``luma=False``); 15 dB -> 0, 45 dB -> 1.
+* ``q_ssim   = clip(SSIM_Y, 0, 1)`` — SSIM of the BT.601 luma with ssim.m's downsampling
+  (Wang et al. 2004, eq. 13).
+* ``q_msssim = clip(MS-SSIM_Y, 0, 1)`` — 5-scale MS-SSIM of the luma (Wang et al. 2003,
+  eq. 7); left out of the mean for images under 176 px (the measure is undefined there).
+* ``q_gmsd   = 1 - clip(GMSD / 0.35, 0, 1)`` — gradient magnitude similarity deviation
+  (Xue, Zhang, Mou & Bovik, "Gradient Magnitude Similarity Deviation", IEEE TIP 2014, eqs. 4-8);
+  0.35 is about the largest GMSD of the LIVE/TID distortions.
+* ``q_color  = 1 - clip(dE / 25, 0, 1)`` — mean CIE76 colour difference ``dE*ab`` in CIE Lab
+  (D65). The three structural terms see only luma; this term makes chroma-only distortions
+  (colour diffusion, chroma noise, saturation) count.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from kornia.color import rgb_to_lab
+
+from ..metrics.functional import MS_SSIM_MIN_SIZE, ms_ssim, psnr, ssim
+from ..validation import check_pair
+
+#: (name, formula) of each term, as documented above and in docs/builtin_kadid.md.
+TERMS = {
+    "psnr": "clip((PSNR_RGB - 15) / 30, 0, 1)",
+    "ssim": "clip(SSIM_Y, 0, 1)",
+    "ms_ssim": "clip(MS-SSIM_Y, 0, 1) (images >= 176 px only)",
+    "gmsd": "1 - clip(GMSD / 0.35, 0, 1)",
+    "delta_e": "1 - clip(mean dE76 / 25, 0, 1)",
+}
+PSNR_LOW, PSNR_SPAN = 15.0, 30.0
+GMSD_MAX = 0.35
+DELTA_E_MAX = 25.0
+GMSD_T = 170.0  # stability constant of Xue et al. 2014 for 0..255 images
+
+_PREWITT = torch.tensor([[1.0, 0.0, -1.0]] * 3) / 3.0
+_Y601 = (0.299, 0.587, 0.114)
+
+
+def gmsd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient magnitude similarity deviation (Xue et al., IEEE TIP 2014).
+
+    Luma ``Y = 0.299 R + 0.587 G + 0.114 B`` on 0..255, 2x2 mean filter and subsampling by 2,
+    Prewitt gradient magnitudes ``m`` (eq. 4, 'valid' borders), similarity map
+    ``GMS = (2 m_x m_y + T) / (m_x^2 + m_y^2 + T)`` with ``T = 170`` (eq. 5), and GMSD = the
+    standard deviation of the GMS map (eq. 8).
+
+    Args:
+        x: distorted ``[B, 3, H, W]`` in [0, 1] (H, W >= 8).
+        y: reference, same shape.
+
+    Returns:
+        ``[B]`` GMSD >= 0 (0 for identical images; lower is better).
+    """
+    check_pair(x, y, "x", "y")
+    return _gmsd(x, y)
+
+
+def _gradient_magnitude(img: torch.Tensor) -> torch.Tensor:
+    w = torch.tensor(_Y601, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
+    lum = F.avg_pool2d((img * w).sum(dim=1, keepdim=True) * 255.0, 2)
+    hx = _PREWITT.to(img)
+    k = torch.stack([hx, hx.t()]).unsqueeze(1)
+    g = F.conv2d(lum, k)
+    return g.pow(2).sum(dim=1).sqrt()
+
+
+def _gmsd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    mx, my = _gradient_magnitude(x), _gradient_magnitude(y)
+    gms = (2 * mx * my + GMSD_T) / (mx * mx + my * my + GMSD_T)
+    return gms.flatten(1).std(dim=1, unbiased=False)
+
+
+def delta_e76(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean CIE76 colour difference ``sqrt(dL^2 + da^2 + db^2)`` in CIE Lab (D65).
+
+    Args:
+        x: distorted ``[B, 3, H, W]`` sRGB in [0, 1].
+        y: reference, same shape.
+
+    Returns:
+        ``[B]`` mean dE*ab >= 0 (about 2.3 is a just-noticeable difference).
+    """
+    check_pair(x, y, "x", "y")
+    return (rgb_to_lab(x) - rgb_to_lab(y)).pow(2).sum(dim=1).sqrt().flatten(1).mean(dim=1)
+
+
+@torch.no_grad()
+def quality_terms(x: torch.Tensor, ref: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Raw measures and mapped terms of the pseudo-MOS for a batch of pairs.
+
+    Args:
+        x: distorted ``[B, 3, H, W]`` in [0, 1].
+        ref: reference, same shape (H, W >= 16).
+
+    Returns:
+        Dict of ``[B]`` tensors: raw ``psnr`` (dB, may be ``inf``), ``ssim``, ``ms_ssim`` (absent
+        below 176 px), ``gmsd``, ``delta_e``, and ``q_<name>`` for each mapped term in [0, 1].
+    """
+    check_pair(x, ref, "x", "ref")
+    x, ref = x.float(), ref.float()
+    raw = {"psnr": psnr(x, ref, data_range=1.0, luma=False), "ssim": ssim(x, ref, luma=True, downsample=True)}
+    if min(x.shape[-2:]) >= MS_SSIM_MIN_SIZE:
+        raw["ms_ssim"] = ms_ssim(x, ref, luma=True)
+    raw["gmsd"] = _gmsd(x, ref)
+    raw["delta_e"] = delta_e76(x, ref)
+    q = {
+        "q_psnr": ((torch.nan_to_num(raw["psnr"], posinf=1e6) - PSNR_LOW) / PSNR_SPAN).clamp(0, 1),
+        "q_ssim": raw["ssim"].clamp(0, 1),
+        "q_gmsd": 1.0 - (raw["gmsd"] / GMSD_MAX).clamp(0, 1),
+        "q_delta_e": 1.0 - (raw["delta_e"] / DELTA_E_MAX).clamp(0, 1),
+    }
+    if "ms_ssim" in raw:
+        q["q_ms_ssim"] = raw["ms_ssim"].clamp(0, 1)
+    return {**raw, **q}
+
+
+def pseudo_mos(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Pseudo-MOS ``1 + 4 * mean(q_psnr, q_ssim, q_ms_ssim, q_gmsd, q_delta_e)`` (module docstring).
+
+    Args:
+        x: distorted ``[B, 3, H, W]`` in [0, 1].
+        ref: reference, same shape.
+
+    Returns:
+        ``[B]`` pseudo-MOS in [1, 5] (5 for identical images; higher is better).
+    """
+    terms = quality_terms(x, ref)
+    q = torch.stack([v for k, v in terms.items() if k.startswith("q_")])
+    return 1.0 + 4.0 * q.mean(dim=0)
+
+
+__all__ = ["TERMS", "delta_e76", "gmsd", "pseudo_mos", "quality_terms"]

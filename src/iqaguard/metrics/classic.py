@@ -1,0 +1,139 @@
+"""Weightless full-reference metrics: ``psnr``, ``ssim``, ``ms-ssim`` (registry names).
+
+They wrap :mod:`iqaguard.metrics.functional` (PSNR; SSIM of Wang et al. 2004 as ``ssim.m``;
+MS-SSIM of Wang, Simoncelli & Bovik 2003 as ``msssim.m``), are differentiable with respect to
+the distorted image, and carry bounds that follow seed 002 appendix A.3.2 adapted to FR metrics:
+
+* ``best`` is the value of a pristine image against itself: 1.0 for SSIM and MS-SSIM. PSNR of
+  identical images is infinite, so the PSNR metric saturates at the 8-bit quantisation noise
+  level: an MSE below that of uniform rounding noise, ``(1/255)^2 / 12``, counts as that MSE,
+  hence ``best = 10 log10(12 * 255^2) = 58.92 dB`` (finite, reached by ``f(x, x)``, and the
+  gradient stays finite everywhere).
+* ``worst`` is the minimum over the JPEG q=10 versions and the uniform-noise images of the
+  builtin photographs against their references, measured by
+  ``scripts/calibrate_classic_bounds.py`` (which runs :func:`iqaguard.metrics.bounds.calibrate_bounds`)
+  and stored below for each option setting.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from ..registry import METRICS
+from . import functional as F
+from .base import Bounds, Metric
+
+#: MSE of uniform 8-bit rounding noise on the [0, 1] scale, the PSNR saturation point.
+QUANTIZATION_MSE = (1.0 / 255.0) ** 2 / 12.0
+#: PSNR (dB) at the quantisation noise level: ``10 log10(12 * 255^2)``.
+PSNR_BEST = 10.0 * math.log10(1.0 / QUANTIZATION_MSE)
+
+#: Worst values measured by scripts/calibrate_classic_bounds.py (seed 0, JPEG q=10 + uniform
+#: noise); keys are (registry name, option values in constructor order). Source: scikit-image
+#: sample photographs (astronaut, coffee, chelsea, rocket, immunohistochemistry,
+#: hubble_deep_field), used until the builtin photographs are available.
+CALIBRATED_WORST: Dict[Tuple[str, Tuple[bool, ...]], float] = {
+    ("psnr", (True,)): 7.7458,
+    ("ssim", (True, True)): 0.032,
+    ("ssim", (True, False)): 0.0145,
+    ("ms-ssim", (True,)): 0.0965,
+    ("psnr", (False,)): 5.5951,
+    ("ssim", (False, True)): 0.0103,
+    ("ssim", (False, False)): 0.0028,
+    ("ms-ssim", (False,)): 0.0483,
+}
+
+
+def _bounds(name: str, options: Tuple[bool, ...], best: float) -> Bounds:
+    return Bounds(worst=CALIBRATED_WORST[(name, options)], best=best)
+
+
+class _ClassicFR(Metric):
+    """Shared shape of the weightless FR metrics: kind ``fr``, higher is better."""
+
+    kind = "fr"
+    lower_better = False
+
+    def __init__(self, default: Bounds, bounds: Optional[Bounds]) -> None:
+        super().__init__()
+        self.bounds = default if bounds is None else bounds
+
+
+@METRICS.register("psnr")
+class PSNR(_ClassicFR):
+    """Peak signal-to-noise ratio in dB, saturating at the 8-bit quantisation level (58.92 dB).
+
+    ``score = 10 log10(1 / max(MSE, (1/255)^2 / 12))`` on the [0, 1] scale, MSE of the BT.601
+    luma (``luma=True``, as super-resolution papers report) or of all RGB channels.
+
+    Args:
+        luma: compare luma Y (True) or RGB (False).
+        bounds: override the calibrated ``Bounds(worst, best=58.92)``.
+
+    Call ``m(x, ref)`` with ``[B, 3, H, W]`` tensors in [0, 1]; returns ``[B]`` dB.
+    """
+
+    name = "psnr"
+
+    def __init__(self, luma: bool = True, bounds: Optional[Bounds] = None) -> None:
+        super().__init__(_bounds("psnr", (bool(luma),), PSNR_BEST), bounds)
+        self.luma = bool(luma)
+
+    def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
+        assert ref is not None
+        d = F._to255(x, self.luma) - F._to255(ref, self.luma)
+        err = (d / 255.0).pow(2).flatten(1).mean(dim=1).clamp(min=QUANTIZATION_MSE)
+        return -10.0 * torch.log10(err)
+
+
+@METRICS.register("ssim")
+class SSIM(_ClassicFR):
+    """SSIM (Wang et al. 2004, eq. 13) with the conventions of ``ssim.m`` (2009 revision).
+
+    Args:
+        luma: on BT.601 luma (True) or mean over RGB channels (False).
+        downsample: ssim.m's automatic downsampling by ``max(1, round(min(H, W) / 256))``.
+        bounds: override the calibrated ``Bounds(worst, best=1.0)``.
+
+    Call ``m(x, ref)`` with ``[B, 3, H, W]`` tensors in [0, 1], ``H, W >= 11``; returns ``[B]``.
+    """
+
+    name = "ssim"
+
+    def __init__(self, luma: bool = True, downsample: bool = True, bounds: Optional[Bounds] = None) -> None:
+        super().__init__(_bounds("ssim", (bool(luma), bool(downsample)), 1.0), bounds)
+        self.luma = bool(luma)
+        self.downsample = bool(downsample)
+
+    def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
+        assert ref is not None
+        F.check_ssim_size(x, self.downsample)
+        return F._ssim(x, ref, self.luma, self.downsample)
+
+
+@METRICS.register("ms-ssim")
+class MSSSIM(_ClassicFR):
+    """MS-SSIM (Wang, Simoncelli & Bovik 2003, eq. 7) with the conventions of ``msssim.m``.
+
+    Args:
+        luma: on BT.601 luma (True) or mean over RGB channels (False).
+        bounds: override the calibrated ``Bounds(worst, best=1.0)``.
+
+    Call ``m(x, ref)`` with ``[B, 3, H, W]`` tensors in [0, 1], ``H, W >= 176``; returns ``[B]``.
+    """
+
+    name = "ms-ssim"
+
+    def __init__(self, luma: bool = True, bounds: Optional[Bounds] = None) -> None:
+        super().__init__(_bounds("ms-ssim", (bool(luma),), 1.0), bounds)
+        self.luma = bool(luma)
+
+    def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
+        assert ref is not None
+        F.check_ms_ssim_size(x)
+        return F._ms_ssim(x, ref, self.luma)
+
+
+__all__ = ["PSNR", "SSIM", "MSSSIM", "PSNR_BEST", "QUANTIZATION_MSE", "CALIBRATED_WORST"]

@@ -1,0 +1,91 @@
+"""Per-image fidelity of a processed image to its original (seed 002 §3.5, "Quality scores").
+
+Seed 002 reports PSNR, SSIM, MSE and L∞ between defended (or attacked) images and their clean
+originals. These wrappers fix the benchmark's conventions on top of
+:mod:`iqaguard.metrics.functional` and return plain ``float64`` numpy arrays for the result rows:
+
+* PSNR and SSIM use the functional defaults: BT.601 luma (MATLAB ``rgb2ycbcr``), peak 1.0 on the
+  [0, 1] scale, and ``ssim.m``'s automatic downsampling — the convention of published PSNR/SSIM.
+* MSE and L∞ are computed on all three RGB channels on the [0, 1] scale (L∞ is the perturbation
+  budget unit of the attacks, e.g. 4/255).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..metrics import functional as F
+from ..validation import check_pair
+
+
+def _as_image(x: Any, name: str) -> torch.Tensor:
+    """Accept a torch tensor or a numpy array ``[B, 3, H, W]`` (float in [0, 1])."""
+    if isinstance(x, np.ndarray):
+        if not np.issubdtype(x.dtype, np.floating):
+            raise InputError(f"{name}: expected a float array in [0, 1], got dtype {x.dtype}; divide uint8 by 255")
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return x
+
+
+def _per_image(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: Any, y: Any) -> np.ndarray:
+    """Validate the pair once, apply ``fn`` without autograd, return ``[B]`` float64."""
+    x, y = _as_image(x, "x"), _as_image(y, "y")
+    check_pair(x, y, "x", "y")
+    with torch.no_grad():
+        return fn(x.detach(), y.detach()).to("cpu", torch.float64).numpy()
+
+
+def psnr(x: Any, y: Any) -> np.ndarray:
+    """PSNR in dB of ``x`` against ``y`` on the BT.601 luma, peak 1.0 (↑).
+
+    Args:
+        x: processed images ``[B, 3, H, W]`` in [0, 1] (torch or numpy).
+        y: original images, same shape.
+
+    Returns:
+        ``[B]`` PSNR in dB; ``+inf`` where the two images are identical (zero error).
+    """
+    return _per_image(F.psnr, x, y)
+
+
+def ssim(x: Any, y: Any) -> np.ndarray:
+    """SSIM (Wang et al. 2004) of ``x`` against ``y`` on the BT.601 luma, ``ssim.m`` style (↑).
+
+    Args:
+        x: processed images ``[B, 3, H, W]`` in [0, 1], at least 11x11 after the automatic
+            downsampling by ``max(1, round(min(H, W) / 256))``.
+        y: original images, same shape.
+
+    Returns:
+        ``[B]`` mean SSIM, at most 1.
+    """
+    return _per_image(F.ssim, x, y)
+
+
+def mse(x: Any, y: Any) -> np.ndarray:
+    """Mean squared error over the RGB channels and pixels, [0, 1] scale (↓).
+
+    Args:
+        x: processed images ``[B, 3, H, W]`` in [0, 1].
+        y: original images, same shape.
+
+    Returns:
+        ``[B]`` MSE in [0, 1].
+    """
+    return _per_image(F.mse, x, y)
+
+
+def linf(x: Any, y: Any) -> np.ndarray:
+    """L∞ distance ``max |x - y|`` over the RGB channels and pixels, [0, 1] scale (↓).
+
+    Args:
+        x: processed images ``[B, 3, H, W]`` in [0, 1].
+        y: original images, same shape.
+
+    Returns:
+        ``[B]`` values in [0, 1] (``4/255`` for a saturated medium L∞ attack).
+    """
+    return _per_image(F.linf, x, y)
