@@ -14,6 +14,15 @@ from iqaguard.errors import InputError
 from iqaguard.metrics import functional as F
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors on a shared 2-core machine: one intra-op thread avoids spin contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _photo(name: str) -> torch.Tensor:
     arr = getattr(data, name)().astype(np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
@@ -161,9 +170,10 @@ def test_ms_ssim_agrees_with_independent_implementation(astronaut):
 
 
 def test_quality_orders_with_distortion_strength(astronaut):
-    light, heavy = _noisy(astronaut, 0.02), _noisy(astronaut, 0.15)
+    ref = astronaut[..., :256, :256]
+    light, heavy = _noisy(ref, 0.02), _noisy(ref, 0.15)
     for fn in (F.ssim, F.ms_ssim, F.psnr):
-        assert fn(light, astronaut).item() > fn(heavy, astronaut).item()
+        assert fn(light, ref).item() > fn(heavy, ref).item()
 
 
 def test_downsample_factor_follows_ssim_m():
@@ -206,9 +216,9 @@ def test_gradcheck_ssim_and_psnr():
     ref = torch.rand(1, 3, 13, 14, generator=g, dtype=torch.float64) * 0.8 + 0.1
     x = (ref + 0.05 * torch.randn(ref.shape, generator=g, dtype=torch.float64)).clamp(0.05, 0.95)
     x.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: F.ssim(t, ref), (x,), eps=1e-6, atol=1e-5)
-    assert torch.autograd.gradcheck(lambda t: F.ssim(t, ref, luma=False), (x,), eps=1e-6, atol=1e-5)
-    assert torch.autograd.gradcheck(lambda t: F.psnr(t, ref), (x,), eps=1e-6, atol=1e-4)
+    assert torch.autograd.gradcheck(lambda t: F.ssim(t, ref), (x,), eps=1e-6, atol=1e-5, fast_mode=True)
+    assert torch.autograd.gradcheck(lambda t: F.ssim(t, ref, luma=False), (x,), eps=1e-6, atol=1e-5, fast_mode=True)
+    assert torch.autograd.gradcheck(lambda t: F.psnr(t, ref), (x,), eps=1e-6, atol=1e-4, fast_mode=True)
 
 
 def test_ms_ssim_directional_derivative(astronaut):

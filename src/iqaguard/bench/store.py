@@ -1,36 +1,83 @@
-"""DuckDB result store: one row per (image, metric, attack, preset, defense, preset, mode).
+"""DuckDB result store of the benchmark (DESIGN.md §Benchmark).
 
-Rows are inserted in small transactions with ``INSERT ... ON CONFLICT DO NOTHING`` on the
-primary key, so an interrupted run never loses a committed row and re-running never duplicates.
+Tables (created on open when missing):
+
+* ``results`` — one row per (dataset, image, metric, attack, attack_preset, defense,
+  defense_preset, mode, seed): clean / attacked / defended-clean / defended-attacked scores,
+  MOS, metric bounds, fidelity of the scored image to the clean one, timings, seeds, versions.
+* ``clean_scores`` — the clean score of every (dataset, image, metric, seed) (defense ``none``)
+  and its defended-clean score per (defense, preset), computed once and joined into ``results``.
+* ``adversarial`` — the non-adaptive adversarial images cached as PNG (path relative to
+  :meth:`Store.cache_dir`), with the attack time, so defenses added later reuse them.
+* ``subsets`` — the image selection of every (dataset, seed, selector), fixed on first use.
+* ``runs`` — one row per engine run (spec version and hash, executor, task counts).
+
+Durability: every write is one transaction with ``INSERT ... ON CONFLICT DO NOTHING`` on the
+primary key. DuckDB appends a committed transaction to its write-ahead log and ``fdatasync``s it
+before ``COMMIT`` returns (checked with ``strace``), and replays the log on the next open, so a
+process killed at any moment (SIGKILL) loses no committed row and re-running never duplicates.
+One process at a time may open a store for writing (DuckDB holds a file lock).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Sequence
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import duckdb
 
 from .. import __version__
 
-KEY_COLUMNS = ("dataset", "image", "metric", "attack", "attack_preset", "defense", "defense_preset", "mode")
+KEY_COLUMNS = ("dataset", "image", "metric", "attack", "attack_preset", "defense", "defense_preset", "mode",
+               "seed")
 
 COLUMNS: Dict[str, str] = {
     "dataset": "VARCHAR", "image": "VARCHAR", "metric": "VARCHAR", "attack": "VARCHAR",
     "attack_preset": "VARCHAR", "defense": "VARCHAR", "defense_preset": "VARCHAR", "mode": "VARCHAR",
-    "mos": "DOUBLE",
+    "seed": "BIGINT", "mos": "DOUBLE",
     "clean": "DOUBLE", "attacked": "DOUBLE", "defended_clean": "DOUBLE", "defended_attacked": "DOUBLE",
     "bound_worst": "DOUBLE", "bound_best": "DOUBLE", "lower_better": "BOOLEAN",
     "psnr": "DOUBLE", "ssim": "DOUBLE", "mse": "DOUBLE", "linf": "DOUBLE",
-    "t_attack": "DOUBLE", "t_defense": "DOUBLE", "seed": "BIGINT",
-    "version": "VARCHAR", "spec_version": "VARCHAR",
+    "t_attack": "DOUBLE", "t_defense": "DOUBLE", "gen_seed": "BIGINT",
+    "version": "VARCHAR", "spec_version": "VARCHAR", "spec_hash": "VARCHAR", "run_id": "VARCHAR",
 }
+
+_META = {"version": "VARCHAR", "spec_hash": "VARCHAR", "run_id": "VARCHAR"}
+
+#: table -> (columns with DuckDB types, primary key)
+TABLES: Dict[str, Tuple[Dict[str, str], Tuple[str, ...]]] = {
+    "results": (COLUMNS, KEY_COLUMNS),
+    "clean_scores": ({
+        "dataset": "VARCHAR", "image": "VARCHAR", "metric": "VARCHAR", "defense": "VARCHAR",
+        "defense_preset": "VARCHAR", "seed": "BIGINT", "mos": "DOUBLE", "score": "DOUBLE",
+        "t_defense": "DOUBLE", "gen_seed": "BIGINT", **_META,
+    }, ("dataset", "image", "metric", "defense", "defense_preset", "seed")),
+    "adversarial": ({
+        "dataset": "VARCHAR", "image": "VARCHAR", "metric": "VARCHAR", "attack": "VARCHAR",
+        "attack_preset": "VARCHAR", "seed": "BIGINT", "path": "VARCHAR", "t_attack": "DOUBLE", **_META,
+    }, ("dataset", "image", "metric", "attack", "attack_preset", "seed")),
+    "subsets": ({
+        "dataset": "VARCHAR", "seed": "BIGINT", "selector": "VARCHAR", "indices": "VARCHAR", "names": "VARCHAR",
+    }, ("dataset", "seed", "selector")),
+    "runs": ({
+        "run_id": "VARCHAR", "started": "TIMESTAMP", "finished": "TIMESTAMP", "status": "VARCHAR",
+        "spec_version": "VARCHAR", "spec_hash": "VARCHAR", "version": "VARCHAR", "executor": "VARCHAR",
+        "tasks_total": "BIGINT", "tasks_skipped": "BIGINT", "tasks_run": "BIGINT",
+    }, ("run_id",)),
+}
+
+_CHUNK_ROWS = 256  # rows per multi-row INSERT statement (bounded parameter count)
 
 
 class Store:
     """A DuckDB file holding benchmark rows.
 
     Args:
-        path: the ``.duckdb`` file (created with its table when missing).
+        path: the ``.duckdb`` file (created with its tables when missing; parent folders too).
+
+    Example:
+        >>> with Store("runs/demo.duckdb") as s:
+        ...     s.count()
     """
 
     table = "results"
@@ -39,44 +86,121 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = duckdb.connect(str(self.path))
-        cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
-        self.con.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ({cols}, PRIMARY KEY ({', '.join(KEY_COLUMNS)}))")
+        for name, (cols, key) in TABLES.items():
+            body = ", ".join(f"{k} {v}" for k, v in cols.items())
+            self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({', '.join(key)}))")
 
-    def insert(self, rows: Iterable[Dict[str, Any]]) -> int:
-        """Insert rows (missing columns -> NULL; ``version`` filled in); returns rows given."""
-        rows = list(rows)
-        if not rows:
+    @property
+    def cache_dir(self) -> Path:
+        """Folder of the cached adversarial PNGs: ``<parent>/<stem>_adv``."""
+        return self.path.parent / f"{self.path.stem}_adv"
+
+    def _insert_sql(self, table: str, rows: List[Dict[str, Any]]) -> List[Tuple[str, List[Any]]]:
+        cols = list(TABLES[table][0])
+        stmts = []
+        for start in range(0, len(rows), _CHUNK_ROWS):
+            chunk = rows[start:start + _CHUNK_ROWS]
+            one = "(" + ", ".join("?" for _ in cols) + ")"
+            sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES {', '.join(one for _ in chunk)} "
+                   "ON CONFLICT DO NOTHING")
+            stmts.append((sql, [r.get(c) for r in chunk for c in cols]))
+        return stmts
+
+    def write(self, **tables: Iterable[Dict[str, Any]]) -> int:
+        """Insert rows into several tables in ONE transaction (all or nothing).
+
+        Args:
+            **tables: ``results=[...]``, ``clean_scores=[...]``, ``adversarial=[...]``, ...; each
+                row a dict of column values (missing columns -> NULL; ``version`` defaults to the
+                package version; ``seed`` defaults to 0 in ``results``). Rows whose key is already
+                stored are ignored (the first value is kept).
+
+        Returns:
+            The number of rows given.
+        """
+        stmts, n = [], 0
+        for table, rows in tables.items():
+            if table not in TABLES:
+                raise KeyError(f"unknown store table {table!r}; tables: {', '.join(TABLES)}")
+            cols = TABLES[table][0]
+            filled = []
+            for r in rows:
+                r = dict(r)
+                if "version" in cols and r.get("version") is None:
+                    r["version"] = __version__
+                if table == "results" and r.get("seed") is None:
+                    r["seed"] = 0
+                filled.append(r)
+            n += len(filled)
+            if filled:
+                stmts += self._insert_sql(table, filled)
+        if not stmts:
             return 0
-        names = list(COLUMNS)
-        values = [[dict(r, version=r.get("version", __version__)).get(c) for c in names] for r in rows]
-        ph = ", ".join("?" for _ in names)
         self.con.execute("BEGIN TRANSACTION")
         try:
-            self.con.executemany(
-                f"INSERT INTO {self.table} ({', '.join(names)}) VALUES ({ph}) ON CONFLICT DO NOTHING", values)
+            for sql, params in stmts:
+                self.con.execute(sql, params)
             self.con.execute("COMMIT")
-        except Exception:
+        except BaseException:
             self.con.execute("ROLLBACK")
             raise
-        return len(rows)
+        return n
 
-    def done_keys(self) -> set:
-        """Keys of the rows already stored (to skip finished work)."""
-        return set(self.con.execute(f"SELECT {', '.join(KEY_COLUMNS)} FROM {self.table}").fetchall())
+    def insert(self, rows: Iterable[Dict[str, Any]]) -> int:
+        """Insert ``results`` rows in one transaction; returns the number of rows given."""
+        return self.write(results=rows)
+
+    def done_keys(self, table: str = "results") -> set:
+        """Primary-key tuples of the rows already stored in ``table`` (to skip finished work)."""
+        key = TABLES[table][1]
+        return set(self.con.execute(f"SELECT {', '.join(key)} FROM {table}").fetchall())
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> List[tuple]:
+        """Run any SQL and return all result tuples."""
         return self.con.execute(sql, list(params)).fetchall()
 
-    def df(self, sql: str | None = None):
-        """Rows as a pandas-free list of dicts (``sql`` defaults to the whole table)."""
-        cur = self.con.execute(sql or f"SELECT * FROM {self.table}")
+    def df(self, sql: str | None = None, params: Sequence[Any] = ()) -> List[Dict[str, Any]]:
+        """Rows as a list of dicts (``sql`` defaults to the whole ``results`` table)."""
+        cur = self.con.execute(sql or f"SELECT * FROM {self.table}", list(params))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
 
-    def count(self) -> int:
-        return int(self.con.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0])
+    def count(self, table: str = "results") -> int:
+        """Number of rows of ``table``."""
+        return int(self.con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def export(self, out: str | Path, table: str = "results") -> Path:
+        """Write ``table`` to Parquet (``.parquet``) or CSV (``.csv``) with DuckDB ``COPY``.
+
+        Rows are ordered by the table's primary key, so exports of equal stores are equal files.
+
+        Raises:
+            ValueError: the extension is neither ``.parquet`` nor ``.csv``.
+        """
+        out = Path(out)
+        fmt = {".parquet": "FORMAT PARQUET", ".csv": "FORMAT CSV, HEADER"}.get(out.suffix.lower())
+        if fmt is None or table not in TABLES:
+            raise ValueError(f"out: expected a .parquet or .csv file and a table in {list(TABLES)}, got {out} / {table}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        key = ", ".join(TABLES[table][1])
+        target = str(out).replace("'", "''")
+        self.con.execute(f"COPY (SELECT * FROM {table} ORDER BY {key}) TO '{target}' ({fmt})")
+        return out
+
+    def log_run(self, run: Dict[str, Any]) -> None:
+        """Insert or replace the ``runs`` row of ``run["run_id"]`` (committed immediately)."""
+        cols = list(TABLES["runs"][0])
+        self.con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                         [run.get(c) for c in cols])
+
+    def subset(self, dataset: str, seed: int, selector: str) -> Tuple[List[int], List[str]] | None:
+        """The stored image selection (indices, names) of ``(dataset, seed, selector)``, or None."""
+        hit = self.query("SELECT indices, names FROM subsets WHERE dataset = ? AND seed = ? AND selector = ?",
+                         (dataset, seed, selector))
+        return (json.loads(hit[0][0]), json.loads(hit[0][1])) if hit else None
 
     def close(self) -> None:
+        """Close the connection (checkpointing the write-ahead log)."""
         self.con.close()
 
     def __enter__(self) -> "Store":

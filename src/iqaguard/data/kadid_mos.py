@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_lab
 
+from ..errors import InputError
 from ..metrics.functional import MS_SSIM_MIN_SIZE, ms_ssim, psnr, ssim
-from ..validation import check_pair
+from ..validation import check_image, check_pair
 
 #: (name, formula) of each term, as documented above and in docs/builtin_kadid.md.
 TERMS = {
@@ -44,6 +45,7 @@ TERMS = {
 PSNR_LOW, PSNR_SPAN = 15.0, 30.0
 GMSD_MAX = 0.35
 DELTA_E_MAX = 25.0
+DELTA_E_DOWNSAMPLE = 2
 GMSD_T = 170.0  # stability constant of Xue et al. 2014 for 0..255 images
 
 _PREWITT = torch.tensor([[1.0, 0.0, -1.0]] * 3) / 3.0
@@ -79,23 +81,47 @@ def _gradient_magnitude(img: torch.Tensor) -> torch.Tensor:
 
 
 def _gmsd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y`` may have batch 1 (broadcast over ``x``)."""
     mx, my = _gradient_magnitude(x), _gradient_magnitude(y)
     gms = (2 * mx * my + GMSD_T) / (mx * mx + my * my + GMSD_T)
     return gms.flatten(1).std(dim=1, unbiased=False)
 
 
-def delta_e76(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def delta_e76(x: torch.Tensor, y: torch.Tensor, downsample: int = 2) -> torch.Tensor:
     """Mean CIE76 colour difference ``sqrt(dL^2 + da^2 + db^2)`` in CIE Lab (D65).
+
+    Both images are first averaged over ``downsample x downsample`` blocks: the eye resolves
+    chromatic detail at a lower resolution than luminance (the premise of S-CIELAB, Zhang &
+    Wandell 1997), and fine luminance detail is already scored by the structural terms.
 
     Args:
         x: distorted ``[B, 3, H, W]`` sRGB in [0, 1].
         y: reference, same shape.
+        downsample: block size of the mean filter (1 = full resolution).
 
     Returns:
         ``[B]`` mean dE*ab >= 0 (about 2.3 is a just-noticeable difference).
     """
     check_pair(x, y, "x", "y")
+    return _delta_e(x, y, downsample)
+
+
+def _delta_e(x: torch.Tensor, y: torch.Tensor, downsample: int) -> torch.Tensor:
+    """``y`` may have batch 1 (broadcast over ``x``): a shared reference is converted once."""
+    if downsample > 1:
+        x, y = F.avg_pool2d(x, downsample), F.avg_pool2d(y, downsample)
     return (rgb_to_lab(x) - rgb_to_lab(y)).pow(2).sum(dim=1).sqrt().flatten(1).mean(dim=1)
+
+
+def _check_ref(x: torch.Tensor, ref: torch.Tensor) -> None:
+    """``x`` ``[B, 3, H, W]``; ``ref`` the same shape or ``[1, 3, H, W]`` (one shared reference)."""
+    check_image(x, "x")
+    check_image(ref, "ref")
+    if ref.shape[1:] != x.shape[1:] or ref.shape[0] not in (1, x.shape[0]):
+        raise InputError(
+            f"ref: expected shape {list(x.shape)} or [1, {', '.join(map(str, x.shape[1:]))}] "
+            f"(one reference shared by the batch), got {list(ref.shape)}"
+        )
 
 
 @torch.no_grad()
@@ -103,20 +129,23 @@ def quality_terms(x: torch.Tensor, ref: torch.Tensor) -> Dict[str, torch.Tensor]
     """Raw measures and mapped terms of the pseudo-MOS for a batch of pairs.
 
     Args:
-        x: distorted ``[B, 3, H, W]`` in [0, 1].
-        ref: reference, same shape (H, W >= 16).
+        x: distorted ``[B, 3, H, W]`` in [0, 1], H, W >= 16.
+        ref: reference, the same shape, or ``[1, 3, H, W]`` shared by the whole batch (its
+            colour and gradient maps are then computed once).
 
     Returns:
         Dict of ``[B]`` tensors: raw ``psnr`` (dB, may be ``inf``), ``ssim``, ``ms_ssim`` (absent
         below 176 px), ``gmsd``, ``delta_e``, and ``q_<name>`` for each mapped term in [0, 1].
     """
-    check_pair(x, ref, "x", "ref")
+    _check_ref(x, ref)
     x, ref = x.float(), ref.float()
-    raw = {"psnr": psnr(x, ref, data_range=1.0, luma=False), "ssim": ssim(x, ref, luma=True, downsample=True)}
+    full = ref.expand_as(x)
+    raw = {"psnr": psnr(x, full, data_range=1.0, luma=False),
+           "ssim": ssim(x, full, luma=True, downsample=True)}
     if min(x.shape[-2:]) >= MS_SSIM_MIN_SIZE:
-        raw["ms_ssim"] = ms_ssim(x, ref, luma=True)
+        raw["ms_ssim"] = ms_ssim(x, full, luma=True)
     raw["gmsd"] = _gmsd(x, ref)
-    raw["delta_e"] = delta_e76(x, ref)
+    raw["delta_e"] = _delta_e(x, ref, DELTA_E_DOWNSAMPLE)
     q = {
         "q_psnr": ((torch.nan_to_num(raw["psnr"], posinf=1e6) - PSNR_LOW) / PSNR_SPAN).clamp(0, 1),
         "q_ssim": raw["ssim"].clamp(0, 1),
@@ -128,19 +157,23 @@ def quality_terms(x: torch.Tensor, ref: torch.Tensor) -> Dict[str, torch.Tensor]
     return {**raw, **q}
 
 
-def pseudo_mos(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Pseudo-MOS ``1 + 4 * mean(q_psnr, q_ssim, q_ms_ssim, q_gmsd, q_delta_e)`` (module docstring).
-
-    Args:
-        x: distorted ``[B, 3, H, W]`` in [0, 1].
-        ref: reference, same shape.
-
-    Returns:
-        ``[B]`` pseudo-MOS in [1, 5] (5 for identical images; higher is better).
-    """
-    terms = quality_terms(x, ref)
+def mos_from_terms(terms: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """``1 + 4 * mean`` of the mapped ``q_*`` entries of :func:`quality_terms` -> ``[B]`` in [1, 5]."""
     q = torch.stack([v for k, v in terms.items() if k.startswith("q_")])
     return 1.0 + 4.0 * q.mean(dim=0)
 
 
-__all__ = ["TERMS", "delta_e76", "gmsd", "pseudo_mos", "quality_terms"]
+def pseudo_mos(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Pseudo-MOS ``1 + 4 * mean(q_psnr, q_ssim, q_ms_ssim, q_gmsd, q_delta_e)`` (module docstring).
+
+    Args:
+        x: distorted ``[B, 3, H, W]`` in [0, 1], H, W >= 16.
+        ref: reference, same shape or ``[1, 3, H, W]`` shared by the batch.
+
+    Returns:
+        ``[B]`` pseudo-MOS in [1, 5] (5 for identical images; higher is better).
+    """
+    return mos_from_terms(quality_terms(x, ref))
+
+
+__all__ = ["TERMS", "delta_e76", "gmsd", "mos_from_terms", "pseudo_mos", "quality_terms"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -317,11 +318,15 @@ class PyiqaMetric(Metric):
 
     @property
     def device(self) -> torch.device:
+        """Where the pyiqa network lives (its parameters, else the ``device`` it was built for)."""
+        for t in itertools.chain(self.parameters(), self.buffers()):
+            return t.device
         return self._device
 
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
-        xd = x.to(self._device)
-        out = self.net(xd, ref.to(self._device)) if self.kind == "fr" and ref is not None else self.net(xd)
+        dev = self.device
+        xd = x.to(dev)
+        out = self.net(xd, ref.to(dev)) if self.kind == "fr" and ref is not None else self.net(xd)
         return to_scores(out, x.shape[0], f"metric {self.name!r}").to(x.device)
 
 

@@ -136,10 +136,13 @@ def _gaussian_1d(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
 
 def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``filter2(window, x, 'valid')`` per channel with the separable Gaussian window."""
-    c = x.shape[1]
-    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    """``filter2(window, x, 'valid')`` on the last two dims with the separable Gaussian window.
+
+    ``[..., H, W] -> [..., H - 10, W - 10]``; written as sliding-window dot products, which is
+    exact and faster on CPU than a grouped convolution.
+    """
+    x = x.unfold(-1, g.numel(), 1) @ g
+    return x.unfold(-2, g.numel(), 1) @ g
 
 
 def _symmetric_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
@@ -179,10 +182,10 @@ def _ssim_maps(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Te
     g = _gaussian_1d(a.dtype, a.device)
     c1 = (SSIM_K1 * SSIM_L) ** 2
     c2 = (SSIM_K2 * SSIM_L) ** 2
-    mu_a, mu_b = _filter_valid(a, g), _filter_valid(b, g)
-    var_a = _filter_valid(a * a, g) - mu_a * mu_a
-    var_b = _filter_valid(b * b, g) - mu_b * mu_b
-    cov = _filter_valid(a * b, g) - mu_a * mu_b
+    mu_a, mu_b, e_aa, e_bb, e_ab = _filter_valid(torch.stack([a, b, a * a, b * b, a * b]), g)
+    var_a = e_aa - mu_a * mu_a
+    var_b = e_bb - mu_b * mu_b
+    cov = e_ab - mu_a * mu_b
     cs = (2 * cov + c2) / (var_a + var_b + c2)
     lum = (2 * mu_a * mu_b + c1) / (mu_a * mu_a + mu_b * mu_b + c1)
     return lum * cs, cs

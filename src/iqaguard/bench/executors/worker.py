@@ -1,0 +1,175 @@
+"""What one worker does with one task (the same code in-process and on Ray workers).
+
+:func:`run_task` rebuilds the metric, dataset, attack and defenses from the task's names
+(metrics and datasets are cached per process, so a Ray worker builds them once), computes with
+``torch.set_num_threads(task.num_threads)`` and seeded generators, and returns plain Python
+data (floats, lists, PNG bytes). It never touches the store: the driver alone writes results.
+
+Randomness: a randomized defense draws from a generator seeded by
+``gen_seed(seed, dataset, image, defense, preset)`` — one per image, the same for the clean and
+the attacked image of a pair and independent of the batch. Randomized attacks (and the EOT draws
+of adaptive attacks) draw from a per-batch generator seeded by the task's identity.
+"""
+from __future__ import annotations
+
+import io
+import time
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import torch
+from PIL import Image
+
+from ... import attacks, data, defenses, metrics, scores
+from ...data.io import pil_to_tensor, tensor_to_uint8
+from ...defenses.defend import defend
+from ...errors import InputError
+from ..spec import load_plugins
+from ..tasks import NO_DEFENSE, AttackTask, CleanTask, DefenseRef, Ref, gen_seed
+
+_METRICS: Dict[Tuple[str, str, str], metrics.Metric] = {}
+_DATASETS: Dict[Tuple[str, str], data.Dataset] = {}
+
+
+def get_metric(ref: Ref, device: str) -> metrics.Metric:
+    """The metric of ``ref`` on ``device`` in eval mode (built once per process)."""
+    key = (ref.name, ref.kwargs, device)
+    if key not in _METRICS:
+        _METRICS[key] = metrics.create(ref.name, **ref.kw).to(torch.device(device)).eval()
+    return _METRICS[key]
+
+
+def get_dataset(ref: Ref) -> data.Dataset:
+    """The dataset of ``ref`` (built once per process)."""
+    key = (ref.name, ref.kwargs)
+    if key not in _DATASETS:
+        _DATASETS[key] = data.create(ref.name, **ref.kw)
+    return _DATASETS[key]
+
+
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if old != n:
+            torch.set_num_threads(old)
+
+
+def _load(task: Any, metric: metrics.Metric) -> Tuple[torch.Tensor, Optional[torch.Tensor], List[Optional[float]]]:
+    ds = get_dataset(task.dataset)
+    samples = [ds[i] for i in task.indices]
+    got = tuple(s.name for s in samples)
+    if got != task.names:
+        raise InputError(f"dataset {task.dataset.label!r} changed since the images were selected: expected "
+                         f"{task.names[:3]}..., found {got[:3]}...; use a new store or restore the dataset")
+    dev = torch.device(task.device)
+    try:
+        x = torch.cat([s.image for s in samples]).to(dev)
+        ref = torch.cat([s.ref for s in samples]).to(dev) if metric.kind == "fr" else None
+    except RuntimeError as e:
+        raise InputError(f"images of one batch must share their size ({e}); set batch_size: 1 in the spec") from e
+    except TypeError as e:
+        raise InputError(f"metric {task.metric.label!r} is full-reference but dataset {task.dataset.label!r} "
+                         "has no reference images") from e
+    return x, ref, [s.mos for s in samples]
+
+
+@torch.no_grad()
+def _score(metric: metrics.Metric, x: torch.Tensor, ref: Optional[torch.Tensor]) -> List[float]:
+    return [float(v) for v in (metric(x, ref) if metric.kind == "fr" else metric(x)).cpu()]
+
+
+def _purify(d: DefenseRef, x: torch.Tensor, task: Any) -> Tuple[torch.Tensor, float, List[Optional[int]]]:
+    """``P(x)`` (per-image generators when randomized), per-image seconds, generator seeds."""
+    p = defenses.create(d.name, preset=d.preset, **d.kw)
+    t0 = time.perf_counter()
+    if p.randomized:
+        seeds = [gen_seed(task.seed, task.dataset.label, n, d.label, d.preset) for n in task.names]
+        gens = [torch.Generator(device=x.device).manual_seed(s) for s in seeds]
+        out = torch.cat([p(x[i:i + 1], generator=g) for i, g in enumerate(gens)])
+    else:
+        seeds, out = [None] * len(task.names), p(x)
+    return out, (time.perf_counter() - t0) / len(task.names), seeds
+
+
+def _fidelity(px: torch.Tensor, x: torch.Tensor) -> Dict[str, List[float]]:
+    return {k: [float(v) for v in fn(px, x)] for k, fn in
+            (("psnr", scores.psnr), ("ssim", scores.ssim), ("mse", scores.mse), ("linf", scores.linf))}
+
+
+def quantise(x: torch.Tensor) -> torch.Tensor:
+    """Round to the 8-bit grid exactly as the PNG cache stores it (``k / 255``)."""
+    return torch.round(x.detach().clamp(0, 1) * 255.0) / 255.0
+
+
+def encode_png(x: torch.Tensor) -> List[bytes]:
+    """Lossless 8-bit PNG bytes of every image of ``x``."""
+    out = []
+    for img in x:
+        buf = io.BytesIO()
+        Image.fromarray(tensor_to_uint8(img)).save(buf, format="PNG", compress_level=6)
+        out.append(buf.getvalue())
+    return out
+
+
+def decode_png(blobs: Tuple[bytes, ...], device: torch.device) -> torch.Tensor:
+    """Inverse of :func:`encode_png`: ``[B, 3, H, W]`` on ``device``."""
+    return torch.cat([pil_to_tensor(Image.open(io.BytesIO(b))) for b in blobs]).to(device)
+
+
+def _clean(task: CleanTask) -> Dict[str, Any]:
+    metric = get_metric(task.metric, task.device)
+    x, ref, mos = _load(task, metric)
+    out = {NO_DEFENSE: {"score": _score(metric, x, ref), "t": 0.0, "gen_seed": [None] * len(task.names)}}
+    for d in task.defenses:
+        px, t, seeds = _purify(d, x, task)
+        out[d.key] = {"score": _score(metric, px, ref), "t": t, "gen_seed": seeds}
+    return {"mos": mos, "scores": out}
+
+
+def _attack(task: AttackTask) -> Dict[str, Any]:
+    metric = get_metric(task.metric, task.device)
+    x, ref, _ = _load(task, metric)
+    png = None
+    if task.cached is not None:
+        x_adv, t_attack = decode_png(task.cached, x.device), list(task.cached_t_attack)
+    else:
+        key = (task.seed, task.dataset.label, task.names, task.attack.label, task.preset, task.mode,
+               task.target.key if task.target else None)
+        target = metric
+        if task.target is not None:
+            g_eot = torch.Generator(device=x.device).manual_seed(gen_seed("eot", *key))
+            p = defenses.create(task.target.name, preset=task.target.preset, **task.target.kw)
+            target = defend(metric, p, eot_samples=task.target.eot_samples, generator=g_eot)
+        atk = attacks.create(task.attack.name, preset=task.preset, **task.attack.kw)
+        g_atk = torch.Generator(device=x.device).manual_seed(gen_seed("attack", *key))
+        t0 = time.perf_counter()
+        x_adv = quantise(atk(target, x, ref=ref, generator=g_atk))
+        t_attack = [(time.perf_counter() - t0) / len(task.names)] * len(task.names)
+        png = encode_png(x_adv) if task.mode == "non-adaptive" else None
+    scored: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    evaluated = [None] + list(task.defenses) if task.target is None else [task.target]
+    for d in evaluated:
+        if d is None:
+            px, t, seeds = x_adv, 0.0, [None] * len(task.names)
+        else:
+            px, t, seeds = _purify(d, x_adv, task)
+        scored[NO_DEFENSE if d is None else d.key] = {"score": _score(metric, px, ref), "t": t, "gen_seed": seeds,
+                                                      **_fidelity(px, x)}
+    b = metric.bounds
+    return {"bounds": (float(b.worst), float(b.best)), "lower_better": bool(metric.lower_better),
+            "attacked": _score(metric, x_adv, ref), "t_attack": t_attack, "png": png, "scores": scored}
+
+
+def run_task(task: Any) -> Dict[str, Any]:
+    """Execute one :class:`CleanTask` or :class:`AttackTask` and return its plain-data result."""
+    load_plugins(task.imports)
+    dev = torch.device(task.device)
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with _threads(task.num_threads), torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(gen_seed("global", task.describe()))  # for plugins that ignore `generator`
+        return _clean(task) if isinstance(task, CleanTask) else _attack(task)

@@ -1,0 +1,391 @@
+"""The benchmark spec: a YAML file naming the grid of seed 002 (DESIGN.md §Benchmark).
+
+Example (see ``docs/benchmark.md`` for every key)::
+
+    version: demo-1
+    imports: []                      # extra modules / .py files that register plugins
+    metrics: [builtin-nr]
+    datasets:
+      - name: builtin-kadid
+        kwargs: {split: test}
+        subset: {method: kmeans, k_per_cluster: 1, n_clusters: 10}
+        mode_limits: {adaptive: 4}   # adaptive attacks on the first 4 selected images only
+    attacks: [{name: ifgsm, presets: [weak, medium, strong]}]
+    defenses: [{name: jpeg, presets: all}]
+    modes: [non-adaptive, adaptive]
+    seeds: [0]
+    batch_size: 5
+    device: cpu
+
+Names are checked against the registries and presets against each attack's / defense's own
+presets. Any error raises :class:`SpecError` naming the key path (``attacks[0].presets[1]``) and
+the allowed values.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any, Dict, List, Literal, Optional, Sequence
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator, model_validator
+
+from ..errors import InputError
+from ..registry import ATTACKS, DATASETS, DEFENSES, METRICS, Registry
+
+Mode = Literal["non-adaptive", "adaptive"]
+MODES = ("non-adaptive", "adaptive")
+SPECS_DIR = Path(__file__).resolve().parent / "specs"
+_LOADED: Dict[str, ModuleType] = {}
+
+
+class SpecError(InputError):
+    """A benchmark spec is malformed; the message names each key path and the allowed values."""
+
+
+class _PathError(ValueError):
+    """A validator error located at ``path`` below the model that raised it."""
+
+    def __init__(self, path: str, msg: str) -> None:
+        super().__init__(f"{path}: {msg}")
+        self.path, self.msg = path, msg
+
+
+def load_plugins(imports: Sequence[str]) -> List[ModuleType]:
+    """Import plugin modules (``pkg.module``) or files (``path/to/plugin.py``) that register names.
+
+    A file already imported (under any module name) is not executed again. Workers call this
+    with the spec's ``imports`` before running a task, so plugins work on a Ray cluster too
+    (files must then exist at the same path on every node).
+
+    Raises:
+        SpecError: a module or file cannot be imported (the message names it).
+    """
+    import iqaguard  # noqa: F401  (fills the registries with the builtin plugins)
+
+    mods = []
+    for entry in imports:
+        if entry in _LOADED:
+            mods.append(_LOADED[entry])
+            continue
+        try:
+            if entry.endswith(".py") or "/" in entry:
+                path = Path(entry).resolve()
+                mod = next((m for m in list(sys.modules.values())
+                            if getattr(m, "__file__", None) and Path(m.__file__).resolve() == path), None)
+                if mod is None:
+                    name = "iqaguard_plugin_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+                    spec = importlib.util.spec_from_file_location(name, path)
+                    if spec is None or spec.loader is None or not path.is_file():
+                        raise FileNotFoundError(f"no such plugin file: {path}")
+                    mod = importlib.util.module_from_spec(spec)
+                    sys.modules[name] = mod
+                    try:
+                        spec.loader.exec_module(mod)
+                    except BaseException:
+                        del sys.modules[name]
+                        raise
+            else:
+                mod = importlib.import_module(entry)
+        except Exception as e:
+            raise SpecError(f"imports: cannot import {entry!r}: {type(e).__name__}: {e}") from e
+        _LOADED[entry] = mod
+        mods.append(mod)
+    return mods
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise _PathError(str(key), f"unknown key; allowed keys: {', '.join(cls.model_fields)}")
+        return data
+
+
+class _Entry(_Strict):
+    """A registered name, its constructor kwargs and the label used in result rows."""
+
+    name: StrictStr
+    kwargs: Dict[str, Any] = {}
+    label: Optional[StrictStr] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        reg: Registry = cls._registry()
+        if name not in reg or not cls._accepts(reg, name):
+            what = f"unknown {reg.kind}" if name not in reg else f"{reg.kind} not supported by the engine (not p(x)):"
+            allowed = ", ".join(cls._allowed(reg)) or "(none registered)"
+            raise ValueError(f"{what} {name!r}; allowed: {allowed}")
+        return name
+
+    @classmethod
+    def _registry(cls) -> Registry:
+        raise NotImplementedError  # abstractmethod: each entry kind names its registry
+
+    @classmethod
+    def _accepts(cls, reg: Registry, name: str) -> bool:
+        return True
+
+    @classmethod
+    def _allowed(cls, reg: Registry) -> List[str]:
+        return [n for n in reg.names() if n.endswith("<name>") or cls._accepts(reg, n)]
+
+    @property
+    def key(self) -> str:
+        """The value written in result rows: ``label`` or ``name``."""
+        return self.label or self.name
+
+
+class MetricEntry(_Entry):
+    """``{name, kwargs, label}``; ``kwargs`` go to ``iqaguard.metrics.create``."""
+
+    @classmethod
+    def _registry(cls) -> Registry:
+        return METRICS
+
+
+class SubsetSpec(_Strict):
+    """Image selection: seed 002 A.3.1 KMeans sampling and/or the first ``limit`` images.
+
+    ``seed`` None uses the run seed, so ``seeds: [0..9]`` repeats the sampling (002 Table 5).
+    """
+
+    method: Optional[Literal["kmeans"]] = None
+    k_per_cluster: int = Field(5, ge=1)
+    n_clusters: int = Field(10, ge=1)
+    seed: Optional[int] = Field(None, ge=0)
+    limit: Optional[int] = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _something(self) -> "SubsetSpec":
+        if self.method is None and self.limit is None:
+            raise _PathError("method", "give method: kmeans and/or limit: N (omit subset to use every image)")
+        return self
+
+
+class DatasetEntry(_Entry):
+    """``{name, kwargs, label, subset, mode_limits}``; ``mode_limits`` caps images per mode."""
+
+    subset: Optional[SubsetSpec] = None
+    mode_limits: Dict[Mode, int] = {}
+
+    @classmethod
+    def _registry(cls) -> Registry:
+        return DATASETS
+
+    @field_validator("mode_limits")
+    @classmethod
+    def _positive(cls, v: Dict[str, int]) -> Dict[str, int]:
+        for mode, n in v.items():
+            if n < 1:
+                raise _PathError(mode, f"expected a positive image count, got {n}")
+        return v
+
+
+class AttackEntry(_Entry):
+    """``{name, presets, kwargs, label}``; ``presets`` is a list of preset names or ``all``."""
+
+    presets: Optional[List[StrictStr]] = None
+
+    @classmethod
+    def _registry(cls) -> Registry:
+        return ATTACKS
+
+    @field_validator("presets", mode="before")
+    @classmethod
+    def _all(cls, v: Any) -> Any:
+        return None if v == "all" else v
+
+    @model_validator(mode="after")
+    def _check_presets(self) -> "AttackEntry":
+        allowed = list(getattr(ATTACKS.get(self.name), "presets", {}))
+        if self.presets is None:
+            self.presets = allowed
+        for i, p in enumerate(self.presets):
+            if allowed and p not in allowed:
+                raise _PathError(f"presets[{i}]", f"unknown preset {p!r} for attack {self.name!r}; allowed: "
+                                 f"{', '.join(allowed)}")
+        _no_duplicates(self.presets, "presets")
+        return self
+
+
+class DefenseEntry(_Entry):
+    """``{name, presets, kwargs, label, eot_samples}``; ``presets``: indices or ``all``."""
+
+    presets: Optional[List[StrictInt]] = None
+    eot_samples: int = Field(1, ge=1)
+
+    @classmethod
+    def _registry(cls) -> Registry:
+        return DEFENSES
+
+    @classmethod
+    def _accepts(cls, reg: Registry, name: str) -> bool:
+        from ..defenses.base import Purification
+
+        factory = reg.get(name) if ":" not in name else None
+        return isinstance(factory, type) and issubclass(factory, Purification)
+
+    @field_validator("presets", mode="before")
+    @classmethod
+    def _all(cls, v: Any) -> Any:
+        return None if v == "all" else v
+
+    @model_validator(mode="after")
+    def _check_presets(self) -> "DefenseEntry":
+        n = len(DEFENSES.get(self.name).presets)
+        if self.presets is None:
+            self.presets = list(range(n))
+        for i, p in enumerate(self.presets):
+            if not 0 <= p < n:
+                raise _PathError(f"presets[{i}]", f"preset index {p} out of range for defense {self.name!r}; "
+                                 f"allowed: 0..{n - 1} or all")
+        _no_duplicates(self.presets, "presets")
+        return self
+
+
+def _no_duplicates(values: Sequence[Any], path: str) -> None:
+    seen = set()
+    for i, v in enumerate(values):
+        if v in seen:
+            raise _PathError(f"{path}[{i}]", f"duplicate value {v!r}")
+        seen.add(v)
+
+
+class Spec(_Strict):
+    """A validated benchmark spec; build it with :func:`load_spec` or :meth:`model_validate`."""
+
+    version: StrictStr = "1"
+    imports: List[StrictStr] = []
+    metrics: List[MetricEntry] = Field(min_length=1)
+    datasets: List[DatasetEntry] = Field(min_length=1)
+    attacks: List[AttackEntry] = Field(min_length=1)
+    defenses: List[DefenseEntry] = []
+    modes: List[Mode] = Field(["non-adaptive"], min_length=1)
+    seeds: List[Annotated[int, Field(ge=0)]] = Field([0], min_length=1)
+    batch_size: int = Field(4, ge=1)
+    device: StrictStr = "cpu"
+    num_threads: int = Field(1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plugins(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("imports", []), list):
+            load_plugins([str(i) for i in data.get("imports", [])])
+        return data
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        try:
+            torch.device(v)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {v!r}; allowed: cpu, cuda, cuda:N") from None
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self) -> "Spec":
+        for field in ("metrics", "datasets", "attacks", "defenses"):
+            keys = [e.key for e in getattr(self, field)]
+            for i, k in enumerate(keys):
+                if k in keys[:i]:
+                    raise _PathError(f"{field}[{i}].label", f"duplicate {field[:-1]} {k!r}; give a distinct label")
+        _no_duplicates(self.modes, "modes")
+        _no_duplicates(self.seeds, "seeds")
+        return self
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> "Spec":  # type: ignore[override]
+        """Validate a dict; raises :class:`SpecError` (never a raw pydantic error)."""
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as e:
+            raise SpecError(format_errors(e)) from None
+
+    @property
+    def hash(self) -> str:
+        """16-hex-digit SHA-256 of the canonical JSON of the spec (recorded in every row)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _loc_path(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def format_errors(err: ValidationError, source: str = "") -> str:
+    """One line per pydantic error: ``key.path[i]: message (allowed values)``."""
+    lines = []
+    for e in err.errors():
+        path, msg = _loc_path(e["loc"]), e["msg"]
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, _PathError):
+            path, msg = ".".join(p for p in (path, cause.path) if p), cause.msg
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        lines.append(f"  {path or '(top level)'}: {msg}")
+    where = f" {source}" if source else ""
+    return f"invalid benchmark spec{where}:\n" + "\n".join(lines)
+
+
+def builtin_spec(name: str) -> Path:
+    """Path of a spec shipped with iqaguard (``"demo"`` -> ``bench/specs/demo.yaml``)."""
+    path = SPECS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
+        raise SpecError(f"no builtin spec {name!r}; allowed: {', '.join(shipped)}")
+    return path
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a YAML spec (a builtin name like ``"demo"`` also works).
+
+    Relative ``.py`` entries of ``imports`` are resolved against the spec file's folder.
+
+    Raises:
+        SpecError: missing/unparsable file or invalid content (the message names the file, each
+            key path and the allowed values).
+    """
+    p = Path(path)
+    if not p.is_file() and p.suffix == "" and "/" not in str(path):
+        p = builtin_spec(str(path))
+    if not p.is_file():
+        raise SpecError(f"spec file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise SpecError(f"invalid benchmark spec {p}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"invalid benchmark spec {p}: expected a mapping with metrics, datasets, attacks, ...")
+    if isinstance(data.get("imports"), list):
+        data["imports"] = [str((p.parent / i).resolve()) if str(i).endswith(".py") and not Path(i).is_absolute()
+                           else i for i in data["imports"]]
+    try:
+        return Spec.model_validate(data)
+    except SpecError as e:
+        raise SpecError(str(e).replace("invalid benchmark spec:", f"invalid benchmark spec {p}:", 1)) from None

@@ -1,0 +1,219 @@
+"""Hypothesis tests over benchmark rows: Wilcoxon win rates with Bonferroni correction (seed 002
+appendix A.4, Tables 10 and 15-17) and the Kruskal-Wallis sampling check (seed 002 Table 5).
+
+Inputs are the same result sources as :mod:`iqaguard.bench.stats`; outputs are JSON-serialisable.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import stats as sps
+
+from .. import scores
+from ..metrics.base import Bounds
+from .stats import (BASELINE, HIGHER_BETTER, MODES, Row, Source, best_presets, group_scores, mode_groups,
+                    opened, where_sql)
+
+#: Per-image scores: (anchor column, moved column, score function applied to one image).
+PER_IMAGE: Dict[str, Tuple[str, str, Callable[..., float]]] = {
+    "d_score": ("clean", "defended_attacked", scores.d_score),
+    "d_score_d": ("defended_clean", "defended_attacked", scores.d_score_d),
+    "r_score": ("clean", "defended_attacked", scores.r_score),
+    "r_score_d": ("defended_clean", "defended_attacked", scores.r_score_d),
+}
+PER_IMAGE_COLUMNS = ("psnr", "ssim", "mse", "linf")
+GROUP_LEVEL = ("srocc_clean", "srocc_adv", "plcc_clean", "plcc_adv")
+EXPERIMENT = ("dataset", "metric", "attack", "attack_preset")
+SAMPLING_SCORES = ("d_score", "srocc_adv", "srocc_clean", "ssim")
+
+
+def _image_units(source: Source, mode: str, score: str, presets: Mapping[str, str]) -> List[Row]:
+    """Per-image values of ``score`` for the chosen (defense, preset) of ``mode``.
+
+    The baseline's non-adaptive rows stand in for a missing adaptive baseline (see
+    :func:`iqaguard.bench.stats.mode_groups`).
+    """
+    with opened(source) as con:
+        w, params = where_sql(con, {"mode": list(MODES), "defense": list(presets)})
+        cur = con.execute(f"SELECT * FROM results{w} ORDER BY dataset, image", params)
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r)) for r in cur.fetchall()]
+    rows = [r for r in rows if r["defense_preset"] == presets[r["defense"]]]
+    reuse = mode != MODES[0] and not any(r["mode"] == mode and r["defense"] == BASELINE for r in rows)
+    rows = [r for r in rows if r["mode"] == mode or (reuse and r["defense"] == BASELINE and r["mode"] == MODES[0])]
+    out = []
+    for r in rows:
+        if score in PER_IMAGE:
+            a, b, fn = PER_IMAGE[score]
+            if None in (r[a], r[b], r["bound_worst"], r["bound_best"]):
+                continue
+            value = fn([r[a]], [r[b]], Bounds(r["bound_worst"], r["bound_best"]))
+        else:
+            value = r[score]
+        if value is not None and np.isfinite(value):
+            out.append(dict({c: r[c] for c in EXPERIMENT + ("image", "defense")}, value=float(value)))
+    return out
+
+
+def _one_sided(a: np.ndarray, b: np.ndarray, higher_better: bool) -> Tuple[float, float]:
+    """One-sided Wilcoxon signed-rank test of "a better than b" on paired samples.
+
+    ``scipy.stats.wilcoxon(a, b, alternative=...)`` with its defaults (zero differences dropped,
+    exact/normal method chosen by scipy); all-zero differences give p = 1 (no evidence).
+    """
+    if not np.any(a - b):
+        return 0.0, 1.0
+    res = sps.wilcoxon(a, b, alternative="greater" if higher_better else "less")
+    return float(res.statistic), float(res.pvalue)
+
+
+def win_rate_matrix(source: Source, mode: str, score: str = "d_score", alpha: float = 0.05,
+                    within: Optional[Sequence[str]] = None, presets: Optional[Mapping[str, str]] = None,
+                    groups: Optional[Sequence[Row]] = None) -> Dict[str, Any]:
+    """Pairwise one-sided Wilcoxon signed-rank tests with Bonferroni correction (seed 002 A.4).
+
+    Samples: per-image values for :data:`PER_IMAGE` scores and fidelity columns, paired by
+    (dataset, metric, attack, attack_preset, image); per-group values (one per dataset, metric,
+    attack, attack_preset) for the correlation scores, which have no per-image value. Each defense
+    enters at one preset (default: :func:`~iqaguard.bench.stats.best_presets` of ``mode``).
+
+    An *experiment* is one value of the ``within`` columns (default: dataset, metric, attack,
+    attack_preset for per-image scores, as Table 10 counts "the percentage of experiments"; ``()``
+    for group-level scores, i.e. one pooled test). For every experiment and ordered pair (A, B),
+    A != B, with at least one paired sample, the test asks whether A is better than B (lower for
+    D_score/MSE/L-inf, higher otherwise). The Bonferroni family is every test performed, so
+    ``bonferroni_factor = n_tests`` (``n_defenses*(n_defenses-1)*n_experiments`` when all pairs
+    are testable): ``p_adjusted = min(1, p * n_tests)``; significant when ``p_adjusted < alpha``.
+
+    Returns:
+        ``defenses`` (row/column order), ``presets``, ``experiments`` (list of ``within`` dicts),
+        ``n_tests`` = ``bonferroni_factor``, ``p_raw``/``p_adjusted``/``significant`` as
+        ``[A][B][experiment]`` (``None`` = untested), ``win_fraction[A][B]`` = fraction of tested
+        experiments where A significantly beats B (the Table 10 cell), and ``win_rate[A]`` = mean
+        of A's row over its opponents (= fraction of opponents beaten with one experiment).
+    """
+    higher = _direction(score)
+    presets = dict(presets) if presets is not None else best_presets(source, mode, "srocc_adv", groups)
+    unit_key = EXPERIMENT if score in GROUP_LEVEL else EXPERIMENT + ("image",)
+    within = tuple(within) if within is not None else (() if score in GROUP_LEVEL else EXPERIMENT)
+    if not set(within) <= set(unit_key):
+        raise ValueError(f"within: expected columns among {unit_key}, got {list(within)}")
+    if score in GROUP_LEVEL:
+        units = [dict({c: g[c] for c in EXPERIMENT + ("defense",)}, value=g[score])
+                 for g in mode_groups(source, mode, groups)
+                 if presets.get(g["defense"]) == g["defense_preset"] and g[score] is not None]
+    else:
+        units = _image_units(source, mode, score, presets)
+    data: Dict[tuple, Dict[str, Dict[tuple, float]]] = {}
+    for u in units:
+        exp = tuple(u[c] for c in within)
+        data.setdefault(exp, {}).setdefault(u["defense"], {})[tuple(u[c] for c in unit_key)] = u["value"]
+    defenses = sorted({u["defense"] for u in units})
+    experiments = sorted(data, key=lambda t: tuple(str(v) for v in t))
+    n, e = len(defenses), len(experiments)
+    p_raw: List[List[List[Optional[float]]]] = [[[None] * e for _ in range(n)] for _ in range(n)]
+    for k, exp in enumerate(experiments):
+        per = data[exp]
+        for i, da in enumerate(defenses):
+            for j, db in enumerate(defenses):
+                common = sorted(set(per.get(da, {})) & set(per.get(db, {})), key=str) if i != j else []
+                if common:
+                    a = np.array([per[da][u] for u in common])
+                    b = np.array([per[db][u] for u in common])
+                    p_raw[i][j][k] = _one_sided(a, b, higher)[1]
+    m = sum(p is not None for row in p_raw for cell in row for p in cell)
+    p_adj = [[[None if p is None else min(1.0, p * m) for p in cell] for cell in row] for row in p_raw]
+    sig = [[[None if p is None else bool(p < alpha) for p in cell] for cell in row] for row in p_adj]
+    frac = [[_fraction(cell) for cell in row] for row in sig]
+    rates = {}
+    for i, d in enumerate(defenses):
+        vals = [frac[i][j] for j in range(n) if j != i and frac[i][j] is not None]
+        rates[d] = float(np.mean(vals)) if vals else None
+    return {"mode": mode, "score": score, "higher_better": higher, "alpha": alpha, "within": list(within),
+            "defenses": defenses, "presets": {d: presets[d] for d in defenses},
+            "experiments": [dict(zip(within, exp)) for exp in experiments], "n_tests": m,
+            "bonferroni_factor": m, "p_raw": p_raw, "p_adjusted": p_adj, "significant": sig,
+            "win_fraction": frac, "win_rate": rates}
+
+
+def _direction(score: str) -> bool:
+    if score not in PER_IMAGE and score not in PER_IMAGE_COLUMNS and score not in GROUP_LEVEL:
+        raise ValueError(f"score: expected one of {sorted(PER_IMAGE) + list(PER_IMAGE_COLUMNS + GROUP_LEVEL)}, "
+                         f"got {score!r}")
+    return HIGHER_BETTER[score]
+
+
+def _fraction(flags: Sequence[Optional[bool]]) -> Optional[float]:
+    tested = [f for f in flags if f is not None]
+    return float(np.mean(tested)) if tested else None
+
+
+def kruskal_table(samples: Mapping[str, Sequence[Sequence[float]]]) -> List[Row]:
+    """Seed 002 Table 5 from per-sampling value lists.
+
+    Args:
+        samples: ``{score: [values of sampling 1, values of sampling 2, ...]}``.
+
+    Returns:
+        Per score: ``n_samplings``, ``mean`` (mean of the per-sampling means), ``variance_of_means``
+        (sample variance, ddof=1, of those means), and ``statistic``/``p_value`` of
+        ``scipy.stats.kruskal`` over the samplings (``None`` when undefined: fewer than two
+        non-empty samplings or all values equal).
+    """
+    out = []
+    for name, groups in samples.items():
+        arrays = [np.asarray(g, dtype=np.float64) for g in groups if len(g)]
+        means = np.array([a.mean() for a in arrays])
+        stat = p = None
+        if len(arrays) >= 2 and np.ptp(np.concatenate(arrays)) > 0:
+            res = sps.kruskal(*arrays)
+            stat, p = float(res.statistic), float(res.pvalue)
+        out.append({"score": name, "n_samplings": len(arrays),
+                    "mean": float(means.mean()) if len(means) else None,
+                    "variance_of_means": float(means.var(ddof=1)) if len(means) >= 2 else None,
+                    "statistic": stat, "p_value": p})
+    return out
+
+
+def sampling_values(source: Source, subsets: Mapping[str, Sequence[str]] | Sequence[Sequence[str]],
+                    columns: Sequence[str] = SAMPLING_SCORES,
+                    where: Optional[Mapping[str, Any]] = None) -> Dict[str, List[List[float]]]:
+    """Per-sampling distributions of group scores (seed 002 Figure 6, one box per sampling).
+
+    Each subset of image names restricts the rows; its values are the group scores (one per
+    metric, dataset, attack, preset, defense, preset, mode — "for each IQA model, attack and
+    defense method, we calculated four scores per sample") that are defined.
+    """
+    named = subsets.values() if isinstance(subsets, Mapping) else subsets
+    out: Dict[str, List[List[float]]] = {s: [] for s in columns}
+    for subset in named:
+        rows = group_scores(source, where=dict(where or {}, image=list(subset)))
+        for s in columns:
+            out[s].append([r[s] for r in rows if r[s] is not None])
+    return out
+
+
+def sampling_validity(source: Source, subsets: Mapping[str, Sequence[str]] | Sequence[Sequence[str]],
+                      columns: Sequence[str] = SAMPLING_SCORES,
+                      where: Optional[Mapping[str, Any]] = None) -> List[Row]:
+    """Seed 002 Table 5: Kruskal-Wallis over repeated samplings of the images.
+
+    Args:
+        source: connection, Store or path holding the rows of every sampling's images.
+        subsets: the samplings as lists of image names (the store's ``image`` column). From
+            :func:`iqaguard.data.sampling.repeated_subsets` (indices) use
+            ``[[ds[i].name for i in s] for s in subsets]``.
+        columns: group score columns to test (default D_score, SROCC_adv, SROCC_clear, SSIM).
+        where: extra row filter (e.g. ``{"mode": "non-adaptive", "dataset": "koniq10k"}``).
+
+    Returns:
+        :func:`kruskal_table` of :func:`sampling_values`.
+    """
+    unknown = [s for s in columns if s not in HIGHER_BETTER]
+    if unknown:
+        raise ValueError(f"columns: unknown score(s) {unknown}; expected among {list(HIGHER_BETTER)}")
+    return kruskal_table(sampling_values(source, subsets, columns, where))
+
+
+__all__ = ["kruskal_table", "sampling_validity", "sampling_values", "win_rate_matrix"]

@@ -1,0 +1,258 @@
+"""Expansion of a spec into tasks, and the rows they produce (DESIGN.md §Benchmark).
+
+Two phases per run:
+
+1. :class:`CleanTask` — per (metric, dataset, seed, image batch): the clean score and the
+   defended-clean score of every (defense, preset), computed once and stored in ``clean_scores``.
+2. :class:`AttackTask` — ``non-adaptive``: per (metric, dataset, attack, preset, seed, image
+   batch) the attack runs ONCE on the bare metric; its output is quantised to 8 bits (it is
+   cached as PNG) and that quantised image is scored undefended (the ``none`` / ``-`` row) and
+   under every (defense, preset). ``adaptive``: per (metric, dataset, attack, preset, defense,
+   defense preset, seed, batch) the attack runs against ``defend(metric, P)``.
+
+Tasks are small frozen dataclasses of strings and tuples, so they pickle cheaply to Ray
+workers; a worker rebuilds metrics, datasets, attacks and defenses from names and kwargs.
+Batches always follow the selection order, so every executor sees the same batch composition.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from .spec import Spec
+
+NO_DEFENSE = ("none", "-")
+CleanLookup = Dict[Tuple[str, str, str, str, str, int], Tuple[Optional[float], float]]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A pluggable object: ``label`` (row value), registry ``name``, ``kwargs`` as sorted JSON."""
+
+    label: str
+    name: str
+    kwargs: str = "{}"
+
+    @property
+    def kw(self) -> Dict[str, Any]:
+        """The constructor kwargs as a dict."""
+        return json.loads(self.kwargs)
+
+
+@dataclass(frozen=True)
+class DefenseRef:
+    """One defense preset: ``label``, registry ``name``, preset index, kwargs JSON, EOT draws."""
+
+    label: str
+    name: str
+    preset: int
+    kwargs: str = "{}"
+    eot_samples: int = 1
+
+    @property
+    def kw(self) -> Dict[str, Any]:
+        """The constructor kwargs as a dict."""
+        return json.loads(self.kwargs)
+
+    @property
+    def key(self) -> Tuple[str, str]:
+        """``(defense, defense_preset)`` as written in rows."""
+        return (self.label, str(self.preset))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The images of one (dataset, seed): dataset indices and names, in order."""
+
+    indices: Tuple[int, ...]
+    names: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Common:
+    metric: Ref
+    dataset: Ref
+    seed: int
+    indices: Tuple[int, ...]
+    names: Tuple[str, ...]
+    device: str = "cpu"
+    num_threads: int = 1
+    imports: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CleanTask(_Common):
+    """Clean and defended-clean scores of a batch (phase 1)."""
+
+    defenses: Tuple[DefenseRef, ...] = ()
+
+    def keys(self) -> List[tuple]:
+        """``clean_scores`` keys this task writes."""
+        pairs = [NO_DEFENSE] + [d.key for d in self.defenses]
+        return [(self.dataset.label, n, self.metric.label, d, p, self.seed) for n in self.names for d, p in pairs]
+
+    def describe(self) -> str:
+        return f"clean {self.metric.label} {self.dataset.label} s{self.seed} [{self.names[0]}..+{len(self.names)}]"
+
+
+@dataclass(frozen=True)
+class AttackTask(_Common):
+    """One attack preset on a batch (phase 2); ``target`` is the defense attacked (adaptive).
+
+    ``defenses`` are the (defense, preset) pairs scored on the adversarial images (non-adaptive;
+    the undefended row is always written). ``cached`` holds PNG bytes of previously stored
+    adversarial images and ``cached_t_attack`` their per-image attack times.
+    """
+
+    attack: Ref = Ref("", "")
+    preset: str = ""
+    mode: str = "non-adaptive"
+    target: Optional[DefenseRef] = None
+    defenses: Tuple[DefenseRef, ...] = ()
+    cached: Optional[Tuple[bytes, ...]] = None
+    cached_t_attack: Tuple[float, ...] = ()
+
+    def scored(self) -> List[Tuple[str, str]]:
+        """``(defense, defense_preset)`` pairs of the rows this task writes."""
+        if self.mode == "adaptive":
+            assert self.target is not None
+            return [self.target.key]
+        return [NO_DEFENSE] + [d.key for d in self.defenses]
+
+    def keys(self) -> List[tuple]:
+        """``results`` keys this task writes (``store.KEY_COLUMNS`` order)."""
+        return [(self.dataset.label, n, self.metric.label, self.attack.label, self.preset, d, p, self.mode, self.seed)
+                for n in self.names for d, p in self.scored()]
+
+    def adv_keys(self) -> List[tuple]:
+        """``adversarial`` keys of the cached images (non-adaptive only)."""
+        return [(self.dataset.label, n, self.metric.label, self.attack.label, self.preset, self.seed)
+                for n in self.names]
+
+    def describe(self) -> str:
+        tgt = f" vs {self.target.label}/{self.target.preset}" if self.target else ""
+        return (f"{self.mode} {self.attack.label}/{self.preset}{tgt} on {self.metric.label} {self.dataset.label} "
+                f"s{self.seed} [{self.names[0]}..+{len(self.names)}]")
+
+
+def _ref(entry: Any) -> Ref:
+    return Ref(entry.key, entry.name, json.dumps(entry.kwargs, sort_keys=True))
+
+
+def defense_refs(spec: Spec) -> List[DefenseRef]:
+    """Every (defense, preset) of the spec, in spec order."""
+    return [DefenseRef(d.key, d.name, p, json.dumps(d.kwargs, sort_keys=True), d.eot_samples)
+            for d in spec.defenses for p in d.presets]
+
+
+def _batches(sel: Selection, size: int, limit: Optional[int]) -> Iterator[Tuple[Tuple[int, ...], Tuple[str, ...]]]:
+    n = len(sel.indices) if limit is None else min(limit, len(sel.indices))
+    for s in range(0, n, size):
+        yield sel.indices[s:min(s + size, n)], sel.names[s:min(s + size, n)]
+
+
+def expand(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> Tuple[List[CleanTask], List[AttackTask]]:
+    """All tasks of ``spec`` for the image ``selections[(dataset label, seed)]``.
+
+    Returns:
+        ``(clean_tasks, attack_tasks)``; clean tasks cover every image any mode uses.
+    """
+    dfs = tuple(defense_refs(spec))
+    common = dict(device=spec.device, num_threads=spec.num_threads, imports=tuple(spec.imports))
+    clean, attacks = [], []
+    for m in spec.metrics:
+        for d in spec.datasets:
+            limits = [d.mode_limits.get(mode) for mode in spec.modes]
+            widest = None if None in limits else max(limits)
+            for seed in spec.seeds:
+                sel = selections[(d.key, seed)]
+                base = dict(metric=_ref(m), dataset=_ref(d), seed=seed, **common)
+                for idx, names in _batches(sel, spec.batch_size, widest):
+                    clean.append(CleanTask(indices=idx, names=names, defenses=dfs, **base))
+                for mode in spec.modes:
+                    targets = [None] if mode == "non-adaptive" else list(dfs)
+                    for a in spec.attacks:
+                        for preset in a.presets:
+                            for idx, names in _batches(sel, spec.batch_size, d.mode_limits.get(mode)):
+                                for tgt in targets:
+                                    attacks.append(AttackTask(
+                                        indices=idx, names=names, attack=_ref(a), preset=preset, mode=mode,
+                                        target=tgt, defenses=dfs if tgt is None else (), **base))
+    return clean, attacks
+
+
+def pending(task: Any, done: set) -> Any:
+    """``task`` reduced to its unfinished work given the stored ``done`` keys, or ``None``.
+
+    A non-adaptive attack task keeps only the defenses with a missing row (the attack itself is
+    recomputed or reloaded from the PNG cache); any other task runs whole or not at all.
+    """
+    keys = task.keys()
+    if all(k in done for k in keys):
+        return None
+    if isinstance(task, AttackTask) and task.mode == "non-adaptive":
+        missing = {k[5:7] for k in keys if k not in done}
+        return replace(task, defenses=tuple(d for d in task.defenses if d.key in missing))
+    if isinstance(task, CleanTask):
+        missing = {k[3:5] for k in keys if k not in done}
+        return replace(task, defenses=tuple(d for d in task.defenses if d.key in missing))
+    return task
+
+
+def gen_seed(*parts: Any) -> int:
+    """A 63-bit generator seed derived from ``parts`` (e.g. seed, dataset, image, defense, preset)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2 ** 63 - 1)
+
+
+def clean_rows(task: CleanTask, result: Dict[str, Any], meta: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """``clean_scores`` rows of a finished :class:`CleanTask` (``meta``: version, spec_hash, run_id)."""
+    rows = []
+    for (label, preset), out in result["scores"].items():
+        for i, name in enumerate(task.names):
+            rows.append(dict(meta, dataset=task.dataset.label, image=name, metric=task.metric.label, defense=label,
+                             defense_preset=preset, seed=task.seed, mos=result["mos"][i], score=out["score"][i],
+                             t_defense=out["t"], gen_seed=out["gen_seed"][i]))
+    return rows
+
+
+def result_rows(task: AttackTask, result: Dict[str, Any], clean: CleanLookup,
+                meta: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """``results`` rows of a finished :class:`AttackTask`, joined with the clean-phase scores.
+
+    Args:
+        task: the task.
+        result: what the worker returned (see :mod:`iqaguard.bench.executors.worker`).
+        clean: ``(dataset, image, metric, defense, preset, seed) -> (score, mos)`` of phase 1.
+        meta: columns shared by every row (version, spec_version, spec_hash, run_id).
+    """
+    rows = []
+    lo, hi = result["bounds"]
+    for (label, preset), out in result["scores"].items():
+        for i, name in enumerate(task.names):
+            base = (task.dataset.label, name, task.metric.label)
+            c, mos = clean[base + NO_DEFENSE + (task.seed,)]
+            dc = clean[base + (label, preset, task.seed)][0]
+            rows.append(dict(
+                meta, dataset=task.dataset.label, image=name, metric=task.metric.label, attack=task.attack.label,
+                attack_preset=task.preset, defense=label, defense_preset=preset, mode=task.mode, seed=task.seed,
+                mos=mos, clean=c, attacked=result["attacked"][i], defended_clean=dc,
+                defended_attacked=out["score"][i], bound_worst=lo, bound_best=hi,
+                lower_better=result["lower_better"], psnr=out["psnr"][i], ssim=out["ssim"][i], mse=out["mse"][i],
+                linf=out["linf"][i], t_attack=result["t_attack"][i], t_defense=out["t"], gen_seed=out["gen_seed"][i]))
+    return rows
+
+
+def adv_path(task: AttackTask, name: str) -> str:
+    """Cache path of one adversarial PNG, relative to ``Store.cache_dir``.
+
+    ``s<seed>/<dataset>/<metric>/<attack>/<preset>/<image>.png`` with unsafe characters replaced.
+    """
+    def safe(s: str) -> str:
+        return "".join(c if c.isalnum() or c in "._-" else "_" for c in s)
+
+    stem = safe(name)
+    return "/".join(["s" + str(task.seed), safe(task.dataset.label), safe(task.metric.label),
+                     safe(task.attack.label), safe(task.preset), stem if stem.endswith(".png") else stem + ".png"])
