@@ -6,15 +6,13 @@ pair (distorted, reference) only:
 
     pseudo_MOS = 1 + 4 * mean_k q_k,    q_k in [0, 1] (1 = indistinguishable)
 
-with five fixed maps (no normalisation over the dataset, so a label never depends on which
+with four fixed maps (no normalisation over the dataset, so a label never depends on which
 other images were generated):
 
 * ``q_psnr   = clip((PSNR_RGB - 15) / 30, 0, 1)`` — PSNR in dB over the three RGB channels
   (:func:`iqaguard.metrics.functional.psnr`, ``luma=False``); 15 dB -> 0, 45 dB -> 1.
 * ``q_ssim   = clip(SSIM_Y, 0, 1)`` — SSIM of the BT.601 luma with ssim.m's downsampling
   (Wang et al. 2004, eq. 13).
-* ``q_msssim = clip(MS-SSIM_Y, 0, 1)`` — 5-scale MS-SSIM of the luma (Wang et al. 2003,
-  eq. 7); left out of the mean for images under 176 px (the measure is undefined there).
 * ``q_gmsd   = 1 - clip(GMSD / 0.35, 0, 1)`` — gradient magnitude similarity deviation
   (Xue, Zhang, Mou & Bovik, "Gradient Magnitude Similarity Deviation", IEEE TIP 2014, eqs. 4-8);
   0.35 is about the largest GMSD of the LIVE/TID distortions.
@@ -31,14 +29,13 @@ import torch.nn.functional as F
 from kornia.color import rgb_to_lab
 
 from ..errors import InputError
-from ..metrics.functional import MS_SSIM_MIN_SIZE, ms_ssim, psnr, ssim
+from ..metrics.functional import psnr, ssim
 from ..validation import check_image, check_pair
 
 #: (name, formula) of each term, as documented above and in docs/builtin_kadid.md.
 TERMS = {
     "psnr": "clip((PSNR_RGB - 15) / 30, 0, 1)",
     "ssim": "clip(SSIM_Y, 0, 1)",
-    "ms_ssim": "clip(MS-SSIM_Y, 0, 1) (images >= 176 px only)",
     "gmsd": "1 - clip(GMSD / 0.35, 0, 1)",
     "delta_e": "1 - clip(mean dE76 / 25, 0, 1)",
 }
@@ -134,16 +131,14 @@ def quality_terms(x: torch.Tensor, ref: torch.Tensor) -> Dict[str, torch.Tensor]
             colour and gradient maps are then computed once).
 
     Returns:
-        Dict of ``[B]`` tensors: raw ``psnr`` (dB, may be ``inf``), ``ssim``, ``ms_ssim`` (absent
-        below 176 px), ``gmsd``, ``delta_e``, and ``q_<name>`` for each mapped term in [0, 1].
+        Dict of ``[B]`` tensors: raw ``psnr`` (dB, may be ``inf``), ``ssim``, ``gmsd``,
+        ``delta_e``, and ``q_<name>`` for each mapped term in [0, 1].
     """
     _check_ref(x, ref)
     x, ref = x.float(), ref.float()
     full = ref.expand_as(x)
     raw = {"psnr": psnr(x, full, data_range=1.0, luma=False),
            "ssim": ssim(x, full, luma=True, downsample=True)}
-    if min(x.shape[-2:]) >= MS_SSIM_MIN_SIZE:
-        raw["ms_ssim"] = ms_ssim(x, full, luma=True)
     raw["gmsd"] = _gmsd(x, ref)
     raw["delta_e"] = _delta_e(x, ref, DELTA_E_DOWNSAMPLE)
     q = {
@@ -152,8 +147,6 @@ def quality_terms(x: torch.Tensor, ref: torch.Tensor) -> Dict[str, torch.Tensor]
         "q_gmsd": 1.0 - (raw["gmsd"] / GMSD_MAX).clamp(0, 1),
         "q_delta_e": 1.0 - (raw["delta_e"] / DELTA_E_MAX).clamp(0, 1),
     }
-    if "ms_ssim" in raw:
-        q["q_ms_ssim"] = raw["ms_ssim"].clamp(0, 1)
     return {**raw, **q}
 
 
@@ -164,7 +157,7 @@ def mos_from_terms(terms: Dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def pseudo_mos(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Pseudo-MOS ``1 + 4 * mean(q_psnr, q_ssim, q_ms_ssim, q_gmsd, q_delta_e)`` (module docstring).
+    """Pseudo-MOS ``1 + 4 * mean(q_psnr, q_ssim, q_gmsd, q_delta_e)`` (module docstring).
 
     Args:
         x: distorted ``[B, 3, H, W]`` in [0, 1], H, W >= 16.

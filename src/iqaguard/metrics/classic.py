@@ -30,19 +30,18 @@ QUANTIZATION_MSE = (1.0 / 255.0) ** 2 / 12.0
 #: PSNR (dB) at the quantisation noise level: ``10 log10(12 * 255^2)``.
 PSNR_BEST = 10.0 * math.log10(1.0 / QUANTIZATION_MSE)
 
-#: Worst values measured by scripts/calibrate_classic_bounds.py (seed 0, JPEG q=10 + uniform
-#: noise); keys are (registry name, option values in constructor order). Source: scikit-image
-#: sample photographs (astronaut, coffee, chelsea, rocket, immunohistochemistry,
-#: hubble_deep_field), used until the builtin photographs are available.
+#: Worst values measured by ``python scripts/calibrate_classic_bounds.py`` (seed 0, JPEG q=10 +
+#: uniform noise) on the 28 builtin photographs (src/iqaguard/data/photos); keys are
+#: (registry name, option values in constructor order).
 CALIBRATED_WORST: Dict[Tuple[str, Tuple[bool, ...]], float] = {
-    ("psnr", (True,)): 7.7458,
-    ("ssim", (True, True)): 0.032,
-    ("ssim", (True, False)): 0.0145,
-    ("ms-ssim", (True,)): 0.0965,
-    ("psnr", (False,)): 5.5951,
-    ("ssim", (False, True)): 0.0103,
-    ("ssim", (False, False)): 0.0028,
-    ("ms-ssim", (False,)): 0.0483,
+    ("psnr", (True,)): 8.9281,
+    ("ssim", (True, True)): 0.0419,
+    ("ssim", (True, False)): 0.0166,
+    ("ms-ssim", (True,)): 0.0669,
+    ("psnr", (False,)): 5.9815,
+    ("ssim", (False, True)): 0.0134,
+    ("ssim", (False, False)): 0.0043,
+    ("ms-ssim", (False,)): 0.0368,
 }
 
 

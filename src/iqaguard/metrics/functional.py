@@ -260,7 +260,9 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, luma: bool = True) -> torch.Tensor
 
     ``MS-SSIM = prod_{j=1..4} cs_j^{w_j} * ssim_5^{w_5}`` where ``cs_j`` is the mean
     contrast-structure map and ``ssim_5`` the mean SSIM map at the coarsest scale. No automatic
-    downsampling (as in msssim.m). Negative mean values (possible for anti-correlated images,
+    downsampling (as in msssim.m). Between scales: ``imfilter(ones(2)/4, 'symmetric', 'same')``
+    and ``(1:2:end)`` subsampling, the distributed msssim.m (an older variant used ``filter2
+    'valid'`` and drops the last odd row/column; both agree on even sizes). Negative mean values (possible for anti-correlated images,
     where MATLAB would return a complex number) are clipped to 0 before the power, as a ReLU
     (the score is then 0 and that factor passes no gradient).
 

@@ -161,8 +161,9 @@ def _attack(task: AttackTask) -> Dict[str, Any]:
         scored[NO_DEFENSE if d is None else d.key] = {"score": _score(metric, px, ref), "t": t, "gen_seed": seeds,
                                                       **_fidelity(px, x)}
     b = metric.bounds
+    attacked = scored[NO_DEFENSE]["score"] if NO_DEFENSE in scored else _score(metric, x_adv, ref)
     return {"bounds": (float(b.worst), float(b.best)), "lower_better": bool(metric.lower_better),
-            "attacked": _score(metric, x_adv, ref), "t_attack": t_attack, "png": png, "scores": scored}
+            "attacked": attacked, "t_attack": t_attack, "png": png, "scores": scored}
 
 
 def run_task(task: Any) -> Dict[str, Any]:
@@ -171,5 +172,8 @@ def run_task(task: Any) -> Dict[str, Any]:
     dev = torch.device(task.device)
     cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     with _threads(task.num_threads), torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(gen_seed("global", task.describe()))  # for plugins that ignore `generator`
+        seed = gen_seed("global", task.describe())  # global RNG, for plugins that ignore `generator`
+        torch.random.default_generator.manual_seed(seed)  # (torch.manual_seed would also queue CUDA seeding)
+        if cuda:
+            torch.cuda.manual_seed(seed)
         return _clean(task) if isinstance(task, CleanTask) else _attack(task)

@@ -22,7 +22,7 @@ _KAPPA = 3.0 * (6.0 / 29.0) ** 2
 #: BT.601 luma weights (as JPEG's full-range YCbCr).
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
-#: Reference area for counts that scale with the image (the KADID size 384 x 512).
+#: Reference area for patch sizes that scale with the image (the KADID size 384 x 512).
 REF_AREA = 384 * 512
 
 
@@ -113,9 +113,10 @@ def shift(channel: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return channel[rows[:, None], cols[None, :]]
 
 
-def scaled_count(base: float, shape: Tuple[int, ...]) -> int:
-    """``base`` scaled by the image area relative to 384 x 512 (at least 1)."""
-    return max(1, int(round(base * shape[0] * shape[1] / REF_AREA)))
+def scaled_side(base: int, shape: Tuple[int, ...], minimum: int = 2) -> int:
+    """A patch side of ``base`` px at 384 x 512, scaled with ``sqrt(area / (384 * 512))`` so that
+    a fixed number of patches covers the same fraction of any image (at least ``minimum``)."""
+    return max(minimum, int(round(base * np.sqrt(shape[0] * shape[1] / REF_AREA))))
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

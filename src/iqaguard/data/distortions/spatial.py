@@ -1,8 +1,8 @@
 """KADID-10k spatial distortions (types 19-23; Lin, Hosu & Saupe, QoMEX 2019, Table 1
 "Spatial distortions").
 
-Counts of patches/blocks are given for a 384 x 512 image and scale with the image area, so
-the distorted fraction of the image does not depend on its size.
+Patch and block sides are given for a 384 x 512 image and scale with the square root of the
+image area, so a given count covers the same fraction of an image of any size.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ._core import register
-from ._ops import from_uint8, scaled_count, to_uint8
+from ._ops import from_uint8, scaled_side, to_uint8
 
 PATCH = 16
 BLOCK = 32
@@ -29,20 +29,22 @@ def jitter(img: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarr
     return img[rows, cols]
 
 
-@register(20, "non_eccentricity_patch", (15, 35, 70, 120, 190), "16x16 patches per 384x512")
+@register(20, "non_eccentricity_patch", (15, 35, 70, 120, 190), "number of 16x16 patches")
 def non_eccentricity_patch(img: np.ndarray, count: float, rng: np.random.Generator) -> np.ndarray:
-    """Non-eccentricity patches: copy ``count`` random 16x16 patches to a nearby position
-    (offset uniform in ``[-16, 16]`` px per axis, never zero), overwriting what is there."""
+    """Non-eccentricity patches: copy ``count`` random patches (16x16 at 384x512) to a nearby
+    position (offset uniform in ``[-side, side]`` px per axis, never zero), overwriting what is
+    there."""
     h, w, _ = img.shape
+    p = scaled_side(PATCH, img.shape, minimum=4)
     out = img.copy()
-    for _ in range(scaled_count(count, img.shape)):
-        y, x = int(rng.integers(0, h - PATCH + 1)), int(rng.integers(0, w - PATCH + 1))
+    for _ in range(int(count)):
+        y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
         while True:
-            oy, ox = (int(v) for v in rng.integers(-PATCH, PATCH + 1, size=2))
+            oy, ox = (int(v) for v in rng.integers(-p, p + 1, size=2))
             if oy or ox:
                 break
-        ty, tx = int(np.clip(y + oy, 0, h - PATCH)), int(np.clip(x + ox, 0, w - PATCH))
-        out[ty:ty + PATCH, tx:tx + PATCH] = img[y:y + PATCH, x:x + PATCH]
+        ty, tx = int(np.clip(y + oy, 0, h - p)), int(np.clip(x + ox, 0, w - p))
+        out[ty:ty + p, tx:tx + p] = img[y:y + p, x:x + p]
     return out
 
 
@@ -65,13 +67,14 @@ def quantization(img: np.ndarray, levels: float, rng: np.random.Generator) -> np
     return np.round(img * n) / n
 
 
-@register(23, "color_block", (2, 4, 7, 11, 16), "32x32 blocks per 384x512")
+@register(23, "color_block", (2, 4, 7, 11, 16), "number of 32x32 blocks")
 def color_block(img: np.ndarray, count: float, rng: np.random.Generator) -> np.ndarray:
-    """Colour blocks: paste ``count`` 32x32 blocks (clipped to the image) of uniform random colour
-    at random positions."""
+    """Colour blocks: paste ``count`` square blocks (32x32 at 384x512) of uniform random colour at
+    random positions."""
     h, w, _ = img.shape
+    b = min(scaled_side(BLOCK, img.shape), h, w)
     out = img.copy()
-    for _ in range(scaled_count(count, img.shape)):
-        y, x = int(rng.integers(0, max(1, h - BLOCK + 1))), int(rng.integers(0, max(1, w - BLOCK + 1)))
-        out[y:y + BLOCK, x:x + BLOCK] = rng.random(3, dtype=np.float32)
+    for _ in range(int(count)):
+        y, x = int(rng.integers(0, h - b + 1)), int(rng.integers(0, w - b + 1))
+        out[y:y + b, x:x + b] = rng.random(3, dtype=np.float32)
     return out

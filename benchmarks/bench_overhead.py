@@ -1,0 +1,206 @@
+"""Benchmark-engine overhead, measured side by side in one process.
+
+    python benchmarks/bench_overhead.py [--images 16] [--size 192] [--repeats 3]
+
+Part 1 — one attack (I-FGSM medium) and D = 5 defenses (JPEG presets 0..4), non-adaptive:
+
+* attack alone: the attack on every batch, the clean and attacked scores and the fidelity of
+  the attacked image (exactly the numbers of the undefended row);
+* defense-eval alone, per preset: ``P(x)`` and ``P(x_adv)``, the metric on both and the fidelity
+  of ``P(x_adv)`` to ``x`` (exactly the numbers one defense row needs);
+* the full engine run (``run_spec`` into a fresh store with the local executor): image loading,
+  PNG cache, clean phase, result rows, DuckDB commits, progress.
+
+It prints ``total / (attack + sum of defense evals)``; acceptance: <= 1.2.
+
+Part 2 — per-task executor overhead: an engine run whose tasks cost almost nothing (identity
+attack, mean-pixel metric, 16x16 images, no defense), wall time / number of tasks; acceptance:
+<= 50 ms.
+
+The metric is ``builtin-nr`` when its weights load, else a small CNN defined here. Everything
+runs with one torch thread (the engine's default ``num_threads``); medians over ``--repeats``.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+import torch
+
+import iqaguard.attacks.ifgsm  # noqa: F401  (registers ifgsm until the package wires it)
+import iqaguard.defenses.purification.jpeg  # noqa: F401
+from iqaguard import attacks, defenses, metrics, scores
+from iqaguard.attacks.base import Attack
+from iqaguard.bench.runner import run_spec
+from iqaguard.bench.spec import Spec
+from iqaguard.data.base import Dataset, Sample
+from iqaguard.metrics.base import Bounds, Metric
+from iqaguard.registry import ATTACKS, DATASETS, METRICS
+
+
+class SmallCNN(Metric):
+    """Fallback NR metric: three stride-2 convolutions and a linear head (fixed random weights)."""
+
+    kind, lower_better, bounds, name = "nr", False, Bounds(0.0, 1.0), "bench-cnn"
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, 2, 1), torch.nn.ReLU(),
+            torch.nn.Conv2d(32, 64, 3, 2, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+            torch.nn.Linear(64, 1))
+
+    def score(self, x, ref=None):
+        return torch.sigmoid(self.net(x)[:, 0])
+
+
+class MeanPixel(Metric):
+    """Near-zero-cost metric for the per-task overhead run."""
+
+    kind, lower_better, bounds, name = "nr", False, Bounds(0.0, 1.0), "bench-mean"
+
+    def score(self, x, ref=None):
+        return x.mean(dim=(1, 2, 3))
+
+
+class Identity(Attack):
+    """Near-zero-cost attack for the per-task overhead run."""
+
+    presets = {"weak": {}, "medium": {}, "strong": {}}
+
+    def run(self, metric, x, ref, generator):
+        return x
+
+
+def synthetic(n: int = 16, size: int = 192) -> Dataset:
+    """``n`` smooth random 8-bit images of ``size`` x ``size``."""
+    def image(i: int) -> torch.Tensor:
+        rng = np.random.default_rng(i)
+        low = torch.from_numpy(rng.uniform(0, 1, (1, 3, 6, 6))).float()
+        x = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)
+        x = x + 0.05 * torch.from_numpy(rng.standard_normal((1, 3, size, size))).float()
+        return torch.round(x.clamp(0, 1) * 255) / 255
+
+    ds = Dataset([Sample(name=f"im{i:03d}", mos=float(i % 5 + 1), loader=lambda i=i: image(i)) for i in range(n)])
+    ds.name = "bench-synth"
+    return ds
+
+
+for _name, _obj in (("bench-cnn", SmallCNN), ("bench-mean", MeanPixel), ("bench-identity", Identity),
+                    ("bench-synth", synthetic)):
+    reg = {"bench-cnn": METRICS, "bench-mean": METRICS, "bench-identity": ATTACKS, "bench-synth": DATASETS}[_name]
+    if _name not in reg:
+        reg.register(_name)(_obj)
+
+
+def pick_metric() -> str:
+    """``builtin-nr`` when it is registered and its weights load, else ``bench-cnn``."""
+    try:
+        metrics.create("builtin-nr")
+        return "builtin-nr"
+    except Exception:
+        return "bench-cnn"
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def engine_run(spec: Dict) -> float:
+    with tempfile.TemporaryDirectory() as d:
+        return timed(lambda: run_spec(Spec.model_validate(spec), Path(d) / "s.duckdb", progress=False))
+
+
+def part1(args: argparse.Namespace, metric_name: str) -> None:
+    m = metrics.create(metric_name).eval()
+    ds = synthetic(args.images, args.size)
+    batches = [torch.cat([ds[i].image for i in range(s, min(s + 4, len(ds)))]) for s in range(0, len(ds), 4)]
+    atk = attacks.create("ifgsm", preset="medium")
+    jpegs = [defenses.create("jpeg", preset=p) for p in range(5)]
+    advs: List[torch.Tensor] = []
+
+    def fidelity(y: torch.Tensor, x: torch.Tensor) -> None:
+        for fn in (scores.psnr, scores.ssim, scores.mse, scores.linf):
+            fn(y, x)
+
+    def attack_alone() -> None:
+        advs.clear()
+        for x in batches:
+            with torch.no_grad():
+                m(x)
+            xa = torch.round(atk(m, x) * 255) / 255
+            with torch.no_grad():
+                m(xa)
+            fidelity(xa, x)
+            advs.append(xa)
+
+    def defense_alone(p) -> Callable[[], None]:
+        def go() -> None:
+            for x, xa in zip(batches, advs):
+                with torch.no_grad():
+                    m(p(x))
+                    pa = p(xa)
+                    m(pa)
+                fidelity(pa, x)
+        return go
+
+    spec = {"version": "overhead", "metrics": [metric_name],
+            "datasets": [{"name": "bench-synth", "kwargs": {"n": args.images, "size": args.size}}],
+            "attacks": [{"name": "ifgsm", "presets": ["medium"]}], "defenses": [{"name": "jpeg", "presets": "all"}],
+            "modes": ["non-adaptive"], "batch_size": 4, "num_threads": 1}
+    t_att, t_def, t_eng = [], [[] for _ in jpegs], []
+    engine_run(spec)  # warm-up (imports, first-call allocations)
+    for _ in range(args.repeats):
+        t_att.append(timed(attack_alone))
+        for i, p in enumerate(jpegs):
+            t_def[i].append(timed(defense_alone(p)))
+        t_eng.append(engine_run(spec))
+    a, ds_ = statistics.median(t_att), [statistics.median(t) for t in t_def]
+    e = statistics.median(t_eng)
+    print(f"metric {metric_name}, {args.images} images {args.size}x{args.size}, batch 4, 1 thread, "
+          f"median of {args.repeats}")
+    print(f"  attack alone (ifgsm medium + scores + fidelity):      {a:8.3f} s")
+    for i, d in enumerate(ds_):
+        print(f"  defense eval alone, jpeg preset {i}:                  {d:8.3f} s")
+    ratio = e / (a + sum(ds_))
+    print(f"  full engine run:                                      {e:8.3f} s")
+    print(f"  total / (attack + {len(ds_)} x defense eval) = {ratio:.3f}  (acceptance <= 1.2: "
+          f"{'PASS' if ratio <= 1.2 else 'FAIL'})")
+
+
+def part2(args: argparse.Namespace) -> None:
+    spec = {"version": "noop", "metrics": ["bench-mean"],
+            "datasets": [{"name": "bench-synth", "kwargs": {"n": args.noop_images, "size": 16}}],
+            "attacks": [{"name": "bench-identity", "presets": "all"}], "modes": ["non-adaptive"],
+            "batch_size": 1, "num_threads": 1}
+    n_tasks = args.noop_images * (1 + 3)  # one clean task + three attack tasks per image
+    engine_run(spec)
+    t = statistics.median(engine_run(spec) for _ in range(args.repeats))
+    print(f"per-task executor overhead (local): {1000 * t / n_tasks:.1f} ms over {n_tasks} no-op tasks "
+          f"(acceptance <= 50 ms: {'PASS' if 1000 * t / n_tasks <= 50 else 'FAIL'})")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--size", type=int, default=192)
+    ap.add_argument("--noop-images", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    part1(args, pick_metric())
+    part2(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
