@@ -35,3 +35,7 @@ class DatasetError(IqaguardError, ValueError):
 
 class ScoreError(IqaguardError, ValueError):
     """A score cannot be computed (NaN inputs, degenerate bounds, mismatched lengths)."""
+
+
+class MissingDependencyError(IqaguardError, ImportError):
+    """An optional dependency (e.g. the ``pyiqa`` extra) is not installed."""

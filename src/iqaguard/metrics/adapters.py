@@ -24,16 +24,12 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..errors import InputError, IqaguardError, MissingWeightsError, ScoreError, UnknownNameError
+from ..errors import InputError, MissingDependencyError, MissingWeightsError, ScoreError, UnknownNameError
 from ..registry import METRICS
 from ..validation import resolve_device
 from .base import Bounds, Metric
 
 BoundsLike = Union[Bounds, Tuple[float, float]]
-
-
-class MissingDependencyError(IqaguardError, ImportError):
-    """An optional dependency (pyiqa) is not installed."""
 
 
 def to_scores(out: Any, batch: int, who: str) -> torch.Tensor:
