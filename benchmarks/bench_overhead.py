@@ -32,6 +32,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 import torch
+from rich.console import Console
 
 import iqaguard.attacks.ifgsm  # noqa: F401  (registers ifgsm until the package wires it)
 import iqaguard.defenses.purification.jpeg  # noqa: F401
@@ -117,7 +118,8 @@ def timed(fn: Callable[[], object]) -> float:
 
 def engine_run(spec: Dict) -> float:
     with tempfile.TemporaryDirectory() as d:
-        return timed(lambda: run_spec(Spec.model_validate(spec), Path(d) / "s.duckdb", progress=False))
+        return timed(lambda: run_spec(Spec.model_validate(spec), Path(d) / "s.duckdb", progress=False,
+                                      console=Console(quiet=True)))
 
 
 def part1(args: argparse.Namespace, metric_name: str) -> None:

@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 from . import errors  # noqa: E402
 from .errors import InputError  # noqa: E402
 from . import data, metrics, attacks, defenses, scores  # noqa: E402
-
+from .defenses import defend  # noqa: E402
 
 datasets = data
 

@@ -5,6 +5,7 @@ from typing import Any, List
 
 from ..registry import ATTACKS
 from .base import PRESET_NAMES, Attack
+from . import ifgsm  # noqa: F401  (registration side effects)
 
 
 def create(name: str, **kwargs: Any) -> Attack:

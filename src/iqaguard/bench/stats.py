@@ -120,10 +120,12 @@ def _group_formulas(r: Row) -> Row:
     out: Row = {}
     has_mos = np.isfinite(mos)
     out["n_mos"] = int(has_mos.sum())
+    sign = -1.0 if r.pop("lower_better") else 1.0
     for name, pred in (("clean", dc), ("adv", da)):
         ok = has_mos & np.isfinite(pred)
-        out[f"srocc_{name}"] = _safe(scores.srocc, pred[ok], mos[ok]) if ok.sum() >= 2 else None
-        out[f"plcc_{name}"] = _safe(scores.plcc, pred[ok], mos[ok]) if ok.sum() >= 2 else None
+        for corr, fn in (("srocc", scores.srocc), ("plcc", scores.plcc)):
+            value = _safe(fn, pred[ok], mos[ok]) if ok.sum() >= 2 else None
+            out[f"{corr}_{name}"] = None if value is None else sign * value
     lo_w, hi_w, lo_b, hi_b = r.pop("bw_min"), r.pop("bw_max"), r.pop("bb_min"), r.pop("bb_max")
     if lo_w != hi_w or lo_b != hi_b:
         raise ValueError(f"bounds differ inside group {[r[k] for k in BASE_KEY]}: worst {lo_w}..{hi_w}, "
@@ -145,7 +147,9 @@ def group_scores(source: Source, by: Sequence[str] = (), where: Optional[Mapping
     (f(P(x')) vs MOS, eq. 9), ``d_score`` (eq. 6), ``d_score_d`` (eq. 7), ``r_score`` (eq. 5),
     ``r_score_d`` (eq. 5 with P on x too), means of ``psnr``, ``ssim``, ``mse``, ``linf`` (P(x') vs
     x) and ``time_s`` (mean ``t_defense``, seconds per image). Correlations use the rows that have a
-    MOS and are ``None`` with fewer than two such rows (e.g. NIPS 2017) or constant input.
+    MOS and are ``None`` with fewer than two such rows (e.g. NIPS 2017) or constant input. They are
+    *oriented*: negated for ``lower_better`` metrics (e.g. LPIPS against MOS), so that higher
+    always means better agreement and means over metrics of both directions make sense.
 
     Args:
         source: connection, Store or path.
@@ -167,7 +171,7 @@ def group_scores(source: Source, by: Sequence[str] = (), where: Optional[Mapping
         means = ", ".join(f"avg({col}) AS {name}" for name, col in _FIDELITY.items())
         cur = con.execute(
             f"SELECT {k}, count(*) AS n, {lists}, min(bound_worst) AS bw_min, max(bound_worst) AS bw_max, "
-            f"min(bound_best) AS bb_min, max(bound_best) AS bb_max, {means} "
+            f"min(bound_best) AS bb_min, max(bound_best) AS bb_max, bool_or(lower_better) AS lower_better, {means} "
             f"FROM {TABLE}{w} GROUP BY {k} ORDER BY {k}", params)
         names = [d[0] for d in cur.description]
         rows = [dict(zip(names, r)) for r in cur.fetchall()]

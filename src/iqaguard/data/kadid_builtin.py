@@ -32,7 +32,7 @@ from ..registry import DATASETS
 from .base import Dataset, Sample
 from .builtin import photo_names, photo_paths
 from .distortions import DISTORTIONS, N_LEVELS, apply_distortion
-from .kadid_mos import TERMS, mos_from_terms, quality_terms
+from .kadid_mos import TERMS, mos_from_terms, quality_terms_unchecked
 
 #: Bump when distortions, levels or the pseudo-MOS change: old caches are then ignored.
 FORMAT = 1
@@ -118,7 +118,8 @@ def generate_type(folder: str, source: str, seed: int, dist_id: int) -> List[Dic
         names.append(f"{source}_d{dist_id:02d}_l{level}.png")
         _write_png(y8, base / names[-1])
         outs.append(y8)
-    terms = quality_terms(_to_tensor(outs), _to_tensor([ref8]))
+    with torch.no_grad():
+        terms = quality_terms_unchecked(_to_tensor(outs), _to_tensor([ref8]))
     mos = mos_from_terms(terms)
     return [{"name": names[i], "dist_id": dist_id, "dist_name": d.name, "level": i + 1,
              "mos": float(mos[i]), "terms": {k: float(v[i]) for k, v in terms.items()}}

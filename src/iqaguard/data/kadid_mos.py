@@ -4,21 +4,28 @@ Synthetic distortions of the builtin photographs have no subjective scores, so `
 labels every distorted image with a *pseudo-MOS* on KADID-10k's 1..5 scale computed from the
 pair (distorted, reference) only:
 
-    pseudo_MOS = 1 + 4 * mean_k q_k,    q_k in [0, 1] (1 = indistinguishable)
+    pseudo_MOS = 1 + 4 * mean(q_psnr, q_ssim, q_gmsd, q_delta_e),   each q in [0, 1]
 
 with four fixed maps (no normalisation over the dataset, so a label never depends on which
-other images were generated):
+other images were generated); 1 = indistinguishable from the reference:
 
-* ``q_psnr   = clip((PSNR_RGB - 15) / 30, 0, 1)`` — PSNR in dB over the three RGB channels
-  (:func:`iqaguard.metrics.functional.psnr`, ``luma=False``); 15 dB -> 0, 45 dB -> 1.
-* ``q_ssim   = clip(SSIM_Y, 0, 1)`` — SSIM of the BT.601 luma with ssim.m's downsampling
-  (Wang et al. 2004, eq. 13).
-* ``q_gmsd   = 1 - clip(GMSD / 0.35, 0, 1)`` — gradient magnitude similarity deviation
-  (Xue, Zhang, Mou & Bovik, "Gradient Magnitude Similarity Deviation", IEEE TIP 2014, eqs. 4-8);
-  0.35 is about the largest GMSD of the LIVE/TID distortions.
-* ``q_color  = 1 - clip(dE / 25, 0, 1)`` — mean CIE76 colour difference ``dE*ab`` in CIE Lab
-  (D65). The three structural terms see only luma; this term makes chroma-only distortions
-  (colour diffusion, chroma noise, saturation) count.
+* ``q_psnr    = clip((PSNR_RGB - 15) / 30, 0, 1)`` — PSNR in dB over the three RGB channels
+  (:func:`iqaguard.metrics.functional.psnr`, ``luma=False``): 15 dB -> 0, 45 dB -> 1.
+* ``q_ssim    = clip(SSIM_Y, 0, 1)`` — SSIM of the BT.601 luma with ssim.m's automatic
+  downsampling (:func:`iqaguard.metrics.functional.ssim`; Wang et al., IEEE TIP 2004, eq. 13).
+* ``q_gmsd    = 1 - clip(GMSD / 0.35, 0, 1)`` — gradient magnitude similarity deviation of the
+  luma (Xue, Zhang, Mou & Bovik, IEEE TIP 2014, eqs. 4-8; :func:`gmsd`); GMSD rarely exceeds
+  0.35 even for the strongest distortions of LIVE/TID2013.
+* ``q_delta_e = 1 - clip(dE / 25, 0, 1)`` — mean CIE76 colour difference in CIE Lab (D65) at
+  half resolution (:func:`delta_e76`). SSIM and GMSD see only luma and PSNR weighs every channel
+  alike, so this term is what makes chroma distortions (colour diffusion, chroma noise,
+  saturation changes) count; dE = 25 is a gross colour change.
+
+Each term is a standard fidelity measure with a fixed affine map onto [0, 1], and their mean
+mixes pixel fidelity (PSNR), structure (SSIM), edges (GMSD) and colour (dE), so no single
+measure's blind spot decides a label. MS-SSIM (``functional.ms_ssim``) is left out: it is
+strongly correlated with SSIM while costing about five times as much at 384 x 512 on a CPU,
+which would break the generation-time budget of the dataset.
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ from ..errors import InputError
 from ..metrics.functional import psnr, ssim
 from ..validation import check_image, check_pair
 
-#: (name, formula) of each term, as documented above and in docs/builtin_kadid.md.
+#: name -> formula of each term, as documented above and in docs/builtin_kadid.md.
 TERMS = {
     "psnr": "clip((PSNR_RGB - 15) / 30, 0, 1)",
     "ssim": "clip(SSIM_Y, 0, 1)",
@@ -135,7 +142,11 @@ def quality_terms(x: torch.Tensor, ref: torch.Tensor) -> Dict[str, torch.Tensor]
         ``delta_e``, and ``q_<name>`` for each mapped term in [0, 1].
     """
     _check_ref(x, ref)
-    x, ref = x.float(), ref.float()
+    return quality_terms_unchecked(x.float(), ref.float())
+
+
+def quality_terms_unchecked(x: torch.Tensor, ref: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """:func:`quality_terms` without re-validating (callers pass checked float tensors)."""
     full = ref.expand_as(x)
     raw = {"psnr": psnr(x, full, data_range=1.0, luma=False),
            "ssim": ssim(x, full, luma=True, downsample=True)}
@@ -169,4 +180,5 @@ def pseudo_mos(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return mos_from_terms(quality_terms(x, ref))
 
 
-__all__ = ["TERMS", "delta_e76", "gmsd", "mos_from_terms", "pseudo_mos", "quality_terms"]
+__all__ = ["TERMS", "delta_e76", "gmsd", "mos_from_terms", "pseudo_mos", "quality_terms",
+           "quality_terms_unchecked"]

@@ -5,6 +5,8 @@ from typing import Any, List
 
 from ..registry import DEFENSES
 from .base import Purification
+from .defend import DefendedMetric, defend
+from .purification import jpeg  # noqa: F401  (registration side effects)
 
 
 def create(name: str, **kwargs: Any):
@@ -16,4 +18,4 @@ def names() -> List[str]:
     return DEFENSES.names()
 
 
-__all__ = ["Purification", "create", "names"]
+__all__ = ["DefendedMetric", "Purification", "create", "defend", "names"]

@@ -11,12 +11,17 @@ from torch import nn
 
 from ..registry import METRICS
 from .base import Bounds, Metric
+from . import classic, builtin, adapters, bounds  # noqa: F401  (registration side effects)
+from .adapters import ModuleMetric
+from .bounds import calibrate_bounds
 
 
 def create(name: Any, **kwargs: Any) -> Metric:
     """Create a metric by registry name, or wrap an ``nn.Module`` (see :class:`ModuleMetric`)."""
     if isinstance(name, Metric):
         return name
+    if isinstance(name, nn.Module):
+        return ModuleMetric(name, **kwargs)
     return METRICS.create(name, **kwargs)
 
 
@@ -24,4 +29,4 @@ def names() -> List[str]:
     return METRICS.names()
 
 
-__all__ = ["Bounds", "Metric", "create", "names"]
+__all__ = ["Bounds", "Metric", "ModuleMetric", "calibrate_bounds", "create", "names"]

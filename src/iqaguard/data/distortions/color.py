@@ -9,7 +9,7 @@ from ._core import register
 from ._ops import blur, from_uint8, lab_to_rgb, rgb_to_lab, shift, to_uint8
 
 
-@register(4, "color_diffusion", (1.5, 3.0, 6.0, 10.0, 16.0), "sigma of the a*/b* blur (px)")
+@register(4, "color_diffusion", (2.0, 4.0, 7.0, 12.0, 20.0), "sigma of the a*/b* blur (px)")
 def color_diffusion(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Colour bleeding: Gaussian-blur the chroma channels a*, b* of CIE Lab, keep L*."""
     lab = rgb_to_lab(img)
@@ -30,7 +30,7 @@ def color_shift(img: np.ndarray, dist: float, rng: np.random.Generator) -> np.nd
     return out
 
 
-@register(6, "color_quantization", (64, 40, 24, 14, 8), "palette size (colours)")
+@register(6, "color_quantization", (64, 32, 18, 11, 6), "palette size (colours)")
 def color_quantization(img: np.ndarray, colors: float, rng: np.random.Generator) -> np.ndarray:
     """Palette reduction to ``colors`` colours without dithering (deterministic; ``rng`` unused).
 

@@ -27,7 +27,7 @@ def darken(img: np.ndarray, gamma: float, rng: np.random.Generator) -> np.ndarra
     return _lightness_gamma(img, gamma)
 
 
-@register(18, "mean_shift", (0.04, 0.08, 0.12, 0.17, 0.23), "|shift|")
+@register(18, "mean_shift", (0.04, 0.08, 0.12, 0.17, 0.23), "shift magnitude")
 def mean_shift(img: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
     """Mean shift: add the same constant ``+amount`` or ``-amount`` (sign drawn from ``rng``) to
     every RGB sample, then clip."""

@@ -16,7 +16,7 @@ PATCH = 16
 BLOCK = 32
 
 
-@register(19, "jitter", (0.6, 1.0, 1.5, 2.2, 3.2), "max displacement (px)")
+@register(19, "jitter", (0.6, 1.0, 1.6, 2.5, 4.0), "max displacement (px)")
 def jitter(img: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
     """Pixel jitter: every pixel takes the value of a neighbour displaced by independent offsets
     ``dy, dx`` drawn uniformly in ``[-amount, amount]`` and rounded to whole pixels (so at small
@@ -29,7 +29,7 @@ def jitter(img: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarr
     return img[rows, cols]
 
 
-@register(20, "non_eccentricity_patch", (15, 35, 70, 120, 190), "number of 16x16 patches")
+@register(20, "non_eccentricity_patch", (20, 45, 90, 150, 240), "number of 16x16 patches")
 def non_eccentricity_patch(img: np.ndarray, count: float, rng: np.random.Generator) -> np.ndarray:
     """Non-eccentricity patches: copy ``count`` random patches (16x16 at 384x512) to a nearby
     position (offset uniform in ``[-side, side]`` px per axis, never zero), overwriting what is

@@ -1,0 +1,267 @@
+"""Tests of the builtin photographs (``builtin``), builtin-kadid and its pseudo-MOS."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from iqaguard.data import builtin, kadid_builtin, kadid_mos
+from iqaguard.data.builtin import PHOTOS_DIR, BuiltinPhotos, photo_info, photo_paths
+from iqaguard.data.distortions import DISTORTIONS, N_LEVELS
+from iqaguard.data.io import load_image
+from iqaguard.data.kadid_builtin import BuiltinKadid, default_root, split_sources
+from iqaguard.errors import DatasetError, InputError
+from iqaguard.registry import DATASETS
+
+SMALL = (48, 64)
+PER_SOURCE = len(DISTORTIONS) * N_LEVELS
+
+
+# ---- builtin photographs -----------------------------------------------------------------
+
+def test_photographs_are_many_small_and_documented():
+    paths = photo_paths()
+    assert len(paths) >= 20
+    assert sum(p.stat().st_size for p in paths) < 4.5 * 2**20
+    card = (PHOTOS_DIR / "DATA_CARD.md").read_text(encoding="utf-8")
+    info = photo_info()
+    for p in paths:
+        assert p.suffix == ".jpg" and p.name == p.name.lower()
+        with Image.open(p) as im:
+            assert im.mode == "RGB" and 384 <= min(im.size) <= 512  # never upsampled to 384 x 512
+        meta = info[p.stem]
+        assert meta["licence"] and meta["author"] and meta["package"]
+        assert f"| {p.name} |" in card
+
+
+def test_builtin_dataset_lists_every_photograph():
+    ds = DATASETS.create("builtin")
+    assert isinstance(ds, BuiltinPhotos) and len(ds) == len(photo_paths())
+    s = ds[0]
+    assert s.mos is None and s.ref_path is None and s.path.is_file()
+    assert {"source", "licence", "author", "package", "original_path"} <= set(s.meta)
+    x = s.image
+    assert x.dim() == 4 and x.shape[:2] == (1, 3) and x.dtype == torch.float32
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    sub = BuiltinPhotos(names=["kite", "coffee.jpg"])
+    assert [t.name for t in sub] == ["kite.jpg", "coffee.jpg"]
+    with pytest.raises(DatasetError, match="unknown builtin photograph"):
+        BuiltinPhotos(names=["nope"])
+
+
+def test_missing_photographs_give_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(builtin, "PHOTOS_DIR", tmp_path)
+    with pytest.raises(DatasetError, match="missing"):
+        photo_paths()
+
+
+# ---- splits ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 123])
+def test_splits_are_disjoint_cover_all_and_deterministic(seed):
+    sp = split_sources(seed)
+    names = [p.stem for p in photo_paths()]
+    all_ = sp["train"] + sp["val"] + sp["test"]
+    assert sorted(all_) == sorted(names) and len(set(all_)) == len(all_)
+    assert len(sp["test"]) >= 3 and len(sp["val"]) >= 2
+    assert abs(len(sp["train"]) / len(names) - 0.7) < 0.1
+    assert split_sources(seed) == sp
+
+
+def test_splits_change_with_the_seed():
+    assert split_sources(0)["test"] != split_sources(1)["test"] or split_sources(0)["val"] != split_sources(1)["val"]
+
+
+def test_default_root_follows_iqaguard_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("IQAGUARD_CACHE", str(tmp_path))
+    assert default_root() == tmp_path / "builtin-kadid"
+    monkeypatch.delenv("IQAGUARD_CACHE")
+    assert default_root() == Path.home() / ".cache" / "iqaguard" / "builtin-kadid"
+
+
+# ---- builtin-kadid generation --------------------------------------------------------------
+
+def _test_sources(n):
+    return split_sources(0)["test"][:n]
+
+
+@pytest.fixture(scope="module")
+def small_ds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kadid")
+    return BuiltinKadid(split="test", seed=0, root=root, size=SMALL, progress=False,
+                        sources=_test_sources(1), workers=1)
+
+
+def test_samples_follow_the_contract(small_ds):
+    src = _test_sources(1)[0]
+    assert small_ds.full_reference and small_ds.mos_range == (1.0, 5.0) and len(small_ds) == PER_SOURCE
+    assert small_ds.root.name == f"v{kadid_builtin.FORMAT}-seed0-{SMALL[0]}x{SMALL[1]}"
+    for s in small_ds:
+        d, lv = s.meta["dist_id"], s.meta["level"]
+        assert s.name == f"{src}_d{d:02d}_l{lv}.png" and s.path.is_file() and s.ref_path.is_file()
+        assert s.meta == {"source": src, "dist_id": d, "dist_name": DISTORTIONS[d].name, "level": lv,
+                          "split": "test"}
+        assert 1.0 <= s.mos <= 5.0
+    x, ref = small_ds[0].image, small_ds[0].ref
+    assert x.shape == ref.shape == (1, 3) + SMALL
+
+
+def test_labels_match_the_saved_pixels(small_ds):
+    """The stored pseudo-MOS is the pseudo-MOS of the PNG files as they are on disk."""
+    some = [small_ds[i] for i in (0, 37, 88, PER_SOURCE - 1)]
+    x = torch.cat([s.image for s in some])
+    ref = some[0].ref
+    np.testing.assert_allclose(kadid_mos.pseudo_mos(x, ref).numpy(), [s.mos for s in some], atol=1e-5)
+
+
+def test_distorted_images_equal_apply_distortion_with_the_documented_seed(small_ds):
+    from iqaguard.data.distortions import apply_distortion
+
+    s = next(t for t in small_ds if t.meta["dist_name"] == "white_noise" and t.meta["level"] == 3)
+    ref = np.asarray(Image.open(s.ref_path).convert("RGB")).astype(np.float32) / 255.0
+    rng = np.random.default_rng(kadid_builtin.image_seed(0, s.meta["source"], 11, 3))
+    y = (apply_distortion(ref, 11, 3, rng) * 255.0 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(Image.open(s.path).convert("RGB")), y)
+
+
+def test_generation_is_deterministic(small_ds, tmp_path):
+    other = BuiltinKadid(split="test", seed=0, root=tmp_path, size=SMALL, progress=False,
+                         sources=_test_sources(1), workers=1)
+    assert [(s.name, s.mos) for s in other] == [(s.name, s.mos) for s in small_ds]
+    for a, b in zip(other, small_ds):
+        assert torch.equal(load_image(a.path), load_image(b.path))
+    assert torch.equal(other[0].ref, small_ds[0].ref)
+
+
+def test_reopen_reuses_the_cache(small_ds, monkeypatch):
+    labels = small_ds.root / _test_sources(1)[0] / "labels.json"
+    stamp = labels.stat().st_mtime_ns
+
+    def boom(*a, **k):
+        raise AssertionError("a finished source was regenerated")
+
+    monkeypatch.setattr(kadid_builtin, "generate_type", boom)
+    again = BuiltinKadid(split="test", seed=0, root=small_ds.root.parent, size=SMALL, progress=False,
+                         sources=_test_sources(1), workers=1)
+    assert len(again) == PER_SOURCE and labels.stat().st_mtime_ns == stamp
+
+
+class _Interrupted(Exception):
+    """Stands for a crash or Ctrl-C during generation."""
+
+
+def test_interrupted_generation_keeps_finished_sources(tmp_path, monkeypatch):
+    first, second = _test_sources(2)
+    real = kadid_builtin.generate_type
+    calls, crash = [], [True]
+
+    def flaky(folder, source, seed, dist_id):
+        calls.append(source)
+        if crash[0] and source == second and dist_id == 12:
+            raise _Interrupted("killed in the middle of the second source")
+        return real(folder, source, seed, dist_id)
+
+    monkeypatch.setattr(kadid_builtin, "generate_type", flaky)
+    with pytest.raises(_Interrupted):
+        BuiltinKadid(split="test", root=tmp_path, size=SMALL, progress=False, sources=[first, second], workers=1)
+    base = tmp_path / f"v{kadid_builtin.FORMAT}-seed0-{SMALL[0]}x{SMALL[1]}"
+    assert kadid_builtin.read_labels(base / first) is not None
+    assert not (base / second / "labels.json").exists()
+    assert not list((base / second).glob("*.tmp"))
+    stamp = (base / first / "labels.json").stat().st_mtime_ns
+
+    calls.clear()
+    crash[0] = False
+    ds = BuiltinKadid(split="test", root=tmp_path, size=SMALL, progress=False, sources=[first, second], workers=1)
+    assert set(calls) == {second} and len(ds) == 2 * PER_SOURCE
+    assert (base / first / "labels.json").stat().st_mtime_ns == stamp
+
+
+def test_a_corrupt_labels_file_is_regenerated(tmp_path):
+    src = _test_sources(1)
+    BuiltinKadid(split="test", root=tmp_path, size=SMALL, progress=False, sources=src, workers=1)
+    labels = tmp_path / f"v{kadid_builtin.FORMAT}-seed0-{SMALL[0]}x{SMALL[1]}" / src[0] / "labels.json"
+    good = json.loads(labels.read_text())
+    labels.write_text('{"format": 1, "items": [')
+    ds = BuiltinKadid(split="test", root=tmp_path, size=SMALL, progress=False, sources=src, workers=1)
+    assert json.loads(labels.read_text()) == good and len(ds) == PER_SOURCE
+
+
+def test_bad_arguments_raise(tmp_path):
+    with pytest.raises(InputError, match="split"):
+        BuiltinKadid(split="dev", root=tmp_path)
+    with pytest.raises(InputError, match="size"):
+        BuiltinKadid(root=tmp_path, size=(8, 64))
+    train_src = split_sources(0)["train"][0]
+    with pytest.raises(DatasetError, match="not in split"):
+        BuiltinKadid(split="test", root=tmp_path, sources=[train_src])
+    assert not any(tmp_path.rglob("*.png"))  # nothing generated on bad input
+
+
+def test_registered_name_creates_the_dataset(tmp_path):
+    ds = DATASETS.create("builtin-kadid", split="test", root=tmp_path, size=SMALL, progress=False,
+                         sources=_test_sources(1), workers=1)
+    assert isinstance(ds, BuiltinKadid) and len(ds) == PER_SOURCE
+
+
+# ---- pseudo-MOS --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ref_tensor():
+    return load_image(photo_paths()[0])[..., :192, :256].contiguous()
+
+
+def test_pseudo_mos_is_5_for_identical_images_and_falls_with_noise(ref_tensor):
+    g = torch.Generator().manual_seed(0)
+    noisy = [(ref_tensor + s * torch.randn(ref_tensor.shape, generator=g)).clamp(0, 1) for s in (0.02, 0.08, 0.2)]
+    mos = kadid_mos.pseudo_mos(torch.cat([ref_tensor] + noisy), ref_tensor)
+    assert abs(float(mos[0]) - 5.0) < 1e-5
+    assert all(float(a) > float(b) for a, b in zip(mos, mos[1:]))
+    assert float(mos.min()) >= 1.0
+
+
+def test_pseudo_mos_terms_follow_their_documented_maps(ref_tensor):
+    x = (ref_tensor * 0.7 + 0.1).clamp(0, 1)
+    t = kadid_mos.quality_terms(x, ref_tensor)
+    assert abs(float(t["q_psnr"]) - min(max((float(t["psnr"]) - 15) / 30, 0), 1)) < 1e-6
+    assert abs(float(t["q_gmsd"]) - (1 - min(float(t["gmsd"]) / 0.35, 1))) < 1e-6
+    assert abs(float(t["q_delta_e"]) - (1 - min(float(t["delta_e"]) / 25, 1))) < 1e-6
+    mean_q = np.mean([float(v) for k, v in t.items() if k.startswith("q_")])
+    assert abs(float(kadid_mos.pseudo_mos(x, ref_tensor)) - (1 + 4 * mean_q)) < 1e-5
+
+
+def test_pseudo_mos_does_not_depend_on_the_batch(ref_tensor):
+    """A label is a fixed function of its own pair (no normalisation over the dataset)."""
+    g = torch.Generator().manual_seed(1)
+    x = (ref_tensor + 0.05 * torch.randn((3,) + ref_tensor.shape[1:], generator=g)).clamp(0, 1)
+    together = kadid_mos.pseudo_mos(x, ref_tensor)
+    alone = torch.cat([kadid_mos.pseudo_mos(x[i:i + 1], ref_tensor) for i in range(3)])
+    torch.testing.assert_close(together, alone)
+
+
+def test_gmsd_and_delta_e(ref_tensor):
+    assert float(kadid_mos.gmsd(ref_tensor, ref_tensor)) == pytest.approx(0.0, abs=1e-7)
+    assert float(kadid_mos.delta_e76(ref_tensor, ref_tensor)) == pytest.approx(0.0, abs=1e-4)
+    blurred = torch.nn.functional.avg_pool2d(ref_tensor, 5, stride=1, padding=2, count_include_pad=False)
+    more = torch.nn.functional.avg_pool2d(ref_tensor, 9, stride=1, padding=4, count_include_pad=False)
+    assert 0 < float(kadid_mos.gmsd(blurred, ref_tensor)) < float(kadid_mos.gmsd(more, ref_tensor))
+    # a pure colour change: swap red and blue -> large dE, same luma structure
+    swapped = ref_tensor[:, [2, 1, 0]]
+    assert float(kadid_mos.delta_e76(swapped, ref_tensor)) > 5.0
+    # uniform colours: dE equals the CIE76 distance computed independently by scikit-image
+    color = pytest.importorskip("skimage.color")
+    c1, c2 = np.array([0.5, 0.2, 0.7]), np.array([0.4, 0.6, 0.3])
+    expected = float(np.linalg.norm(color.rgb2lab(c1[None, None]) - color.rgb2lab(c2[None, None])))
+    a = torch.tensor(c1, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, 16, 16)
+    b = torch.tensor(c2, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, 16, 16)
+    assert float(kadid_mos.delta_e76(a, b)) == pytest.approx(expected, rel=1e-3)
+
+
+def test_quality_terms_reject_mismatched_reference(ref_tensor):
+    with pytest.raises(InputError, match="ref"):
+        kadid_mos.quality_terms(ref_tensor, ref_tensor[..., :100])
