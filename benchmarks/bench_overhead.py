@@ -1,6 +1,6 @@
 """Benchmark-engine overhead, measured side by side in one process.
 
-    python benchmarks/bench_overhead.py [--images 16] [--size 192] [--repeats 3]
+    python benchmarks/bench_overhead.py [--images 16] [--size 192] [--repeats 3] [--device cpu]
 
 Part 1 — one attack (I-FGSM medium) and D = 5 defenses (JPEG presets 0..4), non-adaptive:
 
@@ -123,9 +123,10 @@ def engine_run(spec: Dict) -> float:
 
 
 def part1(args: argparse.Namespace, metric_name: str) -> None:
-    m = metrics.create(metric_name).eval()
+    m = metrics.create(metric_name).to(args.device).eval()
     ds = synthetic(args.images, args.size)
-    batches = [torch.cat([ds[i].image for i in range(s, min(s + 4, len(ds)))]) for s in range(0, len(ds), 4)]
+    batches = [torch.cat([ds[i].image for i in range(s, min(s + 4, len(ds)))]).to(args.device)
+               for s in range(0, len(ds), 4)]
     atk = attacks.create("ifgsm", preset="medium")
     jpegs = [defenses.create("jpeg", preset=p) for p in range(5)]
     advs: List[torch.Tensor] = []
@@ -158,7 +159,7 @@ def part1(args: argparse.Namespace, metric_name: str) -> None:
     spec = {"version": "overhead", "metrics": [metric_name],
             "datasets": [{"name": "bench-synth", "kwargs": {"n": args.images, "size": args.size}}],
             "attacks": [{"name": "ifgsm", "presets": ["medium"]}], "defenses": [{"name": "jpeg", "presets": "all"}],
-            "modes": ["non-adaptive"], "batch_size": 4, "num_threads": 1}
+            "modes": ["non-adaptive"], "batch_size": 4, "num_threads": 1, "device": args.device}
     t_att, t_def, t_eng = [], [[] for _ in jpegs], []
     engine_run(spec)  # warm-up (imports, first-call allocations)
     for _ in range(args.repeats):
@@ -168,7 +169,7 @@ def part1(args: argparse.Namespace, metric_name: str) -> None:
         t_eng.append(engine_run(spec))
     a, ds_ = statistics.median(t_att), [statistics.median(t) for t in t_def]
     e = statistics.median(t_eng)
-    print(f"metric {metric_name}, {args.images} images {args.size}x{args.size}, batch 4, 1 thread, "
+    print(f"metric {metric_name} on {args.device}, {args.images} images {args.size}x{args.size}, batch 4, 1 thread, "
           f"median of {args.repeats}")
     print(f"  attack alone (ifgsm medium + scores + fidelity):      {a:8.3f} s")
     for i, d in enumerate(ds_):
@@ -197,6 +198,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=192)
     ap.add_argument("--noop-images", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="device of part 1 (part 2 always runs on the CPU)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     part1(args, pick_metric())

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -187,9 +186,18 @@ def test_a_corrupt_labels_file_is_regenerated(tmp_path):
     BuiltinKadid(split="test", root=tmp_path, size=SMALL, progress=False, sources=src, workers=1)
     labels = tmp_path / f"v{kadid_builtin.FORMAT}-seed0-{SMALL[0]}x{SMALL[1]}" / src[0] / "labels.json"
     good = json.loads(labels.read_text())
-    labels.write_text('{"format": 1, "items": [')
+    labels.write_text('{"format": 2, "items": [')
     ds = BuiltinKadid(split="test", root=tmp_path, size=SMALL, progress=False, sources=src, workers=1)
     assert json.loads(labels.read_text()) == good and len(ds) == PER_SOURCE
+
+
+def test_labels_from_another_level_table_are_regenerated(tmp_path, monkeypatch):
+    src = _test_sources(1)
+    BuiltinKadid(split="test", root=tmp_path, size=SMALL, progress=False, sources=src, workers=1)
+    folder = tmp_path / f"v{kadid_builtin.FORMAT}-seed0-{SMALL[0]}x{SMALL[1]}" / src[0]
+    assert kadid_builtin.read_labels(folder) is not None
+    monkeypatch.setattr(kadid_builtin, "TERMS", {**kadid_builtin.TERMS, "psnr": "a different map"})
+    assert kadid_builtin.read_labels(folder) is None  # stale: made with other definitions
 
 
 def test_bad_arguments_raise(tmp_path):
@@ -197,6 +205,10 @@ def test_bad_arguments_raise(tmp_path):
         BuiltinKadid(split="dev", root=tmp_path)
     with pytest.raises(InputError, match="size"):
         BuiltinKadid(root=tmp_path, size=(8, 64))
+    with pytest.raises(InputError, match="seed"):
+        BuiltinKadid(root=tmp_path, seed=-1)
+    with pytest.raises(InputError, match="workers"):
+        BuiltinKadid(root=tmp_path, workers=0)
     train_src = split_sources(0)["train"][0]
     with pytest.raises(DatasetError, match="not in split"):
         BuiltinKadid(split="test", root=tmp_path, sources=[train_src])
@@ -265,3 +277,27 @@ def test_gmsd_and_delta_e(ref_tensor):
 def test_quality_terms_reject_mismatched_reference(ref_tensor):
     with pytest.raises(InputError, match="ref"):
         kadid_mos.quality_terms(ref_tensor, ref_tensor[..., :100])
+
+
+# ---- slow: process pool and full-size labels ----------------------------------------------------
+
+@pytest.mark.slow
+def test_process_pool_gives_the_same_dataset_as_in_process(tmp_path):
+    src = _test_sources(2)
+    pooled = BuiltinKadid(split="test", root=tmp_path / "a", size=SMALL, progress=False, sources=src, workers=2)
+    inproc = BuiltinKadid(split="test", root=tmp_path / "b", size=SMALL, progress=False, sources=src, workers=1)
+    assert [(s.name, s.mos) for s in pooled] == [(s.name, s.mos) for s in inproc]
+    for a, b in zip(pooled, inproc):
+        assert a.path.read_bytes() == b.path.read_bytes()
+
+
+@pytest.mark.slow
+def test_full_size_pseudo_mos_decreases_with_level_for_every_type(tmp_path):
+    ds = BuiltinKadid(split="test", root=tmp_path, progress=False)
+    assert len(ds) == len(split_sources(0)["test"]) * PER_SOURCE
+    for d in DISTORTIONS.values():
+        means = [np.mean([s.mos for s in ds if s.meta["dist_id"] == d.id and s.meta["level"] == lv])
+                 for lv in range(1, N_LEVELS + 1)]
+        assert all(a > b for a, b in zip(means, means[1:])), (d.name, means)
+    mos = np.array([s.mos for s in ds])
+    assert mos.min() < 2.5 and mos.max() > 4.5  # the labels use the scale

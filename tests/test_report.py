@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from iqaguard.bench import report, stats
+from iqaguard.bench.store import Store
 from iqaguard.bench.svg import RED, nice_ticks
 
 DEFENSES = ["jpeg", "flip", "diffpure"]
@@ -51,6 +52,8 @@ def test_report_has_one_leaderboard_row_per_defense(built):
         assert sorted(d for d, _ in rows) == sorted(DEFENSES + ["none"])
     for name in ("builtin-nr", "lpips-like", "koniq10k", "nips2017", "ifgsm (medium, strong, weak)", "synthetic-1"):
         assert name in html
+    # 6 images per experiment: the smallest one-sided p is 2^-6, times the Bonferroni factor > 0.05
+    assert html.count("No test reached significance") == 2
 
 
 def test_leaderboard_numbers_come_from_stats(built):
@@ -103,11 +106,15 @@ def test_empty_modes_and_stores_do_not_fail(tmp_path):
     assert "No non-adaptive rows in this store." in html and "<table class=\"lb" not in html
 
 
-def test_unlisted_defenses_get_their_own_family(tmp_path):
+def test_unlisted_defenses_get_their_own_family_and_runs_are_listed(tmp_path):
     synth = load_synthetic()
     rows = [dict(r, defense="robust-block") if r["defense"] == "flip" else r for r in synth.synthetic_rows(**SMALL)]
     store = synth.insert_rows(tmp_path / "f.duckdb", rows)
-    tables = _tables(report.write_report(store, tmp_path / "f").read_text(encoding="utf-8"))
+    with Store(store) as s:
+        s.log_run({"run_id": "run-42", "status": "finished", "executor": "local", "tasks_run": 7})
+    html = report.write_report(store, tmp_path / "f").read_text(encoding="utf-8")
+    assert re.search(r"<td>run-42</td><td>[^<]*</td><td>[^<]*</td><td>finished</td>", html)
+    tables = _tables(html)
     assert report.family_of("robust-block") == "other" and report.family_of("jpeg") == "purification"
     assert sorted(d for d, _ in tables["lb-other-adaptive"]) == ["none", "robust-block"]
     assert sorted(d for d, _ in tables["lb-purification-adaptive"]) == ["diffpure", "jpeg", "none"]

@@ -59,13 +59,15 @@ def _arrays(store, where):
 
 def test_group_scores_match_hand_formulas(store):
     groups = stats.group_scores(store)
-    assert len(groups) == 2 * 2 * (1 + 2 * 2 * 2)  # metrics x attack presets x (baseline + defenses x presets x modes)
+    # metrics x attack presets x (baseline + defenses x presets x modes), one seed
+    assert len(groups) == 2 * 2 * (1 + 2 * 2 * 2) and {g["seed"] for g in groups} == {0}
     for g in groups:
         a = _arrays(store, {k: g[k] for k in stats.BASE_KEY})
         diam = abs(a["bound_best"][0] - a["bound_worst"][0])
         assert g["n"] == N_IMG
         assert g["d_score"] == pytest.approx(100 * np.mean(np.abs(a["defended_attacked"] - a["clean"])) / diam)
-        assert g["d_score_d"] == pytest.approx(100 * np.mean(np.abs(a["defended_attacked"] - a["defended_clean"])) / diam)
+        moved = np.abs(a["defended_attacked"] - a["defended_clean"])
+        assert g["d_score_d"] == pytest.approx(100 * np.mean(moved) / diam)
         lo, hi = sorted((a["bound_worst"][0], a["bound_best"][0]))
         room = np.maximum(hi - a["clean"], a["clean"] - lo)
         change = np.maximum(np.abs(a["clean"] - a["defended_attacked"]), 1e-6 * diam)
@@ -221,6 +223,26 @@ def test_sampling_validity_over_image_subsets(store):
     assert out["d_score"]["p_value"] == pytest.approx(sps.kruskal(*samples).pvalue)
     assert out["d_score"]["n_samplings"] == 3
     assert out["d_score"]["mean"] == pytest.approx(np.mean([np.mean(s) for s in samples]))
+
+
+def test_seeds_are_samplings(tmp_path):
+    rows = [r for r in _rows() if r["mode"] == "non-adaptive"]
+    shifted = [dict(r, seed=1, defended_attacked=r["defended_attacked"] * (1.0 + 0.01 * (int(r["image"][1:]) % 3)))
+               for r in rows]  # seed 1: the same images, slightly different attacked scores
+    with Store(tmp_path / "seeds.duckdb") as s:
+        s.insert([dict(r, seed=0) for r in rows] + shifted)
+        groups = stats.group_scores(s)
+        assert {g["seed"] for g in groups} == {0, 1} and all(g["n"] == N_IMG for g in groups)
+        table = {(r["defense"], r["defense_preset"]): r for r in stats.defense_table(s, "non-adaptive")}
+        members = [g["d_score"] for g in groups if g["defense"] == "jpeg" and g["defense_preset"] == "0"]
+        assert table[("jpeg", "0")]["n_groups"] == 8
+        assert table[("jpeg", "0")]["d_score"] == pytest.approx(np.mean(members))
+        out = {r["score"]: r for r in stats_tests.sampling_validity(s)}  # one sampling per seed
+        per_seed = [[g["srocc_adv"] for g in groups if g["seed"] == k] for k in (0, 1)]
+        assert out["srocc_adv"]["n_samplings"] == 2
+        assert out["srocc_adv"]["p_value"] == pytest.approx(sps.kruskal(*per_seed).pvalue)
+        res = stats_tests.win_rate_matrix(s, "non-adaptive", "d_score", presets={"blur": "0", "none": "-"})
+        assert len(res["experiments"]) == 8 and {e["seed"] for e in res["experiments"]} == {0, 1}
 
 
 def test_pareto_front_on_hand_points():

@@ -44,7 +44,8 @@ def run_cmd(spec: str = typer.Argument(..., help="spec YAML file, or a builtin s
 
     try:
         sp = load_spec(spec)
-        ex = make_executor(executor, address=address, workers=workers, device=sp.device, gpus_per_task=gpus_per_task)
+        ex = make_executor(executor, address=address, workers=workers, device=sp.device,
+                           gpus_per_task=gpus_per_task, cpus_per_task=sp.num_threads)
         s = run_spec(sp, store, executor=ex, progress=not quiet, console=console)
     except IqaguardError as e:
         _fail(e)

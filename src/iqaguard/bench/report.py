@@ -35,6 +35,8 @@ COLUMNS: Tuple[Tuple[str, str, float, int, Optional[bool]], ...] = (
     ("mse", "MSE ×10⁻³", 1e3, 2, False), ("linf", "L∞", 1.0, 3, False), ("n", "rows", 1.0, 0, None),
 )
 TEMPLATE = "report.html.j2"
+#: Columns of the store's ``runs`` table shown in the run section (when the table exists).
+RUN_FIELDS = ("run_id", "started", "finished", "status", "spec_version", "executor", "tasks_run", "tasks_skipped")
 WIN_SCORE = "d_score_d"
 
 
@@ -65,11 +67,18 @@ def _metadata(con: Any) -> Dict[str, Any]:
     defenses = con.execute("SELECT defense, count(DISTINCT defense_preset) FROM results GROUP BY defense "
                            "ORDER BY defense").fetchall()
     per_mode = dict(con.execute("SELECT mode, count(*) FROM results GROUP BY mode").fetchall())
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    runs = []
+    if "runs" in tables:
+        cur = con.execute("SELECT * FROM runs ORDER BY started")
+        names = [d[0] for d in cur.description]
+        runs = [{k: ("" if v is None else str(v)) for k, v in zip(names, r) if k in RUN_FIELDS} for r in cur.fetchall()]
     return {
         "rows": int(con.execute("SELECT count(*) FROM results").fetchone()[0]),
         "rows_per_mode": {m: int(per_mode.get(m, 0)) for m in MODES},
         "images": int(con.execute("SELECT count(DISTINCT (dataset, image)) FROM results").fetchone()[0]),
-        "versions": distinct("version"), "spec_versions": distinct("spec_version"),
+        "versions": distinct("version"), "spec_versions": distinct("spec_version"), "runs": runs,
+        "seeds": distinct("seed"),
         "metrics": distinct("metric"), "datasets": distinct("dataset"),
         "attacks": [f"{a} ({p})" for a, p in presets],
         "defenses": [f"{d} ({n} preset{'s' if n != 1 else ''})" for d, n in defenses],
@@ -123,8 +132,9 @@ def _win_heatmap(source: Source, mode: str, groups: List[Row]) -> Optional[Dict[
     values = [[result["win_fraction"][i][j] for j in order] + [rates[names[i]]] for i in order]
     labels = ["w/o defense" if names[i] == BASELINE else f"{names[i]} / {result['presets'][names[i]]}" for i in order]
     chart = svg.heatmap(labels, labels + ["win rate"], values, f"Wilcoxon win rates, D score (D), {mode}")
+    adjusted = [p for row in result["p_adjusted"] for cell in row for p in cell if p is not None]
     return {"svg": chart, "n_tests": result["n_tests"], "n_experiments": len(result["experiments"]),
-            "alpha": result["alpha"]}
+            "alpha": result["alpha"], "min_p": min(adjusted) if adjusted else None}
 
 
 def collect(source: Source) -> Dict[str, Any]:
@@ -140,8 +150,9 @@ def collect(source: Source) -> Dict[str, Any]:
             chart, front = _pareto(tables[m], m)
             pareto[m] = {"svg": chart, "front": [f"{r['defense']} / {r['defense_preset']}" for r in front]}
         wins = {m: _win_heatmap(con, m, groups) for m in present}
-    figure2 = [_figure2(tables, boards, k, lbl) for k, lbl in (("srocc_adv", "SROCC adv ↑"), ("d_score_d", "D score (D) ↓"))]
-    return {"meta": meta, "modes": list(MODES), "present": present, "columns": COLUMNS,
+    figure2 = [_figure2(tables, boards, key, label)
+               for key, label in (("srocc_adv", "SROCC adv ↑"), ("d_score_d", "D score (D) ↓"))]
+    return {"meta": meta, "modes": list(MODES), "present": present, "columns": COLUMNS, "run_fields": RUN_FIELDS,
             "sort_column": [c[0] for c in COLUMNS].index("srocc_adv"), "leaderboards": _leaderboards(boards),
             "figure2": figure2 if tables else [], "pareto": pareto, "wins": wins}
 

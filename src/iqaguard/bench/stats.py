@@ -5,9 +5,10 @@ or anything with a ``.con`` connection, or the path of a ``.duckdb`` file) and r
 JSON-serialisable lists/dicts. Rows are grouped in SQL; the per-group formulas are the ones of
 :mod:`iqaguard.scores` (SROCC/PLCC eqs. 8-9, R_score eq. 5, D_score eqs. 6-7).
 
-A *group* is one (metric, dataset, attack, attack preset, defense, defense preset, mode) cell:
-correlations with MOS are only meaningful within one metric and one dataset, so every aggregate
-is a mean of group values (seed 002 Table 2: "averaged for all images, attacks, IQA models").
+A *group* is one (metric, dataset, attack, attack preset, defense, defense preset, mode, seed)
+cell: correlations with MOS are only meaningful within one metric and one dataset (and one image
+subset: the runner draws a subset per seed), so every aggregate is a mean of group values
+(seed 002 Table 2: "averaged for all images, attacks, IQA models").
 Hypothesis tests (Wilcoxon, Kruskal-Wallis) live in :mod:`iqaguard.bench.stats_tests`.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..errors import ScoreError
 from ..metrics.base import Bounds
 
 TABLE = "results"
-BASE_KEY = ("metric", "dataset", "attack", "attack_preset", "defense", "defense_preset", "mode")
+BASE_KEY = ("metric", "dataset", "attack", "attack_preset", "defense", "defense_preset", "mode", "seed")
 MODES = ("non-adaptive", "adaptive")
 BASELINE = "none"
 #: Group score columns and whether higher is better (seed 002 Table 2 arrows).
@@ -142,7 +143,7 @@ def group_scores(source: Source, by: Sequence[str] = (), where: Optional[Mapping
     """Seed 002 Table 2 columns per group of rows.
 
     Groups are always at least (metric, dataset, attack, attack_preset, defense, defense_preset,
-    mode); ``by`` adds columns (e.g. ``image`` or a sampling id). Per group: ``n`` rows, ``n_mos``
+    mode, seed); ``by`` adds columns (e.g. ``image`` or a sampling id). Per group: ``n`` rows, ``n_mos``
     rows with MOS, ``srocc_clean``/``plcc_clean`` (f(P(x)) vs MOS, eq. 8), ``srocc_adv``/``plcc_adv``
     (f(P(x')) vs MOS, eq. 9), ``d_score`` (eq. 6), ``d_score_d`` (eq. 7), ``r_score`` (eq. 5),
     ``r_score_d`` (eq. 5 with P on x too), means of ``psnr``, ``ssim``, ``mse``, ``linf`` (P(x') vs
@@ -229,7 +230,7 @@ def mode_groups(source: Source, mode: str, groups: Optional[Sequence[Row]] = Non
 
 def defense_table(source: Source, mode: str, groups: Optional[Sequence[Row]] = None) -> List[Row]:
     """Seed 002 Table 2 per (defense, defense preset): group scores averaged over metrics,
-    datasets, attacks and attack presets, for one mode.
+    datasets, attacks, attack presets and seeds, for one mode.
 
     Returns:
         One dict per (defense, defense_preset) with ``mode`` and the :data:`SCORE_COLUMNS` means.
@@ -289,11 +290,10 @@ def leaderboard(source: Source, mode: str, key: str = "srocc_adv", preset_from: 
     chosen = best_presets(source, preset_from, key, groups) if preset_from else own
     out = []
     for defense, fallback in own.items():
+        rows = {r["defense_preset"]: r for r in table if r["defense"] == defense}
         preset = chosen.get(defense, fallback)
-        match = [r for r in table if r["defense"] == defense and r["defense_preset"] == preset]
-        used = preset_from if match and preset_from else mode
-        row = match[0] if match else next(r for r in table if r["defense"] == defense and r["defense_preset"] == fallback)
-        out.append(dict(row, selected_by=key, preset_mode=used))
+        used = preset_from if preset in rows and preset_from else mode
+        out.append(dict(rows.get(preset, rows[fallback]), selected_by=key, preset_mode=used))
     return sorted(out, key=lambda r: _rank_key(r, key))
 
 

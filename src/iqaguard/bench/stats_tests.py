@@ -5,7 +5,7 @@ Inputs are the same result sources as :mod:`iqaguard.bench.stats`; outputs are J
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import stats as sps
@@ -24,8 +24,9 @@ PER_IMAGE: Dict[str, Tuple[str, str, Callable[..., float]]] = {
 }
 PER_IMAGE_COLUMNS = ("psnr", "ssim", "mse", "linf")
 GROUP_LEVEL = ("srocc_clean", "srocc_adv", "plcc_clean", "plcc_adv")
-EXPERIMENT = ("dataset", "metric", "attack", "attack_preset")
+EXPERIMENT = ("dataset", "metric", "attack", "attack_preset", "seed")
 SAMPLING_SCORES = ("d_score", "srocc_adv", "srocc_clean", "ssim")
+Subsets = Union[Mapping[str, Sequence[str]], Sequence[Sequence[str]]]
 
 
 def _image_units(source: Source, mode: str, score: str, presets: Mapping[str, str]) -> List[Row]:
@@ -74,13 +75,13 @@ def win_rate_matrix(source: Source, mode: str, score: str = "d_score", alpha: fl
     """Pairwise one-sided Wilcoxon signed-rank tests with Bonferroni correction (seed 002 A.4).
 
     Samples: per-image values for :data:`PER_IMAGE` scores and fidelity columns, paired by
-    (dataset, metric, attack, attack_preset, image); per-group values (one per dataset, metric,
-    attack, attack_preset) for the correlation scores, which have no per-image value. Each defense
-    enters at one preset (default: :func:`~iqaguard.bench.stats.best_presets` of ``mode``).
+    (dataset, metric, attack, attack_preset, seed, image); per-group values (one per dataset,
+    metric, attack, attack_preset, seed) for the correlation scores, which have no per-image value.
+    Each defense enters at one preset (default: :func:`~iqaguard.bench.stats.best_presets`).
 
     An *experiment* is one value of the ``within`` columns (default: dataset, metric, attack,
-    attack_preset for per-image scores, as Table 10 counts "the percentage of experiments"; ``()``
-    for group-level scores, i.e. one pooled test). For every experiment and ordered pair (A, B),
+    attack_preset, seed for per-image scores, as Table 10 counts "the percentage of experiments";
+    ``()`` for group-level scores, i.e. one pooled test). For every experiment and ordered pair (A, B),
     A != B, with at least one paired sample, the test asks whether A is better than B (lower for
     D_score/MSE/L-inf, higher otherwise). The Bonferroni family is every test performed, so
     ``bonferroni_factor = n_tests`` (``n_defenses*(n_defenses-1)*n_experiments`` when all pairs
@@ -176,34 +177,35 @@ def kruskal_table(samples: Mapping[str, Sequence[Sequence[float]]]) -> List[Row]
     return out
 
 
-def sampling_values(source: Source, subsets: Mapping[str, Sequence[str]] | Sequence[Sequence[str]],
-                    columns: Sequence[str] = SAMPLING_SCORES,
+def sampling_values(source: Source, subsets: Optional[Subsets] = None, columns: Sequence[str] = SAMPLING_SCORES,
                     where: Optional[Mapping[str, Any]] = None) -> Dict[str, List[List[float]]]:
     """Per-sampling distributions of group scores (seed 002 Figure 6, one box per sampling).
 
-    Each subset of image names restricts the rows; its values are the group scores (one per
-    metric, dataset, attack, preset, defense, preset, mode — "for each IQA model, attack and
-    defense method, we calculated four scores per sample") that are defined.
+    A sampling's values are its group scores (one per metric, dataset, attack, preset, defense,
+    preset, mode: "for each IQA model, attack and defense method, we calculated four scores per
+    sample") that are defined. Samplings are the ``subsets`` of image names or, when ``None``, the
+    store's seeds (the runner draws one KMeans subset per seed).
     """
-    named = subsets.values() if isinstance(subsets, Mapping) else subsets
-    out: Dict[str, List[List[float]]] = {s: [] for s in columns}
-    for subset in named:
-        rows = group_scores(source, where=dict(where or {}, image=list(subset)))
-        for s in columns:
-            out[s].append([r[s] for r in rows if r[s] is not None])
-    return out
+    if subsets is None:
+        rows = group_scores(source, where=where)
+        samplings = [[r for r in rows if r["seed"] == s] for s in sorted({r["seed"] for r in rows})]
+    else:
+        named = subsets.values() if isinstance(subsets, Mapping) else subsets
+        samplings = [group_scores(source, where=dict(where or {}, image=list(names))) for names in named]
+    return {c: [[r[c] for r in rows if r[c] is not None] for rows in samplings] for c in columns}
 
 
-def sampling_validity(source: Source, subsets: Mapping[str, Sequence[str]] | Sequence[Sequence[str]],
+def sampling_validity(source: Source, subsets: Optional[Subsets] = None,
                       columns: Sequence[str] = SAMPLING_SCORES,
                       where: Optional[Mapping[str, Any]] = None) -> List[Row]:
     """Seed 002 Table 5: Kruskal-Wallis over repeated samplings of the images.
 
     Args:
         source: connection, Store or path holding the rows of every sampling's images.
-        subsets: the samplings as lists of image names (the store's ``image`` column). From
-            :func:`iqaguard.data.sampling.repeated_subsets` (indices) use
-            ``[[ds[i].name for i in s] for s in subsets]``.
+        subsets: the samplings as lists of image names (the store's ``image`` column), e.g. from
+            :func:`iqaguard.data.sampling.repeated_subsets` (indices):
+            ``[[ds[i].name for i in s] for s in subsets]``; ``None``: one sampling per seed (a
+            spec with ``seeds: [0, ..., 9]`` and an unseeded KMeans subset gives Table 5's 10).
         columns: group score columns to test (default D_score, SROCC_adv, SROCC_clear, SSIM).
         where: extra row filter (e.g. ``{"mode": "non-adaptive", "dataset": "koniq10k"}``).
 

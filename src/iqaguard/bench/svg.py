@@ -66,7 +66,8 @@ class _Frame:
             out.append(f'<text x="{self.left - 6}" y="{y}" text-anchor="end" dominant-baseline="middle">'
                        f'{escape(_label(t))}</text>')
         mid = _num((self.top + self.height - self.bottom) / 2)
-        out.append(f'<text x="14" y="{mid}" text-anchor="middle" transform="rotate(-90 14 {mid})">{escape(label)}</text>')
+        out.append(f'<text x="14" y="{mid}" text-anchor="middle" transform="rotate(-90 14 {mid})">'
+                   f'{escape(label)}</text>')
         return out
 
     def x_axis(self, ticks: Sequence[float], label: str) -> List[str]:
@@ -84,8 +85,15 @@ class _Frame:
 def _wrap(width: int, height: int, title: str, body: Sequence[str], css_class: str) -> str:
     head = (f'<svg class="{css_class}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
             f'role="img" aria-label="{escape(title)}" {FONT} fill="{INK}">')
-    caption = f'<text x="{width / 2:.1f}" y="18" text-anchor="middle" font-weight="600" font-size="13">{escape(title)}</text>'
+    caption = (f'<text x="{width / 2:.1f}" y="18" text-anchor="middle" font-weight="600" font-size="13">'
+               f'{escape(title)}</text>')
     return "\n".join([head, f"<title>{escape(title)}</title>", caption, *body, "</svg>"])
+
+
+def _empty(width: int, height: int, title: str, css_class: str) -> str:
+    """A chart frame that says there is nothing to plot."""
+    note = f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no data</text>'
+    return _wrap(width, height, title, [note], css_class)
 
 
 def _padded(values: Sequence[float], pad: float = 0.06, include_zero: bool = False) -> List[float]:
@@ -112,8 +120,7 @@ def scatter(points: Sequence[Dict], x_label: str, y_label: str, title: str,
     """
     pts = [p for p in points if p.get("x") is not None and p.get("y") is not None]
     if not pts:
-        return _wrap(width, height, title, [f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no data</text>'],
-                     "chart scatter")
+        return _empty(width, height, title, "chart scatter")
     xt, yt = _padded([p["x"] for p in pts]), _padded([p["y"] for p in pts])
     f = _Frame(width, height, x0=xt[0], x1=xt[-1], y0=yt[0], y1=yt[-1])
     body = f.y_axis(yt, y_label) + f.x_axis(xt, x_label)
@@ -123,13 +130,25 @@ def scatter(points: Sequence[Dict], x_label: str, y_label: str, title: str,
         body.append(f'<polyline class="front" points="{coords}" fill="none" stroke="{RED}" stroke-width="2"/>')
     for p in sorted(pts, key=lambda p: bool(p.get("highlight"))):
         color = RED if p.get("highlight") else BLUE
-        cx, cy = _num(f.px(p["x"])), _num(f.py(p["y"]))
-        body.append(f'<circle cx="{cx}" cy="{cy}" r="4.5" fill="{color}" fill-opacity="0.8" stroke="white">'
-                    f'<title>{escape(str(p.get("label", "")))}</title></circle>')
-        if p.get("highlight"):
-            body.append(f'<text x="{float(cx) + 7:.1f}" y="{float(cy) - 6:.1f}" font-size="10" fill="{RED}">'
-                        f'{escape(str(p.get("label", "")))}</text>')
+        body.append(f'<circle cx="{_num(f.px(p["x"]))}" cy="{_num(f.py(p["y"]))}" r="4.5" fill="{color}" '
+                    f'fill-opacity="0.8" stroke="white"><title>{escape(str(p.get("label", "")))}</title></circle>')
+    placed: List[tuple] = []
+    for p in front:
+        text = str(p.get("label", ""))
+        x, y = f.px(p["x"]) + 7, _free_y(f.py(p["y"]), f.px(p["x"]) + 7, 5.5 * len(text), placed)
+        body.append(f'<text x="{x:.1f}" y="{y:.1f}" font-size="10" fill="{RED}">{escape(text)}</text>')
     return _wrap(width, height, title, body, "chart scatter")
+
+
+def _free_y(y: float, x: float, w: float, placed: List[tuple], h: float = 11.0) -> float:
+    """Baseline near ``y`` for a ``w``-wide label at ``x`` that overlaps no box in ``placed`` (greedy)."""
+    for dy in (-7.0, 14.0, -19.0, 26.0, -31.0, 38.0):
+        box = (x, y + dy - h, x + w, y + dy)
+        if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+            placed.append(box)
+            return y + dy
+    placed.append((x, y - 7.0 - h, x + w, y - 7.0))
+    return y - 7.0
 
 
 def bars_with_dots(categories: Sequence[str], bars: Sequence[Optional[float]], dots: Sequence[Sequence[float]],
@@ -146,8 +165,7 @@ def bars_with_dots(categories: Sequence[str], bars: Sequence[Optional[float]], d
     """
     values = [v for v in bars if v is not None] + [v for ds in dots for v in ds] + [v for v in marked if v is not None]
     if not categories or not values:
-        return _wrap(width, height, title, [f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no data</text>'],
-                     "chart bars")
+        return _empty(width, height, title, "chart bars")
     yt = _padded(values, include_zero=True)
     f = _Frame(width, height, bottom=92, x0=0.0, x1=float(len(categories)), y0=yt[0], y1=yt[-1])
     body = f.y_axis(yt, y_label)

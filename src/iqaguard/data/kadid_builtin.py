@@ -15,6 +15,7 @@ sources without labels. Everything is deterministic for ``seed``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zlib
@@ -34,11 +35,21 @@ from .builtin import photo_names, photo_paths
 from .distortions import DISTORTIONS, N_LEVELS, apply_distortion
 from .kadid_mos import TERMS, mos_from_terms, quality_terms_unchecked
 
-#: Bump when distortions, levels or the pseudo-MOS change: old caches are then ignored.
-FORMAT = 1
+#: Bump when the code of a distortion or of the pseudo-MOS changes: old caches are then ignored
+#: (changes of the level table or of the pseudo-MOS terms are caught by :func:`fingerprint`).
+FORMAT = 2
 SPLITS = ("train", "val", "test")
 _SPLIT_TAG = 0x5B117  # mixes into the split seed so it differs from the image seeds
 LABELS = "labels.json"
+Task = Tuple[str, str, int, int]  # (source folder, source, seed, dist_id)
+
+
+def fingerprint() -> str:
+    """Short hash of the distortion table (ids, names, levels), the pseudo-MOS terms and
+    :data:`FORMAT`; stored in every labels file, a mismatch makes the source regenerate."""
+    table = [(d.id, d.name, list(d.levels)) for d in DISTORTIONS.values()]
+    blob = json.dumps([FORMAT, table, TERMS], sort_keys=True).encode("utf-8")
+    return hashlib.sha1(blob).hexdigest()[:12]
 
 
 def default_root() -> Path:
@@ -137,19 +148,21 @@ def read_labels(folder: Path) -> Optional[List[Dict[str, Any]]]:
         data = json.loads(f.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("fingerprint") != fingerprint():
         return None
     items = data.get("items")
     if not isinstance(items, list) or len(items) != len(DISTORTIONS) * N_LEVELS:
         return None
-    if not all((folder / it["name"]).is_file() for it in items) or not (folder / data["reference"]).is_file():
+    try:
+        files = [it["name"] for it in items] + [data["reference"]]
+    except (KeyError, TypeError):
         return None
-    return items
+    return items if all((folder / f).is_file() for f in files) else None
 
 
 def _write_labels(folder: Path, source: str, seed: int, size: Tuple[int, int], items: List[Dict[str, Any]]) -> None:
     items = sorted(items, key=lambda it: (it["dist_id"], it["level"]))
-    data = {"format": FORMAT, "source": source, "seed": seed, "size": list(size),
+    data = {"format": FORMAT, "fingerprint": fingerprint(), "source": source, "seed": seed, "size": list(size),
             "reference": f"{source}_ref.png", "pseudo_mos": "1 + 4 * mean of " + "; ".join(TERMS.values()),
             "items": items}
     tmp = folder / (LABELS + ".tmp")
@@ -157,30 +170,27 @@ def _write_labels(folder: Path, source: str, seed: int, size: Tuple[int, int], i
     os.replace(tmp, folder / LABELS)
 
 
-class _Runner:
-    """Runs ``generate_type`` tasks in-process (``workers == 1``) or in a spawned process pool."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-
-    def run(self, tasks: List[Tuple[str, str, int, int]], on_done: Callable[[Tuple, List], None]) -> None:
-        if self.workers <= 1:
-            prev = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                for t in tasks:
-                    on_done(t, generate_type(*t))
-            finally:
-                torch.set_num_threads(prev)
-            return
-        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-            futs: Dict[Future, Tuple] = {pool.submit(generate_type, *t): t for t in tasks}
-            try:
-                for f in as_completed(futs):
-                    on_done(futs[f], f.result())
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+def _run_tasks(tasks: List[Task], workers: int, on_done: Callable[[Task, List[Dict[str, Any]]], None]) -> None:
+    """Run :func:`generate_type` on every task, in-process when ``workers <= 1`` (one torch
+    thread, restored afterwards) or in a pool of spawned processes; ``on_done`` gets each result
+    as soon as it is ready. The first failure cancels the pending tasks and is re-raised."""
+    if workers <= 1:
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for t in tasks:
+                on_done(t, generate_type(*t))
+        finally:
+            torch.set_num_threads(prev)
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+        futs: Dict[Future, Task] = {pool.submit(generate_type, *t): t for t in tasks}
+        try:
+            for f in as_completed(futs):
+                on_done(futs[f], f.result())
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 @DATASETS.register("builtin-kadid")
@@ -213,6 +223,12 @@ class BuiltinKadid(Dataset):
         if (not isinstance(size, (tuple, list)) or len(size) != 2
                 or not all(isinstance(v, int) and v >= 16 for v in size)):
             raise InputError(f"size: expected (H, W) integers >= 16, got {size!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InputError(f"seed: expected a non-negative integer, got {seed!r}")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise InputError(f"workers: expected a positive integer (1 = no subprocesses), got {workers!r}")
+        if isinstance(sources, str):
+            sources = [sources]
         self.seed, self.size, self.split = int(seed), (int(size[0]), int(size[1])), split
         self.root = (Path(root) if root is not None else default_root()) / f"v{FORMAT}-seed{self.seed}-{size[0]}x{size[1]}"
         self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
@@ -250,15 +266,15 @@ class BuiltinKadid(Dataset):
             _write_png(make_reference(photos[s], self.size), folder / f"{s}_ref.png")
             tasks += [(str(folder), s, self.seed, d) for d in DISTORTIONS]
             pending[s] = []
-        with _progress(progress, len(tasks) * N_LEVELS, f"builtin-kadid: generating {len(todo)} source(s)") as advance:
-            def on_done(task: Tuple, items: List[Dict[str, Any]]) -> None:
+        with _Progress(progress, len(tasks) * N_LEVELS, f"builtin-kadid: generating {len(todo)} source(s)") as advance:
+            def on_done(task: Task, items: List[Dict[str, Any]]) -> None:
                 s = task[1]
                 pending[s] += items
                 advance(len(items))
                 if len(pending[s]) == len(DISTORTIONS) * N_LEVELS:
                     _write_labels(self._folder(s), s, self.seed, self.size, pending.pop(s))
 
-            _Runner(min(self.workers, len(tasks))).run(tasks, on_done)
+            _run_tasks(tasks, min(self.workers, len(tasks)), on_done)
         return todo
 
     def _samples(self, split_of: Dict[str, str]) -> Iterator[Sample]:
@@ -274,7 +290,7 @@ class BuiltinKadid(Dataset):
                                    "level": it["level"], "split": split_of[s]})
 
 
-class _progress:
+class _Progress:
     """Context manager yielding ``advance(n)``: a rich progress bar, or a no-op when disabled."""
 
     def __init__(self, enabled: bool, total: int, description: str) -> None:
@@ -297,5 +313,5 @@ class _progress:
             self._bar.stop()
 
 
-__all__ = ["BuiltinKadid", "FORMAT", "default_root", "generate_type", "image_seed", "make_reference",
+__all__ = ["BuiltinKadid", "FORMAT", "default_root", "fingerprint", "generate_type", "image_seed", "make_reference",
            "read_labels", "split_sources"]

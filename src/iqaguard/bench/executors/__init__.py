@@ -27,7 +27,7 @@ class Executor(Protocol):
 
 
 def make_executor(kind: str = "local", address: Optional[str] = None, workers: Optional[int] = None,
-                  device: str = "cpu", gpus_per_task: Optional[float] = None) -> Executor:
+                  device: str = "cpu", gpus_per_task: Optional[float] = None, cpus_per_task: float = 1.0) -> Executor:
     """Build an executor by name.
 
     Args:
@@ -38,6 +38,7 @@ def make_executor(kind: str = "local", address: Optional[str] = None, workers: O
         device: the spec's device; a CUDA device makes Ray tasks request GPUs.
         gpus_per_task: GPUs each Ray task requests (default 1 when ``device`` is CUDA, else 0;
             fractions such as 0.25 pack several small tasks on one GPU).
+        cpus_per_task: CPUs each Ray task requests (pass the spec's ``num_threads``).
 
     Raises:
         InputError: unknown ``kind``.
@@ -51,7 +52,7 @@ def make_executor(kind: str = "local", address: Optional[str] = None, workers: O
 
         if gpus_per_task is None:
             gpus_per_task = 1.0 if str(device).startswith("cuda") else 0.0
-        return RayExecutor(address=address, workers=workers, gpus_per_task=gpus_per_task)
+        return RayExecutor(address=address, workers=workers, cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task)
     raise InputError(f"executor: unknown executor {kind!r}; allowed: local, ray")
 
 
