@@ -109,3 +109,14 @@ def test_builtin_demo_spec_is_valid():
         pytest.skip("builtin-kadid / builtin-nr are not registered in this build")
     spec = load_spec("demo")
     assert set(spec.modes) == {"non-adaptive", "adaptive"} and spec.datasets[0].subset.method == "kmeans"
+
+
+def test_adaptive_presets_select_the_adaptively_attacked_presets():
+    spec = Spec.model_validate(TOYS.toy_spec(defenses=[{"name": "jpeg", "presets": [0, 1], "adaptive_presets": [3]},
+                                                       {"name": "toy-noise", "presets": [4]}]))
+    assert spec.defenses[0].presets_for("adaptive") == [3] and spec.defenses[1].presets_for("adaptive") == [4]
+    clean, attacks = expand(spec, {("toy", 0): Selection(tuple(range(6)), tuple(f"i{i}" for i in range(6)))})
+    assert {t.target.key for t in attacks if t.mode == "adaptive"} == {("jpeg", "3"), ("toy-noise", "4")}
+    assert {d.key for d in clean[0].defenses} == {("jpeg", "0"), ("jpeg", "1"), ("jpeg", "3"), ("toy-noise", "4")}
+    msg = _error(defenses=[{"name": "jpeg", "adaptive_presets": [9]}])
+    assert "defenses[0].adaptive_presets[0]: preset index 9 out of range for defense 'jpeg'; allowed: 0..4" in msg

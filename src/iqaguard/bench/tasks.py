@@ -141,10 +141,10 @@ def _ref(entry: Any) -> Ref:
     return Ref(entry.key, entry.name, json.dumps(entry.kwargs, sort_keys=True))
 
 
-def defense_refs(spec: Spec) -> List[DefenseRef]:
-    """Every (defense, preset) of the spec, in spec order."""
+def defense_refs(spec: Spec, mode: str) -> List[DefenseRef]:
+    """Every (defense, preset) of the spec used in ``mode``, in spec order."""
     return [DefenseRef(d.key, d.name, p, json.dumps(d.kwargs, sort_keys=True), d.eot_samples)
-            for d in spec.defenses for p in d.presets]
+            for d in spec.defenses for p in d.presets_for(mode)]
 
 
 def _batches(sel: Selection, size: int, limit: Optional[int]) -> Iterator[Tuple[Tuple[int, ...], Tuple[str, ...]]]:
@@ -159,7 +159,10 @@ def expand(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> Tuple[Li
     Returns:
         ``(clean_tasks, attack_tasks)``; clean tasks cover every image any mode uses.
     """
-    dfs = tuple(defense_refs(spec))
+    dfs = tuple(defense_refs(spec, "non-adaptive"))
+    targets_ad = defense_refs(spec, "adaptive") if "adaptive" in spec.modes else []
+    used = dfs if "non-adaptive" in spec.modes else ()
+    everyone = tuple(dict.fromkeys(used + tuple(targets_ad)))  # defended-clean scores needed by any mode
     common = dict(device=spec.device, num_threads=spec.num_threads, imports=tuple(spec.imports))
     clean, attacks = [], []
     for m in spec.metrics:
@@ -170,9 +173,9 @@ def expand(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> Tuple[Li
                 sel = selections[(d.key, seed)]
                 base = dict(metric=_ref(m), dataset=_ref(d), seed=seed, **common)
                 for idx, names in _batches(sel, spec.batch_size, widest):
-                    clean.append(CleanTask(indices=idx, names=names, defenses=dfs, **base))
+                    clean.append(CleanTask(indices=idx, names=names, defenses=everyone, **base))
                 for mode in spec.modes:
-                    targets = [None] if mode == "non-adaptive" else list(dfs)
+                    targets = [None] if mode == "non-adaptive" else targets_ad
                     for a in spec.attacks:
                         for preset in a.presets:
                             for idx, names in _batches(sel, spec.batch_size, d.mode_limits.get(mode)):

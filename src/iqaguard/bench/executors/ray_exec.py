@@ -55,6 +55,10 @@ class RayExecutor:
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Tuple[Any, Any]]:
         """Yield ``(task, fn(task))`` in completion order.
 
+        A task whose worker process dies (node lost, out of memory) is retried up to 3 times by
+        Ray (tasks are deterministic, so a retry gives the same result); an exception raised by
+        the task itself is not retried.
+
         Raises:
             TaskError: a task raised (outstanding tasks are cancelled; results already yielded
                 stay valid).
@@ -62,7 +66,7 @@ class RayExecutor:
         import ray
 
         started = self._init()
-        remote = ray.remote(fn).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task, max_retries=0)
+        remote = ray.remote(fn).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task, max_retries=3)
         window = self.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         todo = iter(tasks)
         pending: Dict[Any, Any] = {}

@@ -107,11 +107,12 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
 
 
 def encode_png(x: torch.Tensor) -> List[bytes]:
-    """Lossless 8-bit PNG bytes of every image of ``x``."""
+    """Lossless 8-bit PNG bytes of every image of ``x`` (zlib level 1: ~2.5x faster than level 6
+    for ~15% larger files on 384x512 adversarial images)."""
     out = []
     for img in x:
         buf = io.BytesIO()
-        Image.fromarray(tensor_to_uint8(img)).save(buf, format="PNG", compress_level=6)
+        Image.fromarray(tensor_to_uint8(img)).save(buf, format="PNG", compress_level=1)
         out.append(buf.getvalue())
     return out
 
