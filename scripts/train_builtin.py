@@ -100,7 +100,7 @@ def train_loop(model: torch.nn.Module, step: Callable[[torch.Generator], torch.T
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         model.eval()
         val = evaluate()
         log.append({"epoch": ep + 1, "loss": float(np.mean(losses)), "val_srocc": val,
@@ -130,13 +130,14 @@ def sha256(path: Path) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--nr-epochs", type=int, default=24)
-    ap.add_argument("--fr-epochs", type=int, default=8)
+    ap.add_argument("--nr-epochs", type=int, default=20)
+    ap.add_argument("--fr-epochs", type=int, default=6)
     ap.add_argument("--iters", type=int, default=60, help="optimisation steps per epoch")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, nargs=2, default=(192, 256))
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    ap.add_argument("--mscn", type=int, default=1, help="1: add the MSCN luma channel to the backbone input")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -148,13 +149,14 @@ def main(argv=None) -> int:
     crop = tuple(args.crop)
 
     # ---- builtin-nr --------------------------------------------------------------------
-    nr = NRNet()
-    nr.head[-1].bias.data.fill_(float(y_tr.mean()))
+    nr = NRNet(use_mscn=bool(args.mscn))
+    nr.target_mean.fill_(float(y_tr.mean()))
+    nr.target_std.fill_(float(y_tr.std()))
 
     def nr_step(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, x_tr.shape[0], (args.batch,), generator=g)
         (xb,) = random_crops(g, [x_tr[idx]], crop)
-        return F.smooth_l1_loss(nr(xb), y_tr[idx], beta=0.25)
+        return F.smooth_l1_loss(nr(xb) / nr.target_std, y_tr[idx] / nr.target_std, beta=0.5)
 
     def nr_val() -> float:
         x, _, y, _ = data["val"]
@@ -168,11 +170,12 @@ def main(argv=None) -> int:
     nr_test = correlations(predict(nr, x_te), y_te.numpy())
 
     # ---- builtin-fr (backbone initialised from builtin-nr) --------------------------------
-    fr = FRNet()
+    fr = FRNet(use_mscn=bool(args.mscn))
     fr.backbone.load_state_dict(nr.backbone.state_dict())
     t_tr = (5.0 - y_tr) / 4.0
 
     def fr_step(g: torch.Generator) -> torch.Tensor:
+        fr.backbone.eval()  # keep the NR batch-norm statistics: identical inputs stay at distance 0
         idx = torch.randint(0, x_tr.shape[0], (args.batch,), generator=g)
         xb, rb = random_crops(g, [x_tr[idx], r_tr[idx]], crop)
         return F.smooth_l1_loss(fr(xb, rb), t_tr[idx], beta=0.1)
@@ -193,7 +196,8 @@ def main(argv=None) -> int:
     photos = [s.image for s in iqaguard.data.create("builtin")]
     photos = [F.interpolate(p, size=(384, 512), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
               for p in photos]
-    cfg_common = {"seed": args.seed, "command": "python scripts/train_builtin.py " + " ".join(sys.argv[1:]),
+    argv_shown = [a for i, a in enumerate(sys.argv[1:]) if a != "--out" and (i == 0 or sys.argv[i] != "--out")]
+    cfg_common = {"seed": args.seed, "command": "python scripts/train_builtin.py " + " ".join(argv_shown),
                   "dataset": "builtin-kadid", "splits": {s: sorted(set(v[3])) for s, v in data.items()},
                   "n_images": {s: int(len(v[2])) for s, v in data.items()}, "crop": list(crop),
                   "batch": args.batch, "iters_per_epoch": args.iters, "torch": torch.__version__,
@@ -203,10 +207,10 @@ def main(argv=None) -> int:
             ("builtin-nr", nr, BuiltinNR, nr_test, nr_best_val, nr_log, nr_time, args.nr_epochs),
             ("builtin-fr", fr, BuiltinFR, fr_test, fr_best_val, fr_log, fr_time, args.fr_epochs)):
         metric = cls(pretrained=False)
-        metric.net.load_state_dict(net.state_dict())
+        metric.net = net
         metric.eval()
         b = calibrate_bounds(metric, photos, seed=args.seed)
-        cfg = dict(cfg_common, widths=list(net.backbone.widths), epochs=epochs,
+        cfg = dict(cfg_common, widths=list(net.backbone.widths), use_mscn=net.backbone.use_mscn, epochs=epochs,
                    bounds=[b.worst, b.best], test=test, best_val_srocc=best_val,
                    train_seconds=round(secs, 1), log=log)
         path = save(net, name, cfg, args.out)
@@ -225,7 +229,8 @@ def model_card(results: Dict[str, dict], total_s: float) -> str:
              f"Total training time (both models, data loading and bounds included): {total_s / 60:.1f} min "
              f"on {torch.get_num_threads()} CPU threads.", ""]
     for name, r in results.items():
-        arch = ("backbone (4 stride-2 stages, widths %s) + mean/std pooling + MLP head" % r["widths"]
+        inp = "RGB + MSCN luma" if r["use_mscn"] else "RGB"
+        arch = ("backbone (%s input, 4 stride-2 stages, widths %s) + mean/std pooling + MLP head" % (inp, r["widths"])
                 if name == "builtin-nr" else
                 "LPIPS-style channel-weighted distance of unit-normalised backbone features "
                 "(backbone initialised from builtin-nr)")

@@ -30,7 +30,8 @@ def test_ray_and_local_rows_identical(tmp_path, ray_cluster):
     (toys,) = load_plugins([str(Path(__file__).with_name("test_runner.py"))])
     spec = toys.toy_spec()  # 6 images in batches of 4 + 2; randomized + BPDA defenses; both modes
     local = toys.run(spec, tmp_path / "local.duckdb", executor=LocalExecutor())
-    remote = toys.run(spec, tmp_path / "ray.duckdb", executor=RayExecutor(max_in_flight=4))
+    ex = RayExecutor(max_in_flight=4)
+    remote = toys.run(spec, tmp_path / "ray.duckdb", executor=ex)
     assert remote.tasks_run == local.tasks_run > 0
     a, b = toys.rows_by_key(tmp_path / "local.duckdb"), toys.rows_by_key(tmp_path / "ray.duckdb")
     assert len(a) == 6 * 3 * 4 + 6 * 3 * 3 and set(a) == set(b)
@@ -39,7 +40,7 @@ def test_ray_and_local_rows_identical(tmp_path, ray_cluster):
             assert row[c] == pytest.approx(b[key][c], abs=1e-6, nan_ok=True), (key, c)
         for c in EXACT_COLUMNS:
             assert row[c] == b[key][c], (key, c)
-    # the Ray run was driven by this process and left the caller's Ray session running
+    ex.close()  # the executor did not start this Ray session, so it leaves it running
     assert ray_cluster.is_initialized()
     adv = sorted(p.relative_to(tmp_path / "ray_adv") for p in (tmp_path / "ray_adv").rglob("*.png"))
     assert adv == sorted(p.relative_to(tmp_path / "local_adv") for p in (tmp_path / "local_adv").rglob("*.png"))

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-import iqaguard.attacks.ifgsm  # noqa: F401  (registers ifgsm)
-import iqaguard.defenses.purification.jpeg  # noqa: F401  (registers jpeg)
+import iqaguard.attacks.ifgsm
 from iqaguard.attacks.base import Attack
 from iqaguard.data.base import Dataset, Sample
 from iqaguard.data.io import load_image
@@ -260,6 +259,17 @@ def test_full_reference_metric_and_mode_limits(tmp_path):
     assert {k[1] for k in rows if k[7] == "adaptive"} == {"img00", "img01"}
     none = [r for k, r in rows.items() if k[5] == "none"]
     assert all(r["lower_better"] and r["attacked"] < r["clean"] for r in none)  # lower = better for FR
+
+
+def test_metric_limit_caps_images_per_metric_and_combines_with_mode_limits(tmp_path):
+    spec = toy_spec(metrics=["toy-nr", {"name": "toy-nr", "label": "toy-nr-small", "limit": 3}],
+                    datasets=[{"name": "toy", "mode_limits": {"adaptive": 4}}])
+    run(spec, tmp_path / "s.duckdb")
+    rows = rows_by_key(tmp_path / "s.duckdb")
+    images = lambda metric, mode: {k[1] for k in rows if k[2] == metric and k[7] == mode}  # noqa: E731
+    assert images("toy-nr", "non-adaptive") == {f"img{i:02d}" for i in range(6)}
+    assert images("toy-nr", "adaptive") == {f"img{i:02d}" for i in range(4)}
+    assert images("toy-nr-small", "non-adaptive") == images("toy-nr-small", "adaptive") == {"img00", "img01", "img02"}
 
 
 def test_fr_metric_on_nr_dataset_is_a_spec_error(tmp_path):

@@ -1,6 +1,7 @@
 """The ``iqaguard`` command line (typer).
 
-    iqaguard demo                       # the builtin demo benchmark
+    iqaguard demo                       # the builtin demo benchmark (+ HTML report)
+    iqaguard bench run SPEC --store F   # a benchmark grid (local or Ray); bench report / export
     iqaguard list metrics|attacks|defenses|datasets
     iqaguard score IMAGE... [--metric builtin-nr] [--ref REF]
 """
@@ -14,10 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .bench.cli import bench_app
 from .errors import IqaguardError
 
 app = typer.Typer(help="iqaguard: attack, defend, certify and benchmark image quality metrics.",
                   no_args_is_help=True, add_completion=False)
+app.add_typer(bench_app, name="bench")
 console = Console()
 
 KINDS = ("metrics", "attacks", "defenses", "datasets")
@@ -69,32 +72,28 @@ def score(images: List[Path] = typer.Argument(..., help="image files (PNG, JPEG,
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("runs/demo"), help="output folder (DuckDB store + tables)"),
-         n_images: int = typer.Option(50, "--n-images", min=1, help="number of builtin-kadid test images"),
-         batch_size: int = typer.Option(5, min=1),
-         seed: int = typer.Option(0),
-         device: str = typer.Option("auto", help="cpu | cuda | auto"),
-         fresh: bool = typer.Option(False, help="delete an existing store first instead of resuming")) -> None:
-    """Run the demo benchmark: builtin-nr x I-FGSM (3 presets) x JPEG (5 presets), non-adaptive."""
-    import json
-    import time
-
-    from .bench.demo import print_summary, run_demo, summary
+def demo(out: Path = typer.Option(Path("runs/demo"), help="output folder (DuckDB store, adversarial PNGs, report)"),
+         executor: str = typer.Option("local", help="local | ray"),
+         fresh: bool = typer.Option(False, help="delete an existing demo store first instead of resuming")) -> None:
+    """Run the builtin demo benchmark (builtin metrics x I-FGSM x JPEG, both modes) and write the report."""
+    from .bench.demo import run_demo
 
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        store_path = out / "demo.duckdb"
-        if fresh and store_path.exists():
-            store_path.unlink()
-        t0 = time.time()
-        store = run_demo(store_path, n_images=n_images, batch_size=batch_size, seed=seed, device=device,
-                         console=console)
-        summ = summary(store)
-        print_summary(summ, console)
-        (out / "summary.json").write_text(json.dumps(summ, indent=1))
-        console.print(f"{store.count()} rows in [bold]{store_path}[/], summary in {out / 'summary.json'} "
-                      f"({time.time() - t0:.0f} s)")
-        store.close()
+        run_demo(out, executor=executor, fresh=fresh, console=console)
+    except IqaguardError as e:
+        _fail(e)
+
+
+@bench_app.command("report")
+def bench_report(store: Path = typer.Argument(..., help="DuckDB result file"),
+                 out: Path = typer.Option(Path("runs/report"), "--out", help="output folder for index.html")) -> None:
+    """Write the self-contained HTML leaderboard of a result store."""
+    from .bench.report import write_report
+
+    if not store.is_file():
+        _fail(IqaguardError(f"store not found: {store} (create it with `iqaguard bench run SPEC --store {store}`)"))
+    try:
+        console.print(f"report: [bold]{write_report(store, out)}[/]")
     except IqaguardError as e:
         _fail(e)
 

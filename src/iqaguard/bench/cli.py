@@ -46,7 +46,10 @@ def run_cmd(spec: str = typer.Argument(..., help="spec YAML file, or a builtin s
         sp = load_spec(spec)
         ex = make_executor(executor, address=address, workers=workers, device=sp.device,
                            gpus_per_task=gpus_per_task, cpus_per_task=sp.num_threads)
-        s = run_spec(sp, store, executor=ex, progress=not quiet, console=console)
+        try:
+            s = run_spec(sp, store, executor=ex, progress=not quiet, console=console)
+        finally:
+            ex.close()
     except IqaguardError as e:
         _fail(e)
     console.print(f"[green]done[/] run {s.run_id}: {s.tasks_run} tasks run, {s.tasks_skipped} skipped, "

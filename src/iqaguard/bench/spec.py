@@ -1,25 +1,9 @@
 """The benchmark spec: a YAML file naming the grid of seed 002 (DESIGN.md §Benchmark).
 
-Example (see ``docs/benchmark.md`` for every key)::
-
-    version: demo-1
-    imports: []                      # extra modules / .py files that register plugins
-    metrics: [builtin-nr]
-    datasets:
-      - name: builtin-kadid
-        kwargs: {split: test}
-        subset: {method: kmeans, k_per_cluster: 1, n_clusters: 10}
-        mode_limits: {adaptive: 4}   # adaptive attacks on the first 4 selected images only
-    attacks: [{name: ifgsm, presets: [weak, medium, strong]}]
-    defenses: [{name: jpeg, presets: all}]
-    modes: [non-adaptive, adaptive]
-    seeds: [0]
-    batch_size: 5
-    device: cpu
-
-Names are checked against the registries and presets against each attack's / defense's own
-presets. Any error raises :class:`SpecError` naming the key path (``attacks[0].presets[1]``) and
-the allowed values.
+The format, with an example, is in ``docs/benchmark.md``; ``specs/demo.yaml`` is the builtin
+demo. Names are checked against the registries (after importing the spec's ``imports``) and
+presets against each attack's / defense's own presets. Any error raises :class:`SpecError`
+naming the key path (``attacks[0].presets[1]``) and the allowed values.
 """
 from __future__ import annotations
 
@@ -30,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any, Dict, List, Literal, Optional, Sequence
+from typing import Annotated, Any, Callable, ClassVar, Dict, List, Literal, Optional, Sequence
 
 import torch
 import yaml
@@ -41,7 +25,6 @@ from ..errors import InputError
 from ..registry import ATTACKS, DATASETS, DEFENSES, METRICS, Registry
 
 Mode = Literal["non-adaptive", "adaptive"]
-MODES = ("non-adaptive", "adaptive")
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
 _LOADED: Dict[str, ModuleType] = {}
 
@@ -117,6 +100,7 @@ class _Strict(BaseModel):
 class _Entry(_Strict):
     """A registered name, its constructor kwargs and the label used in result rows."""
 
+    registry: ClassVar[Registry]
     name: StrictStr
     kwargs: Dict[str, Any] = {}
     label: Optional[StrictStr] = None
@@ -129,16 +113,12 @@ class _Entry(_Strict):
     @field_validator("name")
     @classmethod
     def _registered(cls, name: str) -> str:
-        reg: Registry = cls._registry()
+        reg = cls.registry
         if name not in reg or not cls._accepts(reg, name):
             what = f"unknown {reg.kind}" if name not in reg else f"{reg.kind} not supported by the engine (not p(x)):"
             allowed = ", ".join(cls._allowed(reg)) or "(none registered)"
             raise ValueError(f"{what} {name!r}; allowed: {allowed}")
         return name
-
-    @classmethod
-    def _registry(cls) -> Registry:
-        raise NotImplementedError  # abstractmethod: each entry kind names its registry
 
     @classmethod
     def _accepts(cls, reg: Registry, name: str) -> bool:
@@ -157,9 +137,9 @@ class _Entry(_Strict):
 class MetricEntry(_Entry):
     """``{name, kwargs, label}``; ``kwargs`` go to ``iqaguard.metrics.create``."""
 
-    @classmethod
-    def _registry(cls) -> Registry:
-        return METRICS
+    registry: ClassVar[Registry] = METRICS
+    #: optional cap on the images of every dataset this metric is run on (e.g. a slow FR model)
+    limit: Optional[int] = Field(None, ge=1)
 
 
 class SubsetSpec(_Strict):
@@ -184,12 +164,9 @@ class SubsetSpec(_Strict):
 class DatasetEntry(_Entry):
     """``{name, kwargs, label, subset, mode_limits}``; ``mode_limits`` caps images per mode."""
 
+    registry: ClassVar[Registry] = DATASETS
     subset: Optional[SubsetSpec] = None
     mode_limits: Dict[Mode, int] = {}
-
-    @classmethod
-    def _registry(cls) -> Registry:
-        return DATASETS
 
     @field_validator("mode_limits")
     @classmethod
@@ -203,11 +180,8 @@ class DatasetEntry(_Entry):
 class AttackEntry(_Entry):
     """``{name, presets, kwargs, label}``; ``presets`` is a list of preset names or ``all``."""
 
+    registry: ClassVar[Registry] = ATTACKS
     presets: Optional[List[StrictStr]] = None
-
-    @classmethod
-    def _registry(cls) -> Registry:
-        return ATTACKS
 
     @field_validator("presets", mode="before")
     @classmethod
@@ -219,11 +193,8 @@ class AttackEntry(_Entry):
         allowed = list(getattr(ATTACKS.get(self.name), "presets", {}))
         if self.presets is None:
             self.presets = allowed
-        for i, p in enumerate(self.presets):
-            if allowed and p not in allowed:
-                raise _PathError(f"presets[{i}]", f"unknown preset {p!r} for attack {self.name!r}; allowed: "
-                                 f"{', '.join(allowed)}")
-        _no_duplicates(self.presets, "presets")
+        _check_choices(self.presets, allowed or self.presets, "presets",
+                       lambda p: f"unknown preset {p!r} for attack {self.name!r}; allowed: {', '.join(allowed)}")
         return self
 
 
@@ -235,13 +206,10 @@ class DefenseEntry(_Entry):
     defense adaptively, which is 5x cheaper than all five.
     """
 
+    registry: ClassVar[Registry] = DEFENSES
     presets: Optional[List[StrictInt]] = None
     adaptive_presets: Optional[List[StrictInt]] = None
     eot_samples: int = Field(1, ge=1)
-
-    @classmethod
-    def _registry(cls) -> Registry:
-        return DEFENSES
 
     @classmethod
     def _accepts(cls, reg: Registry, name: str) -> bool:
@@ -265,16 +233,21 @@ class DefenseEntry(_Entry):
         if self.adaptive_presets is None:
             self.adaptive_presets = list(self.presets)
         for field in ("presets", "adaptive_presets"):
-            for i, p in enumerate(getattr(self, field)):
-                if not 0 <= p < n:
-                    raise _PathError(f"{field}[{i}]", f"preset index {p} out of range for defense {self.name!r}; "
-                                     f"allowed: 0..{n - 1} or all")
-            _no_duplicates(getattr(self, field), field)
+            _check_choices(getattr(self, field), range(n), field, lambda p: f"preset index {p} out of range for "
+                           f"defense {self.name!r}; allowed: 0..{n - 1} or all")
         return self
 
     def presets_for(self, mode: str) -> List[int]:
         """The preset indices used in ``mode`` (``non-adaptive`` or ``adaptive``)."""
         return list(self.adaptive_presets if mode == "adaptive" else self.presets)
+
+
+def _check_choices(values: Sequence[Any], allowed: Sequence[Any], path: str, why: Callable[[Any], str]) -> None:
+    """Every value in ``allowed`` (else ``_PathError(path[i], why(value))``) and no duplicates."""
+    for i, v in enumerate(values):
+        if v not in allowed:
+            raise _PathError(f"{path}[{i}]", why(v))
+    _no_duplicates(values, path)
 
 
 def _no_duplicates(values: Sequence[Any], path: str) -> None:
@@ -334,11 +307,14 @@ class Spec(_Strict):
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> "Spec":  # type: ignore[override]
-        """Validate a dict; raises :class:`SpecError` (never a raw pydantic error)."""
+        """Validate a dict; raises :class:`SpecError` (never a raw pydantic error).
+
+        ``context={"source": name}`` names the spec's origin in error messages.
+        """
         try:
             return super().model_validate(obj, **kwargs)
         except ValidationError as e:
-            raise SpecError(format_errors(e)) from None
+            raise SpecError(format_errors(e, (kwargs.get("context") or {}).get("source", ""))) from None
 
     @property
     def hash(self) -> str:
@@ -401,7 +377,4 @@ def load_spec(path: str | Path) -> Spec:
     if isinstance(data.get("imports"), list):
         data["imports"] = [str((p.parent / i).resolve()) if str(i).endswith(".py") and not Path(i).is_absolute()
                            else i for i in data["imports"]]
-    try:
-        return Spec.model_validate(data)
-    except SpecError as e:
-        raise SpecError(str(e).replace("invalid benchmark spec:", f"invalid benchmark spec {p}:", 1)) from None
+    return Spec.model_validate(data, context={"source": str(p)})

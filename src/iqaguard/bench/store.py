@@ -180,7 +180,8 @@ class Store:
         out = Path(out)
         fmt = {".parquet": "FORMAT PARQUET", ".csv": "FORMAT CSV, HEADER"}.get(out.suffix.lower())
         if fmt is None or table not in TABLES:
-            raise ValueError(f"out: expected a .parquet or .csv file and a table in {list(TABLES)}, got {out} / {table}")
+            raise ValueError(f"out: expected a .parquet or .csv file and a table in {list(TABLES)}, "
+                             f"got {out} / {table}")
         out.parent.mkdir(parents=True, exist_ok=True)
         key = ", ".join(TABLES[table][1])
         target = str(out).replace("'", "''")

@@ -153,6 +153,12 @@ def _batches(sel: Selection, size: int, limit: Optional[int]) -> Iterator[Tuple[
         yield sel.indices[s:min(s + size, n)], sel.names[s:min(s + size, n)]
 
 
+def _cap(*limits: Optional[int]) -> Optional[int]:
+    """The smallest of the given image caps (``None`` = no cap)."""
+    given = [n for n in limits if n is not None]
+    return min(given) if given else None
+
+
 def expand(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> Tuple[List[CleanTask], List[AttackTask]]:
     """All tasks of ``spec`` for the image ``selections[(dataset label, seed)]``.
 
@@ -167,7 +173,7 @@ def expand(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> Tuple[Li
     clean, attacks = [], []
     for m in spec.metrics:
         for d in spec.datasets:
-            limits = [d.mode_limits.get(mode) for mode in spec.modes]
+            limits = [_cap(m.limit, d.mode_limits.get(mode)) for mode in spec.modes]
             widest = None if None in limits else max(limits)
             for seed in spec.seeds:
                 sel = selections[(d.key, seed)]
@@ -178,7 +184,7 @@ def expand(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> Tuple[Li
                     targets = [None] if mode == "non-adaptive" else targets_ad
                     for a in spec.attacks:
                         for preset in a.presets:
-                            for idx, names in _batches(sel, spec.batch_size, d.mode_limits.get(mode)):
+                            for idx, names in _batches(sel, spec.batch_size, _cap(m.limit, d.mode_limits.get(mode))):
                                 for tgt in targets:
                                     attacks.append(AttackTask(
                                         indices=idx, names=names, attack=_ref(a), preset=preset, mode=mode,

@@ -33,11 +33,11 @@ from ..registry import DATASETS
 from .base import Dataset, Sample
 from .builtin import photo_names, photo_paths
 from .distortions import DISTORTIONS, N_LEVELS, apply_distortion
-from .kadid_mos import TERMS, mos_from_terms, quality_terms_unchecked
+from .kadid_mos import MOS_TERMS, TERMS, mos_from_terms, quality_terms_unchecked
 
 #: Bump when the code of a distortion or of the pseudo-MOS changes: old caches are then ignored
 #: (changes of the level table or of the pseudo-MOS terms are caught by :func:`fingerprint`).
-FORMAT = 2
+FORMAT = 3
 SPLITS = ("train", "val", "test")
 _SPLIT_TAG = 0x5B117  # mixes into the split seed so it differs from the image seeds
 LABELS = "labels.json"
@@ -48,7 +48,7 @@ def fingerprint() -> str:
     """Short hash of the distortion table (ids, names, levels), the pseudo-MOS terms and
     :data:`FORMAT`; stored in every labels file, a mismatch makes the source regenerate."""
     table = [(d.id, d.name, list(d.levels)) for d in DISTORTIONS.values()]
-    blob = json.dumps([FORMAT, table, TERMS], sort_keys=True).encode("utf-8")
+    blob = json.dumps([FORMAT, table, TERMS, MOS_TERMS], sort_keys=True).encode("utf-8")
     return hashlib.sha1(blob).hexdigest()[:12]
 
 
@@ -163,7 +163,7 @@ def read_labels(folder: Path) -> Optional[List[Dict[str, Any]]]:
 def _write_labels(folder: Path, source: str, seed: int, size: Tuple[int, int], items: List[Dict[str, Any]]) -> None:
     items = sorted(items, key=lambda it: (it["dist_id"], it["level"]))
     data = {"format": FORMAT, "fingerprint": fingerprint(), "source": source, "seed": seed, "size": list(size),
-            "reference": f"{source}_ref.png", "pseudo_mos": "1 + 4 * mean of " + "; ".join(TERMS.values()),
+            "reference": f"{source}_ref.png", "pseudo_mos": "1 + 4 * mean of " + "; ".join(TERMS[k[2:]] for k in MOS_TERMS),
             "items": items}
     tmp = folder / (LABELS + ".tmp")
     tmp.write_text(json.dumps(data, indent=0), encoding="utf-8")

@@ -36,21 +36,45 @@ _STD = (0.229, 0.224, 0.225)
 DEFAULT_WIDTHS: Tuple[int, ...] = (16, 32, 64, 96)
 
 
-class Backbone(nn.Module):
-    """Four stride-2 stages of two 3x3 convolutions each.
+def mscn(x: torch.Tensor, sigma: float = 7 / 6, c: float = 1 / 255) -> torch.Tensor:
+    """Mean-subtracted contrast-normalised luma (Mittal et al., BRISQUE, IEEE TIP 2012, eq. 1).
 
-    Input ``[B, 3, H, W]`` in [0, 1]; returns the list of stage maps (strides 2, 4, 8, 16).
+    ``(Y - mu) / (sigma_local + c)`` with a 7x7 Gaussian window (sigma 7/6, reflect borders);
+    ``[B, 3, H, W]`` in [0, 1] -> ``[B, 1, H, W]``. Differentiable. It removes local luminance
+    and contrast, leaving the statistics that distortions (noise, blur, blocking) disturb.
+    """
+    y = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    a = torch.arange(7, dtype=x.dtype, device=x.device) - 3
+    g = torch.exp(-a * a / (2 * sigma * sigma))
+    g = g / g.sum()
+
+    def blur(z: torch.Tensor) -> torch.Tensor:
+        z = F.pad(z, (3, 3, 3, 3), mode="reflect")
+        return F.conv2d(F.conv2d(z, g.view(1, 1, 1, 7)), g.view(1, 1, 7, 1))
+
+    mu = blur(y)
+    var = (blur(y * y) - mu * mu).clamp(min=0)
+    return (y - mu) / ((var + 1e-10).sqrt() + c)
+
+
+class Backbone(nn.Module):
+    """Four stride-2 stages of two 3x3 convolutions (+ batch norm) each.
+
+    Input ``[B, 3, H, W]`` in [0, 1] (normalised RGB, plus the MSCN luma as a fourth channel when
+    ``use_mscn``); returns the list of stage maps (strides 2, 4, 8, 16).
     """
 
-    def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS) -> None:
+    def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS, use_mscn: bool = False) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
-        stages, c_in = [], 3
+        self.use_mscn = bool(use_mscn)
+        stages, c_in = [], 4 if self.use_mscn else 3
         for c in widths:
             stages.append(nn.Sequential(
-                nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.LeakyReLU(0.1, inplace=True),
-                nn.Conv2d(c, c, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
+                nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c),
+                nn.LeakyReLU(0.1, inplace=True),
+                nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.1, inplace=True),
             ))
             c_in = c
         self.stages = nn.ModuleList(stages)
@@ -58,6 +82,8 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         h = (x - self.mean) / self.std
+        if self.use_mscn:
+            h = torch.cat([h, mscn(x)], dim=1)
         maps = []
         for stage in self.stages:
             h = stage(h)
@@ -76,28 +102,34 @@ def mean_std_pool(maps: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 class NRNet(nn.Module):
-    """Backbone + mean/std pooling + MLP head -> ``[B]`` quality."""
+    """Backbone + mean/std pooling + normalised MLP head -> ``[B]`` quality.
 
-    def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS, hidden: int = 128) -> None:
+    The head predicts a standardised score; ``target_mean``/``target_std`` (buffers stored with
+    the weights, set from the training labels) map it back to the MOS scale.
+    """
+
+    def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS, hidden: int = 128, use_mscn: bool = False) -> None:
         super().__init__()
-        self.backbone = Backbone(widths)
+        self.backbone = Backbone(widths, use_mscn)
         d = 2 * sum(widths)
-        self.head = nn.Sequential(nn.Linear(d, hidden), nn.LeakyReLU(0.1, inplace=True),
+        self.head = nn.Sequential(nn.BatchNorm1d(d), nn.Linear(d, hidden), nn.LeakyReLU(0.1, inplace=True),
                                   nn.Dropout(0.1), nn.Linear(hidden, 1))
+        self.register_buffer("target_mean", torch.tensor(3.0))
+        self.register_buffer("target_std", torch.tensor(1.0))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return mean_std_pool(self.backbone(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).squeeze(1)
+        return self.target_mean + self.target_std * self.head(self.features(x)).squeeze(1)
 
 
 class FRNet(nn.Module):
     """LPIPS-style learned deep-feature distance -> ``[B]`` (0 for identical inputs)."""
 
-    def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS) -> None:
+    def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS, use_mscn: bool = False) -> None:
         super().__init__()
-        self.backbone = Backbone(widths)
+        self.backbone = Backbone(widths, use_mscn)
         # raw weights; softplus keeps the per-channel weights non-negative
         self.channel_weights = nn.ParameterList([nn.Parameter(torch.zeros(c)) for c in widths])
 
@@ -142,10 +174,13 @@ class _BuiltinMetric(Metric):
 
     weights_name = ""
 
-    def _load(self, net: nn.Module, weights: Optional[Path], pretrained: bool, device: object) -> dict:
+    def _load(self, net_cls: type, weights: Optional[Path], pretrained: bool, device: object) -> dict:
         cfg: dict = {}
-        if pretrained:
+        if not pretrained:
+            net = net_cls()
+        else:
             state, cfg = load_weights(self.weights_name, weights)
+            net = net_cls(widths=tuple(cfg.get("widths", DEFAULT_WIDTHS)), use_mscn=bool(cfg.get("use_mscn", False)))
             net.load_state_dict(state)
             if "bounds" in cfg:
                 self.bounds = Bounds(float(cfg["bounds"][0]), float(cfg["bounds"][1]))
@@ -175,7 +210,7 @@ class BuiltinNR(_BuiltinMetric):
 
     def __init__(self, weights: Optional[Path] = None, pretrained: bool = True, device: object = None) -> None:
         super().__init__()
-        self._load(NRNet(), weights, pretrained, device)
+        self._load(NRNet, weights, pretrained, device)
 
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.net(x)
@@ -200,7 +235,7 @@ class BuiltinFR(_BuiltinMetric):
 
     def __init__(self, weights: Optional[Path] = None, pretrained: bool = True, device: object = None) -> None:
         super().__init__()
-        self._load(FRNet(), weights, pretrained, device)
+        self._load(FRNet, weights, pretrained, device)
 
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.net(x, ref)

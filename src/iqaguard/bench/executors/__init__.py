@@ -25,6 +25,10 @@ class Executor(Protocol):
         """Apply ``fn`` to every task, yielding ``(task, fn(task))`` as each finishes."""
         ...
 
+    def close(self) -> None:
+        """Release what the executor started (e.g. a Ray session)."""
+        ...
+
 
 def make_executor(kind: str = "local", address: Optional[str] = None, workers: Optional[int] = None,
                   device: str = "cpu", gpus_per_task: Optional[float] = None, cpus_per_task: float = 1.0) -> Executor:

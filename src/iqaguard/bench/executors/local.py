@@ -28,6 +28,9 @@ class LocalExecutor:
                 raise TaskError(f"task failed: {_describe(task)}: {type(e).__name__}: {e}") from e
             yield task, result
 
+    def close(self) -> None:
+        """Nothing to release (present for the :class:`Executor` protocol)."""
+
 
 def _describe(task: Any) -> str:
     return task.describe() if hasattr(task, "describe") else repr(task)

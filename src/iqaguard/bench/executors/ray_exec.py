@@ -20,7 +20,8 @@ class RayExecutor:
     Args:
         address: cluster to join (``"auto"``, ``"host:6379"``, ``"ray://host:10001"``); ``None``
             starts a local instance with ``workers`` CPUs. If Ray is already initialised in this
-            process, that session is used as is (and left running).
+            process, that session is used as is (and left running); a session this executor
+            started stays up across :meth:`map` calls until :meth:`close`.
         workers: CPUs of a local instance (default: ``os.cpu_count()``).
         cpus_per_task: CPUs each task requests (tasks set ``torch.set_num_threads`` to the spec's
             ``num_threads``; keep the two equal).
@@ -38,19 +39,28 @@ class RayExecutor:
         self.cpus_per_task = cpus_per_task
         self.gpus_per_task = gpus_per_task
         self.max_in_flight = max_in_flight
+        self._started = False
 
-    def _init(self) -> bool:
-        """Initialise Ray if needed; returns True when this call started the session."""
+    def _init(self) -> None:
+        """Join or start Ray unless this process is already connected."""
         import ray
 
         if ray.is_initialized():
-            return False
+            return
         if self.address is not None:
             ray.init(address=self.address, logging_level=logging.WARNING)
         else:
             ray.init(num_cpus=self.workers or os.cpu_count() or 1, include_dashboard=False,
                      logging_level=logging.WARNING)
-        return True
+        self._started = True
+
+    def close(self) -> None:
+        """Shut down the Ray session if this executor started it."""
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Tuple[Any, Any]]:
         """Yield ``(task, fn(task))`` in completion order.
@@ -65,7 +75,7 @@ class RayExecutor:
         """
         import ray
 
-        started = self._init()
+        self._init()
         remote = ray.remote(fn).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task, max_retries=3)
         window = self.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         todo = iter(tasks)
@@ -85,8 +95,6 @@ class RayExecutor:
         finally:
             for ref in pending:
                 ray.cancel(ref)
-            if started:
-                ray.shutdown()
 
     @staticmethod
     def _submit(remote: Any, todo: Iterator[Any], pending: Dict[Any, Any], window: int) -> None:
