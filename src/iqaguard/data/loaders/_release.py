@@ -31,6 +31,7 @@ class ReleaseDataset(Dataset):
 
     LAYOUT: str = ""
     SOURCE: str = ""
+    CSV: str = ""  # the release's label table, for loaders that have one
 
     def __init__(self, limit: Optional[int] = None) -> None:
         super().__init__()
@@ -84,6 +85,15 @@ class ReleaseDataset(Dataset):
             what = "file" if kind == "file" else "folder"
             raise self._layout_error(f"expected {what} {relative!r} in {root} (or one folder below), not found.")
         return None
+
+    def _table_and_images(self, root: PathLike) -> Tuple[Path, Path]:
+        """Open ``root`` and find ``CSV`` with an ``images/`` folder beside it (KADID, NIPS 2017)."""
+        base = self._open_root(root, f"{self.CSV} and images/")
+        table = self._locate(base, self.CSV)
+        folder = table.parent / "images"
+        if not folder.is_dir():
+            raise self._layout_error(f"expected folder 'images/' next to {table}, not found.")
+        return table, folder
 
     def _check_files(self, listed: Iterable[Tuple[Path, int]], table: Path) -> None:
         """Check that every listed file exists (one directory listing per folder, no image reads).

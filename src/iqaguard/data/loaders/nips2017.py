@@ -47,11 +47,7 @@ class NIPS2017(ReleaseDataset):
 
     def __init__(self, root: Union[str, Path], limit: Optional[int] = None) -> None:
         super().__init__(limit)
-        base = self._open_root(root, f"{self.CSV} and images/")
-        table = self._locate(base, self.CSV)
-        folder = table.parent / "images"
-        if not folder.is_dir():
-            raise self._layout_error(f"expected folder 'images/' next to {table}, not found.")
+        table, folder = self._table_and_images(root)
         classes = self._categories(table.parent / "categories.csv")
 
         rows = self._take(read_rows(table, self.COLUMNS))
