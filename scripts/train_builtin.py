@@ -130,7 +130,7 @@ def sha256(path: Path) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--nr-epochs", type=int, default=20)
+    ap.add_argument("--nr-epochs", type=int, default=24)
     ap.add_argument("--fr-epochs", type=int, default=6)
     ap.add_argument("--iters", type=int, default=60, help="optimisation steps per epoch")
     ap.add_argument("--batch", type=int, default=16)
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
         x, r, y, _ = data["val"]
         return correlations(predict(fr, x, r), y.numpy(), lower_better=True)["srocc"]
 
-    params = [{"params": fr.channel_weights.parameters(), "lr": 5e-2},
+    params = [{"params": [fr.input_weights, *fr.channel_weights.parameters()], "lr": 5e-2},
               {"params": fr.backbone.parameters(), "lr": 5e-4}]
     t0 = time.time()
     fr, fr_best_val, fr_log = train_loop(fr, fr_step, fr_val, args.fr_epochs, args.iters, 5e-2,
@@ -232,8 +232,8 @@ def model_card(results: Dict[str, dict], total_s: float) -> str:
         inp = "RGB + MSCN luma" if r["use_mscn"] else "RGB"
         arch = ("backbone (%s input, 4 stride-2 stages, widths %s) + mean/std pooling + MLP head" % (inp, r["widths"])
                 if name == "builtin-nr" else
-                "LPIPS-style channel-weighted distance of unit-normalised backbone features "
-                "(backbone initialised from builtin-nr)")
+                "LPIPS-style channel-weighted distance of unit-normalised backbone features plus "
+                "weighted input (RGB + MSCN) differences (backbone initialised from builtin-nr)")
         lines += [f"## {name}", "",
                   f"- architecture: {arch}",
                   f"- command: `{r['command']}` (seed {r['seed']}, {r['epochs']} epochs x {r['iters_per_epoch']} "

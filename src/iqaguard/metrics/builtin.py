@@ -80,10 +80,17 @@ class Backbone(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.widths = tuple(widths)
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The network input: ImageNet-normalised RGB (+ MSCN luma) ``[B, 3 or 4, H, W]``."""
         h = (x - self.mean) / self.std
-        if self.use_mscn:
-            h = torch.cat([h, mscn(x)], dim=1)
+        return torch.cat([h, mscn(x)], dim=1) if self.use_mscn else h
+
+    @property
+    def in_channels(self) -> int:
+        return 4 if self.use_mscn else 3
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        h = self.prepare(x)
         maps = []
         for stage in self.stages:
             h = stage(h)
@@ -125,22 +132,32 @@ class NRNet(nn.Module):
 
 
 class FRNet(nn.Module):
-    """LPIPS-style learned deep-feature distance -> ``[B]`` (0 for identical inputs)."""
+    """LPIPS-style learned deep-feature distance -> ``[B]`` (0 for identical inputs).
+
+    Sum over the backbone stages of the channel-weighted squared difference of channel-unit-
+    normalised features (Zhang et al. 2018, eq. 1), plus the same weighted squared difference of
+    the network input itself (RGB and MSCN luma, not unit-normalised), which keeps the
+    pixel-level structure that SSIM-like measures see.
+    """
 
     def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS, use_mscn: bool = False) -> None:
         super().__init__()
         self.backbone = Backbone(widths, use_mscn)
         # raw weights; softplus keeps the per-channel weights non-negative
+        self.input_weights = nn.Parameter(torch.zeros(self.backbone.in_channels))
         self.channel_weights = nn.ParameterList([nn.Parameter(torch.zeros(c)) for c in widths])
 
+    @staticmethod
+    def _weighted(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return ((a - b).pow(2) * F.softplus(w).view(1, -1, 1, 1)).sum(1).mean((1, 2))
+
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        fx, fr = self.backbone(x), self.backbone(ref)
-        d = x.new_zeros(x.shape[0])
-        for a, b, w in zip(fx, fr, self.channel_weights):
+        px, pr = self.backbone.prepare(x), self.backbone.prepare(ref)
+        d = self._weighted(px, pr, self.input_weights)
+        for a, b, w in zip(self.backbone(x), self.backbone(ref), self.channel_weights):
             a = a / (a.pow(2).sum(1, keepdim=True) + 1e-10).sqrt()
             b = b / (b.pow(2).sum(1, keepdim=True) + 1e-10).sqrt()
-            diff = (a - b).pow(2) * F.softplus(w).view(1, -1, 1, 1)
-            d = d + diff.sum(1).mean((1, 2))
+            d = d + self._weighted(a, b, w)
         return d
 
 
