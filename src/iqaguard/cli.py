@@ -21,7 +21,8 @@ from .errors import IqaguardError
 app = typer.Typer(help="iqaguard: attack, defend, certify and benchmark image quality metrics.",
                   no_args_is_help=True, add_completion=False)
 app.add_typer(bench_app, name="bench")
-console = Console()
+# a pipe or a file gets wide tables instead of rich's 80-column default
+console = Console() if sys.stdout.isatty() else Console(width=200)
 
 KINDS = ("metrics", "attacks", "defenses", "datasets")
 
