@@ -1,5 +1,7 @@
 """Shared test configuration: deterministic, CPU-only, quiet."""
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,3 +14,12 @@ torch.set_num_threads(1)  # small tensors: one thread is faster and avoids overs
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def load_synthetic():
+    """``scripts/report_screenshot.py`` (the synthetic store builder) as a module."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "report_screenshot.py"
+    spec = importlib.util.spec_from_file_location("report_screenshot", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -23,15 +23,6 @@ NAMES = ("psnr", "ssim", "ms-ssim")
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "calibrate_classic_bounds.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread avoids spin contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def photo() -> torch.Tensor:
     return pil_to_tensor(Image.fromarray(data.astronaut()))[..., 128:384, 128:384].contiguous()

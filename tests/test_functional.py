@@ -14,15 +14,6 @@ from iqaguard.errors import InputError
 from iqaguard.metrics import functional as F
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread avoids spin contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _photo(name: str) -> torch.Tensor:
     arr = getattr(data, name)().astype(np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()

@@ -1,10 +1,9 @@
 """The offline HTML report: content, numbers, no external URL, well-formed SVG (no browser)."""
-import importlib.util
 import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
+from conftest import load_synthetic
 
 from iqaguard.bench import report, stats
 from iqaguard.bench.store import Store
@@ -13,13 +12,6 @@ from iqaguard.bench.svg import RED, nice_ticks
 DEFENSES = ["jpeg", "flip", "diffpure"]
 
 
-def load_synthetic():
-    """``scripts/report_screenshot.py`` (the synthetic store builder) as a module."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / "report_screenshot.py"
-    spec = importlib.util.spec_from_file_location("report_screenshot", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 SMALL = dict(n_images=6, defenses=DEFENSES, metrics=["builtin-nr", "lpips-like"],

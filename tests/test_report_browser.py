@@ -4,11 +4,11 @@ Needs the Debian packages ``chromium`` and ``chromium-driver`` (``/usr/bin/chrom
 ``/usr/bin/chromedriver``) and ``selenium``; skipped, with the reason, when they are missing.
 Set ``IQAGUARD_REPORT_SCREENSHOT=/path/shot.png`` to keep the screenshot (default: pytest tmp).
 """
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
+from conftest import load_synthetic
 
 from iqaguard.bench import report
 
@@ -25,13 +25,6 @@ SMALL = dict(n_images=6, defenses=["jpeg", "flip", "diffpure"], metrics=["builti
              datasets=["koniq10k", "nips2017"], attacks=["ifgsm"])
 
 
-def load_synthetic():
-    """``scripts/report_screenshot.py`` (the synthetic store builder) as a module."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / "report_screenshot.py"
-    spec = importlib.util.spec_from_file_location("report_screenshot", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
