@@ -187,47 +187,44 @@ def load_weights(name: str, path: Optional[Path] = None) -> Tuple[Dict[str, torc
 
 
 class _BuiltinMetric(Metric):
-    """Shared loading for the builtin models (weights + config + bounds from the safetensors file)."""
+    """Shared construction of the builtin models: network, weights, config and bounds.
 
-    weights_name = ""
+    Args:
+        weights: path of a safetensors file (default: the shipped ``<name>.safetensors``).
+        pretrained: load weights (``False`` gives a randomly initialised network for training).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"`` or ``None`` (stay on CPU).
+    """
 
-    def _load(self, net_cls: type, weights: Optional[Path], pretrained: bool, device: object) -> dict:
-        cfg: dict = {}
+    net_cls: type = nn.Module
+
+    def __init__(self, weights: Optional[Path] = None, pretrained: bool = True, device: object = None) -> None:
+        super().__init__()
+        self.config: dict = {}
         if not pretrained:
-            net = net_cls()
+            net = self.net_cls()
         else:
-            state, cfg = load_weights(self.weights_name, weights)
-            net = net_cls(widths=tuple(cfg.get("widths", DEFAULT_WIDTHS)), use_mscn=bool(cfg.get("use_mscn", False)))
+            state, self.config = load_weights(self.name, weights)
+            net = self.net_cls(widths=tuple(self.config.get("widths", DEFAULT_WIDTHS)),
+                               use_mscn=bool(self.config.get("use_mscn", False)))
             net.load_state_dict(state)
-            if "bounds" in cfg:
-                self.bounds = Bounds(float(cfg["bounds"][0]), float(cfg["bounds"][1]))
+            if "bounds" in self.config:
+                self.bounds = Bounds(float(self.config["bounds"][0]), float(self.config["bounds"][1]))
         self.net = net.eval()
         if device is not None:
             from ..validation import resolve_device
 
             self.to(resolve_device(device))
-        return cfg
 
 
 @METRICS.register("builtin-nr")
 class BuiltinNR(_BuiltinMetric):
-    """No-reference builtin model (higher is better; pseudo-MOS scale 1..5).
-
-    Args:
-        weights: path of a safetensors file (default: the shipped ``builtin-nr.safetensors``).
-        pretrained: load weights (``False`` gives a randomly initialised network for training).
-        device: ``"cpu"``, ``"cuda"``, ``"auto"`` or ``None`` (stay on CPU).
-    """
+    """No-reference builtin model (higher is better; pseudo-MOS scale 1..5); args as :class:`_BuiltinMetric`."""
 
     kind = "nr"
     lower_better = False
     name = "builtin-nr"
-    weights_name = "builtin-nr"
+    net_cls = NRNet
     bounds = Bounds(1.0, 5.0)
-
-    def __init__(self, weights: Optional[Path] = None, pretrained: bool = True, device: object = None) -> None:
-        super().__init__()
-        self._load(NRNet, weights, pretrained, device)
 
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.net(x)
@@ -239,20 +236,13 @@ class BuiltinNR(_BuiltinMetric):
 
 @METRICS.register("builtin-fr")
 class BuiltinFR(_BuiltinMetric):
-    """Full-reference learned deep-feature distance (lower is better; 0 for identical images).
-
-    Args: as :class:`BuiltinNR`.
-    """
+    """Full-reference learned deep-feature distance (lower is better; 0 for identical images)."""
 
     kind = "fr"
     lower_better = True
     name = "builtin-fr"
-    weights_name = "builtin-fr"
+    net_cls = FRNet
     bounds = Bounds(1.0, 0.0)
-
-    def __init__(self, weights: Optional[Path] = None, pretrained: bool = True, device: object = None) -> None:
-        super().__init__()
-        self._load(FRNet, weights, pretrained, device)
 
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.net(x, ref)
