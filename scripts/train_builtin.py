@@ -4,13 +4,16 @@ Usage (the exact command recorded in the model card)::
 
     python scripts/train_builtin.py --seed 0
 
-Splits are by source photograph (``builtin-kadid`` train / val / test). The NR model regresses the
-pseudo-MOS with an L1 loss on random crops; the checkpoint with the best validation SROCC is
-kept; hold-out SROCC/PLCC are computed on full-size test images never seen in training. The FR
-model starts from the trained NR backbone and learns an LPIPS-style channel-weighted feature
-distance to the normalised pseudo-DMOS ``(5 - MOS) / 4``. Bounds follow seed 002 appendix
-A.3.2 on the builtin photographs. Weights are written as safetensors with the config, bounds
-and scores in the metadata, and ``MODEL_CARD.md`` is regenerated.
+Splits are by source photograph (``builtin-kadid`` train / val / test). The NR model learns, on
+random 128x128 crops aligned to its 16-pixel grid, to predict every cell's local SSIM/GMS
+statistics (:mod:`iqaguard.metrics.cells`: dense supervision as BIECON, Kim & Lee 2017) and its
+score pools them with the label's own formula; the checkpoint with the best validation SROCC
+(full-size images) is kept. The FR model (DISTS-style similarities, :class:`FRNet`) reuses the
+trained NR backbone, frozen, and only fits its similarity weights to the normalised pseudo-DMOS
+``(5 - MOS) / 4``. Hold-out SROCC/PLCC are computed on the full-size test images, whose
+photographs were never seen in training. Bounds follow seed 002 appendix A.3.2 on the builtin
+photographs. Weights are written as safetensors with the config, bounds and scores in the
+metadata, and ``MODEL_CARD.md`` is regenerated.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from scipy import stats
 import iqaguard
 from iqaguard.data.kadid_builtin import BuiltinKadid
 from iqaguard.metrics.bounds import calibrate_bounds
+from iqaguard.metrics.cells import CELL, mos_from_cells, quality_cells
 from iqaguard.metrics.builtin import WEIGHTS_DIR, BuiltinFR, BuiltinNR, FRNet, NRNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,19 +57,21 @@ def load_split(split: str, seed: int) -> Tuple[torch.Tensor, torch.Tensor, torch
     return torch.stack(imgs), torch.stack(refs), torch.tensor(mos), src
 
 
-def random_crops(g: torch.Generator, imgs: List[torch.Tensor], size: Tuple[int, int]) -> List[torch.Tensor]:
-    """Same random crop (and horizontal flip) applied to every tensor of ``imgs`` ``[B,3,H,W]``."""
-    _, _, h, w = imgs[0].shape
-    ch, cw = size
-    out = [[] for _ in imgs]
-    for b in range(imgs[0].shape[0]):
-        top = int(torch.randint(0, h - ch + 1, (1,), generator=g))
-        left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
-        flip = bool(torch.randint(0, 2, (1,), generator=g))
-        for k, t in enumerate(imgs):
-            c = t[b, :, top:top + ch, left:left + cw]
-            out[k].append(c.flip(-1) if flip else c)
-    return [torch.stack(o).float() / 255.0 for o in out]
+def cell_crops(g: torch.Generator, imgs: torch.Tensor, cells: torch.Tensor, idx: torch.Tensor,
+               patch: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Random ``patch x patch`` crops of ``imgs[idx]`` (uint8) aligned to the 16-pixel cell grid,
+    the matching cells of ``cells[idx]`` and a random horizontal flip of both."""
+    k = patch // CELL
+    gh, gw = cells.shape[-2:]
+    tops = torch.randint(0, gh - k + 1, (len(idx),), generator=g).tolist()
+    lefts = torch.randint(0, gw - k + 1, (len(idx),), generator=g).tolist()
+    xs, cs = [], []
+    for i, t, l in zip(idx.tolist(), tops, lefts):
+        xs.append(imgs[i, :, CELL * t:CELL * (t + k), CELL * l:CELL * (l + k)])
+        cs.append(cells[i, :, t:t + k, l:l + k])
+    xb, cb = torch.stack(xs).float() / 255.0, torch.stack(cs).float()
+    flip = (torch.rand(len(idx), generator=g) < 0.5).view(-1, 1, 1, 1)
+    return torch.where(flip, xb.flip(-1), xb), torch.where(flip, cb.flip(-1), cb)
 
 
 @torch.no_grad()
@@ -88,7 +94,7 @@ def train_loop(model: torch.nn.Module, step: Callable[[torch.Generator], torch.T
     """Generic AdamW + cosine loop; keeps the state with the best validation SROCC."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(params if params is not None else model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * iters, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * iters, pct_start=0.1)
     best, best_state, log = -2.0, copy.deepcopy(model.state_dict()), []
     t0 = time.time()
     for ep in range(epochs):
@@ -113,6 +119,35 @@ def train_loop(model: torch.nn.Module, step: Callable[[torch.Generator], torch.T
     return model, best, log
 
 
+def fit_fr_weights(fr: FRNet, sim_tr: torch.Tensor, target: torch.Tensor, sim_va: torch.Tensor,
+                   y_va: np.ndarray, steps: int, lr: float = 0.05) -> Tuple[FRNet, float, List[dict]]:
+    """Fit ``fr.logits`` and ``fr.log_scale`` on precomputed similarities (full batch, Adam).
+
+    The distance is ``exp(log_scale) * (1 - sim) @ softmax(logits)`` (:class:`FRNet`); the loss is a
+    smooth L1 to the normalised pseudo-DMOS ``target``; the weights with the best validation
+    SROCC (checked every 20 steps) are kept.
+    """
+    opt = torch.optim.Adam([fr.logits, fr.log_scale], lr=lr)
+    dis_tr, dis_va = 1.0 - sim_tr, 1.0 - sim_va
+    best, best_state, log = -2.0, None, []
+    for step in range(1, steps + 1):
+        w = torch.softmax(fr.logits, dim=0)
+        loss = F.smooth_l1_loss(fr.log_scale.exp() * dis_tr @ w, target, beta=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 20 == 0 or step == steps:
+            with torch.no_grad():
+                pred = (dis_va @ torch.softmax(fr.logits, dim=0)).numpy()
+            val = correlations(pred, y_va, lower_better=True)["srocc"]
+            log.append({"step": step, "loss": float(loss.detach()), "val_srocc": val})
+            if val > best:
+                best, best_state = val, {k: v.clone() for k, v in fr.state_dict().items()}
+    print(f"[fr] {steps} steps, loss {log[-1]['loss']:.4f}, best val SROCC {best:.4f}", flush=True)
+    fr.load_state_dict(best_state)
+    return fr, best, log
+
+
 def save(net: torch.nn.Module, name: str, cfg: dict, out_dir: Path) -> Path:
     from safetensors.torch import save_file
 
@@ -130,12 +165,15 @@ def sha256(path: Path) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--nr-epochs", type=int, default=24)
-    ap.add_argument("--fr-epochs", type=int, default=6)
-    ap.add_argument("--iters", type=int, default=60, help="optimisation steps per epoch")
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--crop", type=int, nargs=2, default=(192, 256))
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--nr-epochs", type=int, default=6)
+    ap.add_argument("--iters", type=int, default=250, help="optimisation steps per epoch")
+    ap.add_argument("--nr-restarts", type=int, default=2,
+                    help="train builtin-nr this many times (seeds seed, seed+1, ...) and keep the best on validation")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--patch", type=int, default=128, help="training crop side (multiple of 16)")
+    ap.add_argument("--fr-images", type=int, default=1000, help="training images used to fit builtin-fr")
+    ap.add_argument("--fr-steps", type=int, default=600, help="full-batch Adam steps fitting builtin-fr")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--mscn", type=int, default=1, help="1: add the MSCN luma channel to the backbone input")
     args = ap.parse_args(argv)
@@ -146,49 +184,48 @@ def main(argv=None) -> int:
     data = {s: load_split(s, args.seed) for s in ("train", "val", "test")}
     x_tr, r_tr, y_tr, _ = data["train"]
     print({s: (len(v[2]), len(set(v[3]))) for s, v in data.items()}, "(images, sources)", flush=True)
-    crop = tuple(args.crop)
 
-    # ---- builtin-nr --------------------------------------------------------------------
-    nr = NRNet(use_mscn=bool(args.mscn))
-    nr.target_mean.fill_(float(y_tr.mean()))
-    nr.target_std.fill_(float(y_tr.std()))
+    # ---- builtin-nr: predict the per-cell SSIM/GMS statistics of the label (metrics/cells.py) ----
+    t0 = time.time()
+    cells_tr = torch.cat([quality_cells(x_tr[i:i + 50].float() / 255.0, r_tr[i:i + 50].float() / 255.0).half()
+                          for i in range(0, x_tr.shape[0], 50)])
+    print(f"[nr] cell targets {tuple(cells_tr.shape)} in {time.time() - t0:.0f}s", flush=True)
 
     def nr_step(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, x_tr.shape[0], (args.batch,), generator=g)
-        (xb,) = random_crops(g, [x_tr[idx]], crop)
-        return F.smooth_l1_loss(nr(xb) / nr.target_std, y_tr[idx] / nr.target_std, beta=0.5)
+        xb, cb = cell_crops(g, x_tr, cells_tr, idx, args.patch)
+        pred = nr.cells(xb)
+        return (F.smooth_l1_loss(pred, cb, beta=0.05)
+                + F.smooth_l1_loss(mos_from_cells(pred), mos_from_cells(cb), beta=0.1) / 4.0)
 
     def nr_val() -> float:
         x, _, y, _ = data["val"]
         return correlations(predict(nr, x), y.numpy())["srocc"]
 
-    t0 = time.time()
-    nr, nr_best_val, nr_log = train_loop(nr, nr_step, nr_val, args.nr_epochs, args.iters, 2e-3,
-                                         args.seed, "nr")
+    runs = []
+    for k in range(args.nr_restarts):
+        torch.manual_seed(args.seed + k)
+        nr = NRNet(use_mscn=bool(args.mscn))
+        runs.append(train_loop(nr, nr_step, nr_val, args.nr_epochs, args.iters, 2e-3, args.seed + k, f"nr run {k + 1}"))
+    nr, nr_best_val, nr_log = max(runs, key=lambda r: r[1])
+    print(f"[nr] kept run {[r[1] for r in runs].index(nr_best_val) + 1} (val SROCC {nr_best_val:.4f})", flush=True)
     nr_time = time.time() - t0
     x_te, r_te, y_te, _ = data["test"]
     nr_test = correlations(predict(nr, x_te), y_te.numpy())
 
-    # ---- builtin-fr (backbone initialised from builtin-nr) --------------------------------
+    # ---- builtin-fr (backbone = the trained builtin-nr backbone, frozen) -------------------
+    # Only the similarity weights are learned, so the per-channel similarities of full-size
+    # images are computed once and the weights are fitted on them by full-batch Adam.
     fr = FRNet(use_mscn=bool(args.mscn))
     fr.backbone.load_state_dict(nr.backbone.state_dict())
-    t_tr = (5.0 - y_tr) / 4.0
-
-    def fr_step(g: torch.Generator) -> torch.Tensor:
-        fr.backbone.eval()  # keep the NR batch-norm statistics: identical inputs stay at distance 0
-        idx = torch.randint(0, x_tr.shape[0], (args.batch,), generator=g)
-        xb, rb = random_crops(g, [x_tr[idx], r_tr[idx]], crop)
-        return F.smooth_l1_loss(fr(xb, rb), t_tr[idx], beta=0.1)
-
-    def fr_val() -> float:
-        x, r, y, _ = data["val"]
-        return correlations(predict(fr, x, r), y.numpy(), lower_better=True)["srocc"]
-
-    params = [{"params": [fr.input_weights, *fr.channel_weights.parameters()], "lr": 5e-2},
-              {"params": fr.backbone.parameters(), "lr": 5e-4}]
+    fr.backbone.requires_grad_(False)
+    fr.eval()
     t0 = time.time()
-    fr, fr_best_val, fr_log = train_loop(fr, fr_step, fr_val, args.fr_epochs, args.iters, 5e-2,
-                                         args.seed + 1, "fr", params=params)
+    pick = torch.randperm(x_tr.shape[0], generator=torch.Generator().manual_seed(args.seed))[:args.fr_images]
+    sim_tr = torch.from_numpy(predict(fr.similarities, x_tr[pick], r_tr[pick]))
+    sim_va = torch.from_numpy(predict(fr.similarities, *data["val"][:2]))
+    fr, fr_best_val, fr_log = fit_fr_weights(fr, sim_tr, (5.0 - y_tr[pick]) / 4.0, sim_va,
+                                             data["val"][2].numpy(), args.fr_steps)
     fr_time = time.time() - t0
     fr_test = correlations(predict(fr, x_te, r_te), y_te.numpy(), lower_better=True)
 
@@ -199,18 +236,18 @@ def main(argv=None) -> int:
     argv_shown = [a for i, a in enumerate(sys.argv[1:]) if a != "--out" and (i == 0 or sys.argv[i] != "--out")]
     cfg_common = {"seed": args.seed, "command": "python scripts/train_builtin.py " + " ".join(argv_shown),
                   "dataset": "builtin-kadid", "splits": {s: sorted(set(v[3])) for s, v in data.items()},
-                  "n_images": {s: int(len(v[2])) for s, v in data.items()}, "crop": list(crop),
+                  "n_images": {s: int(len(v[2])) for s, v in data.items()}, "patch": args.patch,
                   "batch": args.batch, "iters_per_epoch": args.iters, "torch": torch.__version__,
                   "date": date.today().isoformat()}
     results = {}
     for name, net, cls, test, best_val, log, secs, epochs in (
             ("builtin-nr", nr, BuiltinNR, nr_test, nr_best_val, nr_log, nr_time, args.nr_epochs),
-            ("builtin-fr", fr, BuiltinFR, fr_test, fr_best_val, fr_log, fr_time, args.fr_epochs)):
+            ("builtin-fr", fr, BuiltinFR, fr_test, fr_best_val, fr_log, fr_time, args.fr_steps)):
         metric = cls(pretrained=False)
         metric.net = net
         metric.eval()
         b = calibrate_bounds(metric, photos, seed=args.seed)
-        cfg = dict(cfg_common, widths=list(net.backbone.widths), use_mscn=net.backbone.use_mscn, epochs=epochs,
+        cfg = dict(cfg_common, fr_images=args.fr_images, widths=list(net.backbone.widths), use_mscn=net.backbone.use_mscn, epochs=epochs,
                    bounds=[b.worst, b.best], test=test, best_val_srocc=best_val,
                    train_seconds=round(secs, 1), log=log)
         path = save(net, name, cfg, args.out)
@@ -230,14 +267,17 @@ def model_card(results: Dict[str, dict], total_s: float) -> str:
              f"on {torch.get_num_threads()} CPU threads.", ""]
     for name, r in results.items():
         inp = "RGB + MSCN luma" if r["use_mscn"] else "RGB"
-        arch = ("backbone (%s input, 4 stride-2 stages, widths %s) + mean/std pooling + MLP head" % (inp, r["widths"])
+        arch = ("backbone (%s input, 4 stride-2 stages, widths %s) + per-cell MLP predicting the local "
+                "SSIM/GMS statistics of the label, pooled by the pseudo-MOS formula" % (inp, r["widths"])
                 if name == "builtin-nr" else
-                "LPIPS-style channel-weighted distance of unit-normalised backbone features plus "
-                "weighted input (RGB + MSCN) differences (backbone initialised from builtin-nr)")
+                "DISTS-style weighted SSIM luminance/structure similarities of the image and of every "
+                "backbone channel (backbone = builtin-nr's, frozen; only the weights are fitted)")
         lines += [f"## {name}", "",
                   f"- architecture: {arch}",
-                  f"- command: `{r['command']}` (seed {r['seed']}, {r['epochs']} epochs x {r['iters_per_epoch']} "
-                  f"steps, batch {r['batch']}, crops {r['crop'][0]}x{r['crop'][1]})",
+                  f"- command: `{r['command']}` (seed {r['seed']}; " + (
+                      f"{r['epochs']} epochs x {r['iters_per_epoch']} steps, batch {r['batch']}, "
+                      f"{r['patch']}x{r['patch']} crops)" if name == "builtin-nr" else
+                      f"{r['epochs']} full-batch steps on {r['fr_images']} training images)"),
                   f"- data: {r['dataset']} (seed {r['seed']}); images train/val/test: {r['n_images']}",
                   f"- train sources: {', '.join(r['splits']['train'])}",
                   f"- val sources: {', '.join(r['splits']['val'])}",

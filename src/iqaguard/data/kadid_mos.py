@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from kornia.color import rgb_to_lab
 
 from ..errors import InputError
+from ..metrics.cells import GMSD_MAX, gms_map
 from ..metrics.functional import psnr, ssim
 from ..validation import check_image, check_pair
 
@@ -52,13 +53,8 @@ TERMS = {
     "delta_e": "1 - clip(mean dE76 / 25, 0, 1)",
 }
 PSNR_LOW, PSNR_SPAN = 15.0, 30.0
-GMSD_MAX = 0.35
 DELTA_E_MAX = 25.0
 DELTA_E_DOWNSAMPLE = 2
-GMSD_T = 170.0  # stability constant of Xue et al. 2014 for 0..255 images
-
-_PREWITT = torch.tensor([[1.0, 0.0, -1.0]] * 3) / 3.0
-_Y601 = (0.299, 0.587, 0.114)
 
 
 def gmsd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -80,20 +76,9 @@ def gmsd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _gmsd(x, y)
 
 
-def _gradient_magnitude(img: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(_Y601, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
-    lum = F.avg_pool2d((img * w).sum(dim=1, keepdim=True) * 255.0, 2)
-    hx = _PREWITT.to(img)
-    k = torch.stack([hx, hx.t()]).unsqueeze(1)
-    g = F.conv2d(lum, k)
-    return g.pow(2).sum(dim=1).sqrt()
-
-
 def _gmsd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``y`` may have batch 1 (broadcast over ``x``)."""
-    mx, my = _gradient_magnitude(x), _gradient_magnitude(y)
-    gms = (2 * mx * my + GMSD_T) / (mx * mx + my * my + GMSD_T)
-    return gms.flatten(1).std(dim=1, unbiased=False)
+    return gms_map(x, y).flatten(1).std(dim=1, unbiased=False)
 
 
 def delta_e76(x: torch.Tensor, y: torch.Tensor, downsample: int = 2) -> torch.Tensor:

@@ -7,13 +7,14 @@ their weights ship in ``iqaguard/metrics/weights`` (safetensors, a few hundred K
 ``MODEL_CARD.md``.
 
 * ``builtin-nr`` — no-reference, higher is better, predicts the builtin-kadid pseudo-MOS (1..5).
-  Backbone: four stride-2 stages; each stage's map is pooled by mean and standard deviation
-  (mean/std pooling keeps noise- and blur-sensitive statistics), the pooled vectors of all stages
-  are concatenated (``features``) and an MLP maps them to a score.
-* ``builtin-fr`` — full-reference deep-feature distance (as LPIPS, Zhang et al. 2018): the same
-  backbone on the distorted image and the reference, channel-unit-normalised features, squared
-  differences weighted per channel by learned non-negative weights, averaged over space and
-  summed over stages. Lower is better (a distance, 0 for identical images).
+  Backbone: four stride-2 stages; a per-cell MLP head on the multi-scale features of every
+  16x16 cell (plus global context) predicts the local SSIM/GMS statistics that the pseudo-MOS
+  pools, and the same pooling formula gives the score (:class:`NRNet`).
+* ``builtin-fr`` — full-reference deep-feature distance in the manner of DISTS (Ding et al.,
+  TPAMI 2020): the same backbone on the distorted image and the reference, SSIM-style local
+  luminance and structure similarities of every channel of the image and of every stage, and a
+  learned non-negative weighting of their complements. Lower is better (a distance, 0 for
+  identical images).
 """
 from __future__ import annotations
 
@@ -29,11 +30,32 @@ from torch import nn
 from ..errors import MissingWeightsError
 from ..registry import METRICS
 from .base import Bounds, Metric
+from .cells import mos_from_cells
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 DEFAULT_WIDTHS: Tuple[int, ...] = (16, 32, 64, 96)
+
+
+def gaussian_blur(z: torch.Tensor, sigma: float, radius: int = 3) -> torch.Tensor:
+    """Per-channel separable Gaussian filter (``2 * radius + 1`` taps), same size.
+
+    Borders are reflected; maps too small to reflect (a side <= ``radius``, e.g. the deepest
+    stage of a small input) replicate their edge instead.
+    """
+    a = torch.arange(-radius, radius + 1, dtype=z.dtype, device=z.device)
+    g = torch.exp(-a * a / (2 * sigma * sigma))
+    g = g / g.sum()
+    c, k = z.shape[1], 2 * radius + 1
+    z = F.pad(z, (radius,) * 4, mode="reflect" if min(z.shape[-2:]) > radius else "replicate")
+    z = F.conv2d(z, g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    return F.conv2d(z, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma ``[B, 1, H, W]`` of RGB ``[B, 3, H, W]``."""
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def mscn(x: torch.Tensor, sigma: float = 7 / 6, c: float = 1 / 255) -> torch.Tensor:
@@ -43,17 +65,9 @@ def mscn(x: torch.Tensor, sigma: float = 7 / 6, c: float = 1 / 255) -> torch.Ten
     ``[B, 3, H, W]`` in [0, 1] -> ``[B, 1, H, W]``. Differentiable. It removes local luminance
     and contrast, leaving the statistics that distortions (noise, blur, blocking) disturb.
     """
-    y = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-    a = torch.arange(7, dtype=x.dtype, device=x.device) - 3
-    g = torch.exp(-a * a / (2 * sigma * sigma))
-    g = g / g.sum()
-
-    def blur(z: torch.Tensor) -> torch.Tensor:
-        z = F.pad(z, (3, 3, 3, 3), mode="reflect")
-        return F.conv2d(F.conv2d(z, g.view(1, 1, 1, 7)), g.view(1, 1, 7, 1))
-
-    mu = blur(y)
-    var = (blur(y * y) - mu * mu).clamp(min=0)
+    y = luma(x)
+    mu = gaussian_blur(y, sigma)
+    var = (gaussian_blur(y * y, sigma) - mu * mu).clamp(min=0)
     return (y - mu) / ((var + 1e-10).sqrt() + c)
 
 
@@ -108,57 +122,102 @@ def mean_std_pool(maps: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat(feats, dim=1)
 
 
-class NRNet(nn.Module):
-    """Backbone + mean/std pooling + normalised MLP head -> ``[B]`` quality.
+def global_context(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Spatial mean, standard deviation, maximum and minimum of every channel of ``maps``: ``[B, 4 * sum(C)]``."""
+    feats = []
+    for m in maps:
+        flat = m.flatten(2)
+        feats += [flat.mean(-1), (flat.var(-1, unbiased=False) + 1e-8).sqrt(), flat.amax(-1), flat.amin(-1)]
+    return torch.cat(feats, dim=1)
 
-    The head predicts a standardised score; ``target_mean``/``target_std`` (buffers stored with
-    the weights, set from the training labels) map it back to the MOS scale.
+
+class NRNet(nn.Module):
+    """Blind predictor of the local pseudo-MOS statistics -> ``[B]`` quality on the 1..5 scale.
+
+    BIECON-style (Kim & Lee, IEEE JSTSP 2017): the backbone's stage maps are average-pooled onto
+    the stride-16 grid of the last stage and concatenated; every cell also receives the image's
+    global context (:func:`global_context` of the two deepest stages: whether edges anywhere in
+    the image are sharp is what tells a blurred texture from a flat region). A per-cell MLP
+    (1x1 convolutions) predicts the cell's mean SSIM, mean GMS and GMS standard deviation
+    (:func:`iqaguard.metrics.cells.quality_cells`), and the score is the pseudo-MOS formula
+    applied to those predictions (:func:`iqaguard.metrics.cells.mos_from_cells`).
+    Inputs need H, W >= 16.
     """
 
-    def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS, hidden: int = 128, use_mscn: bool = False) -> None:
+    def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS, hidden: int = 64, use_mscn: bool = False) -> None:
         super().__init__()
         self.backbone = Backbone(widths, use_mscn)
-        d = 2 * sum(widths)
-        self.head = nn.Sequential(nn.BatchNorm1d(d), nn.Linear(d, hidden), nn.LeakyReLU(0.1, inplace=True),
-                                  nn.Dropout(0.1), nn.Linear(hidden, 1))
-        self.register_buffer("target_mean", torch.tensor(3.0))
-        self.register_buffer("target_std", torch.tensor(1.0))
+        d = sum(widths) + 4 * sum(widths[-2:])
+        self.head = nn.Sequential(nn.Conv2d(d, hidden, 1), nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(hidden, 3, 1))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return mean_std_pool(self.backbone(x))
 
+    def cells(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted per-cell ``(s, m, d)`` ``[B, 3, H / 16, W / 16]`` (``d >= 0``)."""
+        maps = self.backbone(x)
+        grid = maps[-1].shape[-2:]
+        ctx = global_context(maps[-2:])[:, :, None, None].expand(-1, -1, *grid)
+        h = torch.cat([F.adaptive_avg_pool2d(m, grid) for m in maps[:-1]] + [maps[-1], ctx], dim=1)
+        out = self.head(h)
+        return torch.cat([out[:, :2], F.softplus(out[:, 2:])], dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.target_mean + self.target_std * self.head(self.features(x)).squeeze(1)
+        return mos_from_cells(self.cells(x))
+
+
+def local_similarity(a: torch.Tensor, b: torch.Tensor, c1: float, c2: float,
+                     sigma: float = 1.5) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Spatial means of SSIM's luminance and structure maps, per channel (Wang et al. 2004, eqs. 6, 9).
+
+    Local statistics use a 7x7 Gaussian window (sigma 1.5): ``l = (2 mu_a mu_b + c1) /
+    (mu_a^2 + mu_b^2 + c1)`` and ``s = (2 sigma_ab + c2) / (sigma_a^2 + sigma_b^2 + c2)``, as
+    DISTS (Ding et al., TPAMI 2020, eqs. 4-5) does with global statistics of deep features.
+    Returns two ``[B, C]`` tensors, each 1 for identical inputs.
+    """
+    ma, mb = gaussian_blur(a, sigma), gaussian_blur(b, sigma)
+    va = (gaussian_blur(a * a, sigma) - ma * ma).clamp(min=0)
+    vb = (gaussian_blur(b * b, sigma) - mb * mb).clamp(min=0)
+    cov = gaussian_blur(a * b, sigma) - ma * mb
+    lum = (2 * ma * mb + c1) / (ma * ma + mb * mb + c1)
+    struct = (2 * cov + c2) / (va + vb + c2)
+    return lum.mean((2, 3)), struct.mean((2, 3))
 
 
 class FRNet(nn.Module):
-    """LPIPS-style learned deep-feature distance -> ``[B]`` (0 for identical inputs).
+    """DISTS-style learned deep-feature distance -> ``[B]`` (0 for identical inputs).
 
-    Sum over the backbone stages of the channel-weighted squared difference of channel-unit-
-    normalised features (Zhang et al. 2018, eq. 1), plus the same weighted squared difference of
-    the network input itself (RGB and MSCN luma, not unit-normalised), which keeps the
-    pixel-level structure that SSIM-like measures see.
+    Stage 0 is the image itself (RGB and BT.601 luma, 2x2 mean-pooled as ssim.m's automatic
+    downsampling does for KADID-sized images), stages 1-4 are the backbone maps. For every channel
+    of every stage, :func:`local_similarity` gives a luminance and a structure similarity; the
+    distance is ``exp(log_scale) * sum_k w_k (1 - sim_k)`` over all those terms with softmax-
+    normalised learned weights ``w`` (non-negative, summing to 1; Ding et al. 2020, eq. 6, with
+    local instead of global statistics). SSIM's constants ``(0.01)^2, (0.03)^2`` are used on the
+    image, ``1e-6`` on deep features (as DISTS).
     """
 
     def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS, use_mscn: bool = False) -> None:
         super().__init__()
         self.backbone = Backbone(widths, use_mscn)
-        # raw weights; softplus keeps the per-channel weights non-negative
-        self.input_weights = nn.Parameter(torch.zeros(self.backbone.in_channels))
-        self.channel_weights = nn.ParameterList([nn.Parameter(torch.zeros(c)) for c in widths])
+        self.stage_channels = (4,) + tuple(widths)
+        self.logits = nn.Parameter(torch.zeros(2 * sum(self.stage_channels)))
+        self.log_scale = nn.Parameter(torch.zeros(()))
 
     @staticmethod
-    def _weighted(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return ((a - b).pow(2) * F.softplus(w).view(1, -1, 1, 1)).sum(1).mean((1, 2))
+    def _stage0(x: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(x, 2)
+        return torch.cat([x, luma(x)], dim=1)
+
+    def similarities(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """All luminance and structure similarities ``[B, 2 * sum(stage_channels)]`` (1 = identical)."""
+        terms = [torch.cat(local_similarity(self._stage0(x), self._stage0(ref), 1e-4, 9e-4), dim=1)]
+        for a, b in zip(self.backbone(x), self.backbone(ref)):
+            terms.append(torch.cat(local_similarity(a, b, 1e-6, 1e-6), dim=1))
+        return torch.cat(terms, dim=1)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        px, pr = self.backbone.prepare(x), self.backbone.prepare(ref)
-        d = self._weighted(px, pr, self.input_weights)
-        for a, b, w in zip(self.backbone(x), self.backbone(ref), self.channel_weights):
-            a = a / (a.pow(2).sum(1, keepdim=True) + 1e-10).sqrt()
-            b = b / (b.pow(2).sum(1, keepdim=True) + 1e-10).sqrt()
-            d = d + self._weighted(a, b, w)
-        return d
+        w = torch.softmax(self.logits, dim=0)
+        return self.log_scale.exp() * ((1.0 - self.similarities(x, ref)) * w).sum(dim=1)
 
 
 def weights_path(name: str) -> Path:
