@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import MissingWeightsError
 from ..registry import METRICS
 from .base import Bounds, Metric
-from .cells import mos_from_cells
+from .cells import luma, mos_from_cells
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _MEAN = (0.485, 0.456, 0.406)
@@ -51,11 +51,6 @@ def gaussian_blur(z: torch.Tensor, sigma: float, radius: int = 3) -> torch.Tenso
     z = F.pad(z, (radius,) * 4, mode="reflect" if min(z.shape[-2:]) > radius else "replicate")
     z = F.conv2d(z, g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
     return F.conv2d(z, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
-
-
-def luma(x: torch.Tensor) -> torch.Tensor:
-    """BT.601 luma ``[B, 1, H, W]`` of RGB ``[B, 3, H, W]``."""
-    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def mscn(x: torch.Tensor, sigma: float = 7 / 6, c: float = 1 / 255) -> torch.Tensor:
@@ -127,7 +122,7 @@ def global_context(maps: Sequence[torch.Tensor]) -> torch.Tensor:
     feats = []
     for m in maps:
         flat = m.flatten(2)
-        feats += [flat.mean(-1), (flat.var(-1, unbiased=False) + 1e-8).sqrt(), flat.amax(-1), flat.amin(-1)]
+        feats += [mean_std_pool([m]), flat.amax(-1), flat.amin(-1)]
     return torch.cat(feats, dim=1)
 
 

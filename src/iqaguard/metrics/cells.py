@@ -28,7 +28,11 @@ GMSD_MAX = 0.35  # GMSD mapped to 0 quality (kadid_mos)
 CELL = 16  # cell size in pixels (the stride of the builtin backbone's last stage)
 
 _PREWITT = torch.tensor([[1.0, 0.0, -1.0]] * 3) / 3.0
-_Y601 = (0.299, 0.587, 0.114)
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma ``0.299 R + 0.587 G + 0.114 B``: ``[B, 1, H, W]`` of RGB ``[B, 3, H, W]``."""
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def gradient_magnitude(img: torch.Tensor) -> torch.Tensor:
@@ -37,8 +41,7 @@ def gradient_magnitude(img: torch.Tensor) -> torch.Tensor:
     Luma ``0.299 R + 0.587 G + 0.114 B`` on 0..255, 2x2 mean filter and subsampling by 2,
     Prewitt filters with 'valid' borders.
     """
-    w = torch.tensor(_Y601, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
-    lum = F.avg_pool2d((img * w).sum(dim=1, keepdim=True) * 255.0, 2)
+    lum = F.avg_pool2d(luma(img) * 255.0, 2)
     hx = _PREWITT.to(img)
     k = torch.stack([hx, hx.t()]).unsqueeze(1)
     return F.conv2d(lum, k).pow(2).sum(dim=1).sqrt()
@@ -87,4 +90,4 @@ def mos_from_cells(cells: torch.Tensor) -> torch.Tensor:
     return 1.0 + 2.0 * (q_ssim + q_gmsd)
 
 
-__all__ = ["CELL", "GMSD_MAX", "GMSD_T", "gms_map", "gradient_magnitude", "mos_from_cells", "quality_cells"]
+__all__ = ["CELL", "GMSD_MAX", "GMSD_T", "gms_map", "gradient_magnitude", "luma", "mos_from_cells", "quality_cells"]
