@@ -39,6 +39,7 @@ from iqaguard.metrics.cells import CELL, mos_from_cells, quality_cells
 from iqaguard.metrics.builtin import WEIGHTS_DIR, BuiltinFR, BuiltinNR, FRNet, NRNet
 
 ROOT = Path(__file__).resolve().parents[1]
+NR_LR = 2e-3  # peak learning rate of builtin-nr (OneCycle)
 
 
 def load_split(split: str, seed: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[str]]:
@@ -86,6 +87,13 @@ def predict(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, batch: int 
 def correlations(pred: np.ndarray, mos: np.ndarray, lower_better: bool = False) -> Dict[str, float]:
     p = -pred if lower_better else pred
     return {"srocc": float(stats.spearmanr(p, mos)[0]), "plcc": float(stats.pearsonr(p, mos)[0])}
+
+
+def nr_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """builtin-nr's loss on a batch of crops: smooth L1 on the per-cell ``(s, m, d)`` plus a quarter
+    of the smooth L1 on the crops' pseudo-MOS (both ``[B, 3, h, w]``)."""
+    return (F.smooth_l1_loss(pred, target, beta=0.05)
+            + F.smooth_l1_loss(mos_from_cells(pred), mos_from_cells(target), beta=0.1) / 4.0)
 
 
 def train_loop(model: torch.nn.Module, step: Callable[[torch.Generator], torch.Tensor],
@@ -194,9 +202,7 @@ def main(argv=None) -> int:
     def nr_step(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, x_tr.shape[0], (args.batch,), generator=g)
         xb, cb = cell_crops(g, x_tr, cells_tr, idx, args.patch)
-        pred = nr.cells(xb)
-        return (F.smooth_l1_loss(pred, cb, beta=0.05)
-                + F.smooth_l1_loss(mos_from_cells(pred), mos_from_cells(cb), beta=0.1) / 4.0)
+        return nr_loss(nr.cells(xb), cb)
 
     def nr_val() -> float:
         x, _, y, _ = data["val"]
@@ -206,7 +212,7 @@ def main(argv=None) -> int:
     for k in range(args.nr_restarts):
         torch.manual_seed(args.seed + k)
         nr = NRNet(use_mscn=bool(args.mscn))
-        runs.append(train_loop(nr, nr_step, nr_val, args.nr_epochs, args.iters, 2e-3, args.seed + k, f"nr run {k + 1}"))
+        runs.append(train_loop(nr, nr_step, nr_val, args.nr_epochs, args.iters, NR_LR, args.seed + k, f"nr run {k + 1}"))
     nr, nr_best_val, nr_log = max(runs, key=lambda r: r[1])
     print(f"[nr] kept run {[r[1] for r in runs].index(nr_best_val) + 1} (val SROCC {nr_best_val:.4f})", flush=True)
     nr_time = time.time() - t0

@@ -53,3 +53,21 @@ def test_nr_cells_shape_and_score_is_their_pooling():
         score = net(x)
     assert c.shape == (2, 3, 4, 6) and float(c[:, 2].min()) >= 0
     torch.testing.assert_close(score, mos_from_cells(c))
+
+
+def test_crop_with_the_image_ssim_factor_is_closer_to_the_full_image_cells():
+    """A 384x512 image has ssim.m factor 2; a 128x128 crop alone would get factor 1. With
+    ssim_factor=2 the crop's SSIM cells approach the full image's (away from the crop border;
+    the 'valid' maps pool onto slightly shifted grids, so not exactly); GMS cells do not depend
+    on the factor."""
+    ref = load_image(photo_paths()[2])[..., :384, :512].contiguous()
+    x = torch.nn.functional.avg_pool2d(ref, 5, 1, 2, count_include_pad=False)
+    full = quality_cells(x, ref)
+    crop = (slice(None), slice(None), slice(128, 256), slice(256, 384))
+    own = quality_cells(x[crop], ref[crop])
+    forced = quality_cells(x[crop], ref[crop], ssim_factor=2)
+    torch.testing.assert_close(forced[:, 1:], own[:, 1:])
+    inner = full[:, 0, 8:16, 16:24][..., 1:-1, 1:-1]
+    err_forced = float((forced[:, 0, 1:-1, 1:-1] - inner).abs().mean())
+    err_own = float((own[:, 0, 1:-1, 1:-1] - inner).abs().mean())
+    assert err_forced < 0.5 * err_own

@@ -16,7 +16,7 @@ aggregates them with :func:`mos_from_cells`, the same formula as the label.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +57,8 @@ def gms_map(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def quality_cells(x: torch.Tensor, ref: torch.Tensor, cell: int = CELL) -> torch.Tensor:
+def quality_cells(x: torch.Tensor, ref: torch.Tensor, cell: int = CELL,
+                  ssim_factor: Optional[int] = None) -> torch.Tensor:
     """Per-cell ``(s, m, d)`` of the pseudo-MOS maps: ``[B, 3, H // cell, W // cell]``.
 
     ``s``: mean of the luma SSIM map (ssim.m conventions, automatic downsampling of the whole
@@ -68,10 +69,13 @@ def quality_cells(x: torch.Tensor, ref: torch.Tensor, cell: int = CELL) -> torch
         x: distorted ``[B, 3, H, W]`` in [0, 1], H and W multiples of ``cell``.
         ref: its reference (same shape, or batch 1).
         cell: cell size in pixels.
+        ssim_factor: SSIM downsampling factor; default ssim.m's automatic one for the size of
+            ``x``. A crop of a 384 x 512 image passes 2, the factor of the whole image, so that
+            its cells are those the crop would have inside the full image (up to borders).
     """
     h, w = x.shape[-2] // cell, x.shape[-1] // cell
     a, b = _to255(x, True), _to255(ref.expand_as(x), True)
-    f = ssim_downsample_factor(*a.shape[-2:])
+    f = ssim_downsample_factor(*a.shape[-2:]) if ssim_factor is None else int(ssim_factor)
     if f > 1:
         a, b = _mean_downsample(a, f), _mean_downsample(b, f)
     s = F.adaptive_avg_pool2d(_ssim_maps(a, b)[0], (h, w))

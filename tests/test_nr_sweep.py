@@ -1,0 +1,53 @@
+"""The pure parts of scripts/nr_sweep.py (the builtin-nr variant harness)."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import nr_sweep  # noqa: E402
+from train_builtin import nr_loss  # noqa: E402
+
+from iqaguard.data.builtin import photo_paths  # noqa: E402
+from iqaguard.data.io import load_image  # noqa: E402
+from iqaguard.metrics.cells import mos_from_cells  # noqa: E402
+
+
+def test_every_variant_overrides_known_recipe_keys():
+    for name, (what, over) in nr_sweep.VARIANTS.items():
+        assert what and set(over) <= set(nr_sweep.BASE), name
+
+
+def test_rescaled_crops_of_an_undistorted_image_score_5():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(2, 3, 192, 256, generator=g) * 255).to(torch.uint8)
+    xb, cb = nr_sweep.rescaled_crops(g, x, x.clone(), torch.tensor([0, 1, 1]), patch=64, smin=0.5)
+    assert xb.shape == (3, 3, 64, 64) and cb.shape == (3, 3, 4, 4)
+    assert float(xb.min()) >= 0 and float(xb.max()) <= 1
+    torch.testing.assert_close(mos_from_cells(cb), torch.full((3,), 5.0), atol=1e-3, rtol=0)
+
+
+def test_rescaled_crops_label_a_distortion_below_5():
+    g = torch.Generator().manual_seed(1)
+    ref = (load_image(photo_paths()[0])[..., :192, :256] * 255).round().to(torch.uint8)
+    noisy = (ref.float() + 40 * torch.randn(ref.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    _, cb = nr_sweep.rescaled_crops(g, noisy, ref, torch.tensor([0, 0]), patch=64, smin=0.6)
+    assert float(mos_from_cells(cb).max()) < 4.0
+
+
+def test_batch_losses_add_the_plcc_and_ranking_terms():
+    g = torch.Generator().manual_seed(2)
+    target = torch.rand(6, 3, 2, 2, generator=g)
+    pred = target + 0.05 * torch.randn(target.shape, generator=g)
+    base = dict(nr_sweep.BASE)
+    assert float(nr_sweep.batch_losses(pred, target, base)) == pytest.approx(float(nr_loss(pred, target)))
+    pm, ym = mos_from_cells(pred), mos_from_cells(target)
+    plcc = float(torch.corrcoef(torch.stack([pm, ym]))[0, 1])
+    got = nr_sweep.batch_losses(pred, target, dict(base, plcc_w=2.0)) - nr_loss(pred, target)
+    assert float(got) == pytest.approx(2.0 * (1 - plcc), abs=1e-5)
+    pairs = [(i, j) for i in range(6) for j in range(6) if abs(float(ym[i] - ym[j])) > 0.05]
+    rank = sum(float(F.softplus(-(pm[i] - pm[j]) * torch.sign(ym[i] - ym[j]) / 0.1)) for i, j in pairs) / len(pairs)
+    got = nr_sweep.batch_losses(pred, target, dict(base, rank_w=1.0)) - nr_loss(pred, target)
+    assert float(got) == pytest.approx(rank, abs=1e-5)
