@@ -20,6 +20,7 @@ run takes about 5 minutes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import sys
@@ -155,6 +156,22 @@ def run(job: Tuple[str, int, str]) -> dict:
             "device": str(dev), "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}}
 
 
+def read_rows(path: Path) -> List[dict]:
+    """Result rows already in ``path``; a line cut off by an interrupted write is reported and
+    dropped (its run is done again)."""
+    rows = []
+    if path.exists():
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                print(f"{path}:{n}: unreadable line (interrupted write?) ignored; that run is done again",
+                      file=sys.stderr)
+    return rows
+
+
 def summary(rows: List[dict]) -> str:
     """Markdown table: per variant, mean (and per-seed) best-val / test / train SROCC."""
     lines = ["| variant | seeds | val SROCC | test SROCC | train SROCC |", "|---|---|---|---|---|"]
@@ -188,7 +205,7 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; choose among {list(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    done = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()] if args.out.exists() else []
+    done = read_rows(args.out)
     jobs = [(n, s, args.device) for n in names for s in seeds
             if not any(r["variant"] == n and r["seed"] == s for r in done)]
     print(f"{len(jobs)} run(s) to do, {len(done)} already in {args.out}", flush=True)
@@ -196,9 +213,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
         _DATA.update(load_data(args.data_seed), threads=args.threads)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(args.workers) if args.workers > 1 else _Serial() as pool:
-            for row in pool.imap_unordered(run, jobs):
+        pool = multiprocessing.get_context("fork").Pool(args.workers) if args.workers > 1 else None
+        with pool or contextlib.nullcontext():
+            for row in (pool.imap_unordered(run, jobs) if pool else map(run, jobs)):
                 with args.out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 done.append(row)
@@ -207,20 +224,6 @@ def main(argv=None) -> int:
                       flush=True)
     print(summary([r for r in done if r["variant"] in names]))
     return 0
-
-
-class _Serial:
-    """The part of ``multiprocessing.Pool`` used by :func:`main`, in-process."""
-
-    def __enter__(self) -> "_Serial":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    @staticmethod
-    def imap_unordered(fn, jobs):
-        return map(fn, jobs)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from iqaguard.data import kadid_mos
+from iqaguard.errors import InputError
 from iqaguard.data.builtin import photo_paths
 from iqaguard.data.io import load_image
 from iqaguard.metrics.builtin import NRNet
@@ -71,3 +72,10 @@ def test_crop_with_the_image_ssim_factor_is_closer_to_the_full_image_cells():
     err_forced = float((forced[:, 0, 1:-1, 1:-1] - inner).abs().mean())
     err_own = float((own[:, 0, 1:-1, 1:-1] - inner).abs().mean())
     assert err_forced < 0.5 * err_own
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_bad_ssim_factor_is_an_input_error(bad):
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(InputError, match="ssim_factor"):
+        quality_cells(x, x, ssim_factor=bad)

@@ -51,3 +51,11 @@ def test_batch_losses_add_the_plcc_and_ranking_terms():
     rank = sum(float(F.softplus(-(pm[i] - pm[j]) * torch.sign(ym[i] - ym[j]) / 0.1)) for i, j in pairs) / len(pairs)
     got = nr_sweep.batch_losses(pred, target, dict(base, rank_w=1.0)) - nr_loss(pred, target)
     assert float(got) == pytest.approx(rank, abs=1e-5)
+
+
+def test_read_rows_drops_a_cut_off_line(tmp_path, capsys):
+    out = tmp_path / "sweep.jsonl"
+    out.write_text('{"variant": "base", "seed": 0}\n{"variant": "pl')
+    assert nr_sweep.read_rows(out) == [{"variant": "base", "seed": 0}]
+    assert "sweep.jsonl:2" in capsys.readouterr().err
+    assert nr_sweep.read_rows(tmp_path / "absent.jsonl") == []

@@ -21,6 +21,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from .functional import _mean_downsample, _ssim_maps, _to255, ssim_downsample_factor
 
 GMSD_T = 170.0  # stability constant of Xue et al. 2014 for 0..255 images
@@ -71,8 +72,12 @@ def quality_cells(x: torch.Tensor, ref: torch.Tensor, cell: int = CELL,
         cell: cell size in pixels.
         ssim_factor: SSIM downsampling factor; default ssim.m's automatic one for the size of
             ``x``. A crop of a 384 x 512 image passes 2, the factor of the whole image, so that
-            its cells are those the crop would have inside the full image (up to borders).
+            its SSIM cells approximate those of the crop inside the full image (the 'valid'
+            maps pool onto slightly shifted grids).
     """
+    if ssim_factor is not None and (isinstance(ssim_factor, bool) or int(ssim_factor) != ssim_factor
+                                    or ssim_factor < 1):
+        raise InputError(f"ssim_factor: expected a positive integer or None, got {ssim_factor!r}")
     h, w = x.shape[-2] // cell, x.shape[-1] // cell
     a, b = _to255(x, True), _to255(ref.expand_as(x), True)
     f = ssim_downsample_factor(*a.shape[-2:]) if ssim_factor is None else int(ssim_factor)
