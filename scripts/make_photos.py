@@ -18,7 +18,8 @@ Usage::
     python scripts/make_photos.py --debs /tmp/debs/x           # Debian packages extracted there
     python scripts/make_photos.py --debs /tmp/debs/x --check   # only verify the sources exist
 
-The Debian packages (``mate-backgrounds``, ``plasma-workspace-wallpapers``) can be unpacked with
+The Debian packages (``mate-backgrounds``, ``plasma-workspace-wallpapers``, ``lomiri-wallpapers-16.04``,
+``lomiri-wallpapers-20.04``) can be unpacked with
 ``apt-get download <pkg> && dpkg-deb -x <pkg>.deb <debs>/<pkg>``. scikit-image and scikit-learn
 are found through their installed Python packages.
 """
@@ -40,6 +41,8 @@ QUALITY = 95
 
 MATE = "mate-backgrounds"
 PLASMA = "plasma-workspace-wallpapers"
+LOMIRI = "lomiri-wallpapers-{}"  # lomiri-wallpapers-16.04 / -20.04 (Ubuntu Touch wallpaper contests)
+LOMIRI_DIR = "usr/share/backgrounds"
 MATE_NATURE = "usr/share/backgrounds/mate/nature"
 PLASMA_DIR = "usr/share/wallpapers"
 GPL = "GPL-2+ (Debian copyright file)"
@@ -81,6 +84,24 @@ _PLASMA_PHOTOS: List[Tuple[str, str]] = [
     ("eveningglow", "EveningGlow"), ("fallenleaf", "FallenLeaf"), ("onestandsout", "OneStandsOut"),
     ("path", "Path"), ("summer1am", "summer_1am"), ("darkesthour", "DarkestHour"),
     ("grey", "Grey"), ("kite", "Kite"),
+]
+
+# (output name, release, original file name, author and licence as in debian/copyright)
+_LOMIRI_PHOTOS: List[Tuple[str, str, str, str, str]] = [
+    ("bridge", "16.04", "Bridge_by_Sander_Klootwijk.jpg", "Sander Klootwijk", "CC-BY-SA-4.0"),
+    ("dragonfly", "16.04", "Dragonfly_by_Bolly.jpg", "\"Bolly\"", "CC-BY-SA-4.0"),
+    ("fig", "16.04", "Picture_0B_by_freespace.jpg", "Trevor \"Freespace\"", "CC-BY-4.0"),
+    ("brushes", "16.04", "Picture_1A_by_freespace.jpg", "Trevor \"Freespace\"", "CC-BY-4.0"),
+    ("wine", "16.04", "Wine_by_Jakkub_Mede.jpg", "Jakub Mede", "CC-BY-4.0"),
+    ("aitzgorri", "16.04", "aitzgorri_by_Aitzol_Berasategi.jpg", "Aitzol Berasategi", "CC-BY-4.0"),
+    ("bird", "16.04", "free_by_Peter_Nerlich.jpg", "Peter Nerlich", "CC-BY-SA-4.0"),
+    ("dogs", "16.04", "friends_by_Aitzol_Berasategi.jpg", "Aitzol Berasategi", "CC-BY-4.0"),
+    ("clock", "16.04", "greentock_by_Peter_Nerlich.jpg", "Peter Nerlich", "CC-BY-SA-4.0"),
+    ("stream", "16.04", "life_by_Aitzol_Berasategi.jpg", "Aitzol Berasategi", "CC-BY-4.0"),
+    ("picos", "16.04", "picosdeeuropa_by_Aitzol_Berasategi.jpg", "Aitzol Berasategi", "CC-BY-4.0"),
+    ("dandelion", "16.04", "seeding_by_Clements_Engelhardt.jpg", "Clemens Engelhardt", "CC0-1.0"),
+    ("sunset", "16.04", "sunset_by_Aitzol_Berasategi.jpg", "Aitzol Berasategi", "CC-BY-4.0"),
+    ("nuthatch", "20.04", "Kleiber_by_Lukas_Baubkus.jpg", "Lukas Baubkus", "CC-BY-SA-3.0"),
 ]
 
 # (output name, package, file inside the package, author, licence as documented by the package)
@@ -134,6 +155,9 @@ def collect(debs: Path) -> List[Tuple[Source, Path]]:
         author, licence = _plasma_meta(wall)
         rel = "/" + str(src.relative_to(debs / PLASMA))
         out.append((Source(name, PLASMA, rel, author, licence), src))
+    for name, release, fname, author, licence in _LOMIRI_PHOTOS:
+        pkg, rel = LOMIRI.format(release), f"{LOMIRI_DIR}/{fname}"
+        out.append((Source(name, pkg, "/" + rel, author, f"{licence} (Debian copyright file)"), debs / pkg / rel))
     roots: Dict[str, Path] = {"scikit-image": Path(skimage.__file__).parent,
                               "scikit-learn": Path(sklearn.__file__).parent}
     versions = {"scikit-image": skimage.__version__, "scikit-learn": sklearn.__version__}
@@ -183,7 +207,10 @@ _CARD_TAIL = """
 Every file is redistributable under the licence given in its row. The wallpapers come from the
 Debian packages `mate-backgrounds` (GPL-2+, authors as listed in its `debian/copyright`) and
 `plasma-workspace-wallpapers` (each wallpaper's `metadata.json` declares LGPL-3.0 and its author;
-Debian's `copyright` file states GPL-2+ for the package); both licences allow copying, modifying
+Debian's `copyright` file states GPL-2+ for the package) and `lomiri-wallpapers-16.04` /
+`lomiri-wallpapers-20.04` (photographs of the Ubuntu Touch wallpaper contests; each file's author
+and Creative Commons licence — CC0-1.0, CC-BY-4.0, CC-BY-SA-3.0/4.0 — as listed in the package's
+`debian/copyright`); all these licences allow copying, modifying
 (here: resizing and re-encoding) and redistributing, provided the licence and the attribution
 travel with the files — this card is that notice, and it ships next to the images. The
 scikit-image images are public domain or CC0 (as stated in the `skimage.data` docstrings) and the
