@@ -30,10 +30,10 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_builtin import NR_LR, cell_crops, load_split, nr_loss, predict, train_loop  # noqa: E402
+from train_builtin import (NR_LR, cell_crops, cell_targets, correlations, load_split, nr_loss,  # noqa: E402
+                           predict, train_loop)
 
 from iqaguard.metrics.builtin import NRNet  # noqa: E402
 from iqaguard.metrics.cells import mos_from_cells, quality_cells  # noqa: E402
@@ -73,9 +73,7 @@ def load_data(seed: int) -> dict:
     for split in ("train", "val", "test"):
         x, r, y, src = load_split(split, seed)
         data[split] = dict(x=x, r=r, y=y, src=src)
-    tr = data["train"]
-    tr["cells"] = torch.cat([quality_cells(tr["x"][i:i + 50].float() / 255, tr["r"][i:i + 50].float() / 255)
-                             for i in range(0, len(tr["x"]), 50)])
+    data["train"]["cells"] = cell_targets(data["train"]["x"], data["train"]["r"])
     return data
 
 
@@ -143,7 +141,7 @@ def run(job: Tuple[str, int, str]) -> dict:
 
     def srocc(split: str, pick=slice(None)) -> float:
         d = _DATA[split]
-        return float(stats.spearmanr(predict(score, d["x"][pick], batch=25), d["y"][pick].numpy())[0])
+        return correlations(predict(score, d["x"][pick], batch=25), d["y"][pick].numpy())["srocc"]
 
     t0 = time.time()
     net, best_val, log = train_loop(net, step, lambda: srocc("val"), EVALS, cfg["steps"] // EVALS, cfg["lr"],

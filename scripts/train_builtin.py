@@ -58,6 +58,13 @@ def load_split(split: str, seed: int) -> Tuple[torch.Tensor, torch.Tensor, torch
     return torch.stack(imgs), torch.stack(refs), torch.tensor(mos), src
 
 
+def cell_targets(imgs: torch.Tensor, refs: torch.Tensor, chunk: int = 50) -> torch.Tensor:
+    """Per-cell ``(s, m, d)`` targets (:func:`quality_cells`) of uint8 images and their references,
+    in chunks, stored as float16 ``[N, 3, H / 16, W / 16]``."""
+    return torch.cat([quality_cells(imgs[i:i + chunk].float() / 255.0, refs[i:i + chunk].float() / 255.0).half()
+                      for i in range(0, imgs.shape[0], chunk)])
+
+
 def cell_crops(g: torch.Generator, imgs: torch.Tensor, cells: torch.Tensor, idx: torch.Tensor,
                patch: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Random ``patch x patch`` crops of ``imgs[idx]`` (uint8) aligned to the 16-pixel cell grid,
@@ -195,8 +202,7 @@ def main(argv=None) -> int:
 
     # ---- builtin-nr: predict the per-cell SSIM/GMS statistics of the label (metrics/cells.py) ----
     t0 = time.time()
-    cells_tr = torch.cat([quality_cells(x_tr[i:i + 50].float() / 255.0, r_tr[i:i + 50].float() / 255.0).half()
-                          for i in range(0, x_tr.shape[0], 50)])
+    cells_tr = cell_targets(x_tr, r_tr)
     print(f"[nr] cell targets {tuple(cells_tr.shape)} in {time.time() - t0:.0f}s", flush=True)
 
     def nr_step(g: torch.Generator) -> torch.Tensor:
