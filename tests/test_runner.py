@@ -147,6 +147,28 @@ def rows_by_key(store_path) -> dict:
         return {tuple(r[k] for k in KEY_COLUMNS): r for r in s.df()}
 
 
+SCORE_COLUMNS = ("mos", "clean", "attacked", "defended_clean", "defended_attacked", "psnr", "ssim", "mse", "linf",
+                 "bound_worst", "bound_best")
+EXACT_COLUMNS = ("lower_better", "seed", "gen_seed", "spec_hash", "spec_version", "version")
+
+
+def assert_same_results(a_store: Path, b_store: Path) -> int:
+    """Two stores of the same spec hold the same result rows (scores to 1e-6) and byte-identical
+    adversarial PNGs (in ``<stem>_adv``); returns the number of rows."""
+    a, b = rows_by_key(a_store), rows_by_key(b_store)
+    assert set(a) == set(b)
+    for key, row in a.items():
+        for c in SCORE_COLUMNS:
+            assert row[c] == pytest.approx(b[key][c], abs=1e-6, nan_ok=True), (key, c)
+        for c in EXACT_COLUMNS:
+            assert row[c] == b[key][c], (key, c)
+    a_adv, b_adv = (s.with_name(s.stem + "_adv") for s in (a_store, b_store))
+    pngs = sorted(p.relative_to(a_adv) for p in a_adv.rglob("*.png"))
+    assert pngs and pngs == sorted(p.relative_to(b_adv) for p in b_adv.rglob("*.png"))
+    assert all((a_adv / p).read_bytes() == (b_adv / p).read_bytes() for p in pngs)
+    return len(a)
+
+
 def run(spec: dict, store_path, executor=None):
     from iqaguard.bench.runner import run_spec
     from iqaguard.bench.spec import Spec

@@ -8,7 +8,7 @@ import torch
 from iqaguard.errors import InputError, ScoreError
 from iqaguard.metrics.base import Bounds
 from iqaguard.scores import (
-    abs_gain, abs_gain_auc, abstain_rate, cert_radius, cert_rel_delta, d_score, d_score_d, linf, mse, plcc,
+    abs_gain, abs_gain_auc, abstain_rate, cert_radius, cert_rel_delta, d_score, d_score_d, fidelity, linf, mse, plcc,
     psnr, r_score, r_score_auc, r_score_d, srocc, ssim,
 )
 
@@ -172,6 +172,30 @@ def test_ssim_constant_shift_hand_value():
 def test_fidelity_rejects_mismatched_images():
     with pytest.raises(InputError, match="y"):
         mse(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9))
+    with pytest.raises(InputError, match="y"):
+        fidelity(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 17))
+    with pytest.raises(InputError, match="SSIM"):
+        fidelity(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+
+
+def test_fidelity_all_at_once_hand_values_and_agreement():
+    # the blue-channel shift of test_fidelity_hand_values_and_conventions, on a 16x16 image
+    x = torch.full((1, 3, 16, 16), 0.5)
+    y = x.clone()
+    y[:, 2] += 0.1
+    out = fidelity(x, y)
+    assert set(out) == {"psnr", "ssim", "mse", "linf"}
+    assert out["mse"][0] == pytest.approx(0.01 / 3, rel=1e-5)
+    assert out["linf"][0] == pytest.approx(0.1, rel=1e-5)
+    assert out["psnr"][0] == pytest.approx(-20 * math.log10(24.966 * 0.1 / 255), rel=1e-5)
+    # textured images at a size where SSIM downsamples (f = 2): equal to the separate functions
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 384, 512, generator=g)
+    b = (a + 0.05 * torch.randn(2, 3, 384, 512, generator=g)).clamp(0, 1)
+    both = fidelity(b, a)
+    for name, fn in (("psnr", psnr), ("ssim", ssim), ("mse", mse), ("linf", linf)):
+        assert both[name].dtype == np.float64 and both[name].shape == (2,)
+        np.testing.assert_allclose(both[name], fn(b, a), rtol=1e-6)
 
 
 # ---------------------------------------------------------------- certified

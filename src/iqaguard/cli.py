@@ -75,12 +75,14 @@ def score(images: List[Path] = typer.Argument(..., help="image files (PNG, JPEG,
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="output folder (DuckDB store, adversarial PNGs, report)"),
          executor: str = typer.Option("local", help="local | ray"),
+         workers: Optional[int] = typer.Option(None, min=1, help="worker processes of the local executor "
+                                               "(default: one per core; 1 = in-process)"),
          fresh: bool = typer.Option(False, help="delete an existing demo store first instead of resuming")) -> None:
     """Run the builtin demo benchmark (builtin metrics x I-FGSM x JPEG, both modes) and write the report."""
     from .bench.demo import run_demo
 
     try:
-        run_demo(out, executor=executor, fresh=fresh, console=console)
+        run_demo(out, executor=executor, workers=workers, fresh=fresh, console=console)
     except IqaguardError as e:
         _fail(e)
 

@@ -33,7 +33,8 @@ def run_cmd(spec: str = typer.Argument(..., help="spec YAML file, or a builtin s
             address: Optional[str] = typer.Option(None, "--address",
                                                   help="Ray cluster address (auto, host:6379, ray://host:10001)"),
             workers: Optional[int] = typer.Option(None, "--workers", min=1,
-                                                  help="CPUs of a local Ray instance (without --address)"),
+                                                  help="local: worker processes (default 1, in-process; keep workers x "
+                                                       "num_threads <= cores); ray: CPUs of a local Ray instance"),
             gpus_per_task: Optional[float] = typer.Option(None, "--gpus-per-task", min=0.0,
                                                           help="GPUs per Ray task (default 1 if device is cuda)"),
             quiet: bool = typer.Option(False, "--quiet", help="no progress bar")) -> None:

@@ -8,6 +8,7 @@ SROCC clean/adv, D_score, D_score^(D), R_score, PSNR, SSIM, MSE, L-inf).
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -62,8 +63,27 @@ def print_tables(store: Path, console: Console) -> List[Dict]:
     return groups
 
 
-def run_demo(out: Path, executor: str = "local", fresh: bool = False, console: Optional[Console] = None) -> Path:
+def default_workers(num_threads: int) -> int:
+    """Worker processes that fill this machine's usable cores with ``num_threads`` threads each."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, num_threads))
+
+
+def run_demo(out: Path, executor: str = "local", workers: Optional[int] = None, fresh: bool = False,
+             console: Optional[Console] = None) -> Path:
     """Run (or resume) the demo spec into ``out/demo.duckdb``, print the tables, write the report.
+
+    Args:
+        out: output folder.
+        executor: ``"local"`` or ``"ray"``.
+        workers: local worker processes (default :func:`default_workers` for the spec's
+            ``num_threads``: one single-threaded process per core); with Ray, the CPUs of a local
+            Ray instance (default: all cores).
+        fresh: delete an existing demo store first.
+        console: where progress and tables go.
 
     Returns:
         The path of the report's ``index.html``.
@@ -81,8 +101,13 @@ def run_demo(out: Path, executor: str = "local", fresh: bool = False, console: O
             p.unlink()
     t0 = time.time()
     spec = load_spec("demo")
-    ex = make_executor(executor, device=spec.device, cpus_per_task=spec.num_threads)
-    summary = run_spec(spec, store, executor=ex, progress=True, console=console)
+    if workers is None and executor == "local":
+        workers = default_workers(spec.num_threads)
+    ex = make_executor(executor, workers=workers, device=spec.device, cpus_per_task=spec.num_threads)
+    try:
+        summary = run_spec(spec, store, executor=ex, progress=True, console=console)
+    finally:
+        ex.close()
     print_tables(store, console)
     report = write_report(store, out / "report")
     console.print(f"{summary.rows_written} new rows ({summary.tasks_skipped} tasks already done) in "

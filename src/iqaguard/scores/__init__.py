@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from .certified import abstain_rate, cert_radius, cert_rel_delta
 from .correlation import plcc, srocc
-from .fidelity import linf, mse, psnr, ssim
+from .fidelity import fidelity, linf, mse, psnr, ssim
 from .robustness import R_FLOOR, abs_gain, abs_gain_auc, d_score, d_score_d, r_score, r_score_auc, r_score_d
 
 __all__ = [
     "R_FLOOR", "abs_gain", "abs_gain_auc", "abstain_rate", "cert_radius", "cert_rel_delta", "d_score",
-    "d_score_d", "linf", "mse", "plcc", "psnr", "r_score", "r_score_auc", "r_score_d", "srocc", "ssim",
+    "d_score_d", "linf", "mse", "plcc", "psnr", "r_score", "r_score_auc", "r_score_d", "srocc", "ssim", "fidelity",
 ]

@@ -11,7 +11,7 @@ originals. These wrappers fix the benchmark's conventions on top of
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Dict
 
 import numpy as np
 import torch
@@ -89,3 +89,29 @@ def linf(x: Any, y: Any) -> np.ndarray:
         ``[B]`` values in [0, 1] (``4/255`` for a saturated medium L∞ attack).
     """
     return _per_image(F.linf, x, y)
+
+
+def fidelity(x: Any, y: Any) -> Dict[str, np.ndarray]:
+    """All four fidelity scores at once: ``{"psnr", "ssim", "mse", "linf"}``, each ``[B]`` float64.
+
+    Equal to :func:`psnr`, :func:`ssim`, :func:`mse` and :func:`linf` (same conventions), but the
+    pair is validated once and the difference image is shared — the benchmark scores every
+    defended image this way, four times cheaper in validation.
+
+    Args:
+        x: processed images ``[B, 3, H, W]`` in [0, 1] (torch or numpy), at least 11x11 after
+            SSIM's automatic downsampling.
+        y: original images, same shape.
+
+    Raises:
+        InputError: invalid images, different shapes, or images too small for SSIM.
+    """
+    x, y = _as_image(x, "x"), _as_image(y, "y")
+    check_pair(x, y, "x", "y")
+    F.check_ssim_size(x)
+    with torch.no_grad():
+        x, y = x.detach(), y.detach()
+        d = (x - y).flatten(1)
+        out = {"psnr": F._psnr(x, y, 1.0, True), "ssim": F._ssim(x, y, True, True),
+               "mse": d.pow(2).mean(dim=1), "linf": d.abs().amax(dim=1)}
+        return {k: v.to("cpu", torch.float64).numpy() for k, v in out.items()}

@@ -1,4 +1,5 @@
-"""Executors: run benchmark tasks in-process (:class:`LocalExecutor`) or on Ray (:class:`RayExecutor`).
+"""Executors: run benchmark tasks on this machine (:class:`LocalExecutor`: in-process or in a pool of
+worker processes) or on Ray (:class:`RayExecutor`).
 
 An executor maps a function over tasks and yields ``(task, result)`` pairs as they finish
 (any order); the caller — the runner, on the driver — writes results to the store. Both
@@ -35,22 +36,24 @@ def make_executor(kind: str = "local", address: Optional[str] = None, workers: O
     """Build an executor by name.
 
     Args:
-        kind: ``"local"`` (in-process, default) or ``"ray"``.
+        kind: ``"local"`` (this machine, default) or ``"ray"``.
         address: Ray cluster address (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``); ``None``
             starts a local Ray instance.
-        workers: CPUs of the local Ray instance (default: all cores); ignored with ``address``.
+        workers: local: worker processes (default 1 = in-process; give each ``cpus_per_task``
+            threads, so ``workers * cpus_per_task <= cores``); ray: CPUs of the local Ray instance
+            (default: all cores), ignored with ``address``.
         device: the spec's device; a CUDA device makes Ray tasks request GPUs.
         gpus_per_task: GPUs each Ray task requests (default 1 when ``device`` is CUDA, else 0;
             fractions such as 0.25 pack several small tasks on one GPU).
         cpus_per_task: CPUs each Ray task requests (pass the spec's ``num_threads``).
 
     Raises:
-        InputError: unknown ``kind``.
+        InputError: unknown ``kind``; ``workers`` not a positive integer.
     """
     if kind == "local":
         from .local import LocalExecutor
 
-        return LocalExecutor()
+        return LocalExecutor(1 if workers is None else workers)
     if kind == "ray":
         from .ray_exec import RayExecutor
 

@@ -97,8 +97,7 @@ def _purify(d: DefenseRef, x: torch.Tensor, task: Any) -> Tuple[torch.Tensor, fl
 
 
 def _fidelity(px: torch.Tensor, x: torch.Tensor) -> Dict[str, List[float]]:
-    return {k: [float(v) for v in fn(px, x)] for k, fn in
-            (("psnr", scores.psnr), ("ssim", scores.ssim), ("mse", scores.mse), ("linf", scores.linf))}
+    return {k: [float(v) for v in vals] for k, vals in scores.fidelity(px, x).items()}
 
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
