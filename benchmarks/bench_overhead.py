@@ -1,6 +1,7 @@
 """Benchmark-engine overhead, measured side by side in one process.
 
     python benchmarks/bench_overhead.py [--images 12] [--height 384 --width 512] [--repeats 3] [--device cpu]
+                                        [--workers N] [--skip-parts 1,2]
 
 Part 1 — one attack (I-FGSM medium) and D = 5 defenses (JPEG presets 0..4), non-adaptive:
 
@@ -18,9 +19,14 @@ Part 2 — per-task executor overhead: an engine run whose tasks cost almost not
 attack, mean-pixel metric, 16x16 images, no defense), wall time / number of tasks; acceptance:
 <= 50 ms.
 
+Part 3 — local executor throughput: the part 1 grid (``--pool-images``, batch 2) run in-process with ``num_threads = N``
+against a pool of ``N`` single-threaded worker processes (``LocalExecutor(workers=N)``, what
+``iqaguard demo`` uses), N = ``--workers`` (default: the usable cores); it prints both wall
+times and their ratio. Results are identical (tests/test_local_pool.py); only speed differs.
+
 The metric is ``builtin-nr`` (when its weights are missing, the same network with random
 weights: identical cost); images are KADID-sized 384x512 by default. Everything runs with one
-torch thread (the engine's default ``num_threads``); medians over ``--repeats``.
+torch thread (the engine's default ``num_threads``) except in part 3; medians over ``--repeats``.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -38,6 +44,9 @@ from rich.console import Console
 
 from iqaguard import attacks, defenses, metrics, scores
 from iqaguard.attacks.base import Attack
+from iqaguard.bench.demo import default_workers
+from iqaguard.bench.executors import Executor
+from iqaguard.bench.executors.local import LocalExecutor
 from iqaguard.bench.runner import run_spec
 from iqaguard.bench.spec import Spec
 from iqaguard.errors import MissingWeightsError
@@ -99,10 +108,21 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-def engine_run(spec: Dict) -> float:
+def engine_run(spec: Dict, executor: Optional[Executor] = None) -> float:
     with tempfile.TemporaryDirectory() as d:
-        return timed(lambda: run_spec(Spec.model_validate(spec), Path(d) / "s.duckdb", progress=False,
-                                      console=Console(quiet=True)))
+        return timed(lambda: run_spec(Spec.model_validate(spec), Path(d) / "s.duckdb", executor=executor,
+                                      progress=False, console=Console(quiet=True)))
+
+
+def grid_spec(args: argparse.Namespace, metric: Dict, num_threads: int = 1, images: Optional[int] = None,
+              batch_size: int = 4) -> Dict:
+    """Part 1's grid: I-FGSM medium x JPEG presets 0..4 on the synthetic images, non-adaptive."""
+    return {"version": "overhead", "imports": [str(Path(__file__).resolve())], "metrics": [metric],
+            "datasets": [{"name": "bench-synth", "kwargs": {"n": images or args.images, "height": args.height,
+                                                            "width": args.width}}],
+            "attacks": [{"name": "ifgsm", "presets": ["medium"]}], "defenses": [{"name": "jpeg", "presets": "all"}],
+            "modes": ["non-adaptive"], "batch_size": batch_size, "num_threads": num_threads,
+            "device": args.device}
 
 
 def part1(args: argparse.Namespace, metric: Dict) -> None:
@@ -115,8 +135,7 @@ def part1(args: argparse.Namespace, metric: Dict) -> None:
     advs: List[torch.Tensor] = []
 
     def fidelity(y: torch.Tensor, x: torch.Tensor) -> None:
-        for fn in (scores.psnr, scores.ssim, scores.mse, scores.linf):
-            fn(y, x)
+        scores.fidelity(y, x)
 
     def attack_alone() -> None:
         advs.clear()
@@ -139,11 +158,7 @@ def part1(args: argparse.Namespace, metric: Dict) -> None:
                 fidelity(pa, x)
         return go
 
-    spec = {"version": "overhead", "metrics": [metric],
-            "datasets": [{"name": "bench-synth", "kwargs": {"n": args.images, "height": args.height,
-                                                            "width": args.width}}],
-            "attacks": [{"name": "ifgsm", "presets": ["medium"]}], "defenses": [{"name": "jpeg", "presets": "all"}],
-            "modes": ["non-adaptive"], "batch_size": 4, "num_threads": 1, "device": args.device}
+    spec = grid_spec(args, metric)
     t_att, t_def, t_eng = [], [[] for _ in jpegs], []
     engine_run(spec)  # warm-up (imports, first-call allocations)
     for _ in range(args.repeats):
@@ -177,6 +192,21 @@ def part2(args: argparse.Namespace) -> None:
           f"(acceptance <= 50 ms: {'PASS' if 1000 * t / n_tasks <= 50 else 'FAIL'})")
 
 
+def part3(args: argparse.Namespace, metric: Dict) -> None:
+    n = args.workers or default_workers(1)
+    grid = dict(images=args.pool_images, batch_size=2)  # the demo's batch size; many tasks per worker
+    pool = LocalExecutor(workers=n)
+    try:
+        engine_run(grid_spec(args, metric, images=2 * n, batch_size=2), pool)  # warm-up: start the workers
+        t_pool = statistics.median(engine_run(grid_spec(args, metric, **grid), pool) for _ in range(args.repeats))
+    finally:
+        pool.close()
+    t_one = statistics.median(engine_run(grid_spec(args, metric, num_threads=n, **grid))
+                              for _ in range(args.repeats))
+    print(f"local executor, part 1 grid on {args.pool_images} images, batch 2: in-process with {n} threads "
+          f"{t_one:.3f} s; {n} worker processes x 1 thread {t_pool:.3f} s; speed-up {t_one / t_pool:.2f}x")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=12)
@@ -184,11 +214,20 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--noop-images", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--device", default="cpu", help="device of part 1 (part 2 always runs on the CPU)")
+    ap.add_argument("--device", default="cpu", help="device of parts 1 and 3 (part 2 always runs on the CPU)")
+    ap.add_argument("--pool-images", type=int, default=24, help="part 3: images of the grid")
+    ap.add_argument("--workers", type=int, default=None, help="part 3: worker processes (default: usable cores)")
+    ap.add_argument("--skip-parts", default="", help="comma-separated parts to skip, e.g. 1,2")
     args = ap.parse_args(argv)
+    skip = {p.strip() for p in args.skip_parts.split(",") if p.strip()}
     torch.set_num_threads(1)
-    part1(args, pick_metric())
-    part2(args)
+    metric = pick_metric()
+    if "1" not in skip:
+        part1(args, metric)
+    if "2" not in skip:
+        part2(args)
+    if "3" not in skip:
+        part3(args, metric)
     return 0
 
 
