@@ -13,6 +13,7 @@ in parallel too. Rows are identical either way (``tests/test_local_pool.py``).
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
@@ -66,7 +67,8 @@ class LocalExecutor:
 
     def _parallel(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Tuple[Any, Any]]:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_ignore_sigint)
         pending: Dict[Future, Any] = {}
         source = iter(tasks)
         try:
@@ -94,6 +96,11 @@ class LocalExecutor:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the driver, which cancels the queue and keeps every committed task."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _describe(task: Any) -> str:
