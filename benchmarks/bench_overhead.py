@@ -44,9 +44,8 @@ from rich.console import Console
 
 from iqaguard import attacks, defenses, metrics, scores
 from iqaguard.attacks.base import Attack
-from iqaguard.bench.demo import default_workers
 from iqaguard.bench.executors import Executor
-from iqaguard.bench.executors.local import LocalExecutor
+from iqaguard.bench.executors.local import LocalExecutor, default_workers
 from iqaguard.bench.runner import run_spec
 from iqaguard.bench.spec import Spec
 from iqaguard.errors import MissingWeightsError

@@ -46,3 +46,10 @@ def test_pool_failure_names_the_task_and_keeps_finished_results():
 def test_bad_worker_count_is_a_clear_error(bad):
     with pytest.raises(InputError, match="workers"):
         LocalExecutor(workers=bad)
+
+
+def test_default_workers_fill_the_usable_cores(monkeypatch):
+    import iqaguard.bench.executors.local as local
+
+    monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
+    assert [local.default_workers(t) for t in (1, 2, 3, 8)] == [5, 2, 1, 1]

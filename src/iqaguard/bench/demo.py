@@ -8,7 +8,6 @@ SROCC clean/adv, D_score, D_score^(D), R_score, PSNR, SSIM, MSE, L-inf).
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -63,15 +62,6 @@ def print_tables(store: Path, console: Console) -> List[Dict]:
     return groups
 
 
-def default_workers(num_threads: int) -> int:
-    """Worker processes that fill this machine's usable cores with ``num_threads`` threads each."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, num_threads))
-
-
 def run_demo(out: Path, executor: str = "local", workers: Optional[int] = None, fresh: bool = False,
              console: Optional[Console] = None) -> Path:
     """Run (or resume) the demo spec into ``out/demo.duckdb``, print the tables, write the report.
@@ -89,6 +79,7 @@ def run_demo(out: Path, executor: str = "local", workers: Optional[int] = None, 
         The path of the report's ``index.html``.
     """
     from .executors import make_executor
+    from .executors.local import default_workers
     from .report import write_report
     from .runner import run_spec
     from .spec import load_spec

@@ -13,6 +13,7 @@ in parallel too. Rows are identical either way (``tests/test_local_pool.py``).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
@@ -96,6 +97,15 @@ class LocalExecutor:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+def default_workers(num_threads: int) -> int:
+    """Worker processes that fill this machine's usable cores with ``num_threads`` threads each."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, num_threads))
 
 
 def _ignore_sigint() -> None:
