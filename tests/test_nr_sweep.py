@@ -59,3 +59,11 @@ def test_read_rows_drops_a_cut_off_line(tmp_path, capsys):
     assert nr_sweep.read_rows(out) == [{"variant": "base", "seed": 0}]
     assert "sweep.jsonl:2" in capsys.readouterr().err
     assert nr_sweep.read_rows(tmp_path / "absent.jsonl") == []
+
+
+def test_type_level_parses_builtin_kadid_names():
+    assert nr_sweep.type_level("bird_d01_l1.png") == (0, 1)
+    assert nr_sweep.type_level("fresh_flower_d25_l5.png") == (24, 5)  # sources may contain "_"
+    for bad in ("bird_ref.png", "bird_d1x_l2.png", "d01_l1.png"):
+        with pytest.raises(ValueError, match="builtin-kadid"):
+            nr_sweep.type_level(bad)
