@@ -32,11 +32,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_builtin import (NR_LR, cell_crops, cell_targets, correlations, load_split, nr_loss,  # noqa: E402
-                           predict, train_loop)
+from train_builtin import (AUX_W, NR_LR, cell_crops, cell_targets, correlations, identification_head,  # noqa: E402
+                           load_split, nr_loss, predict, train_loop, type_levels)
 
-from iqaguard.data.kadid_builtin import BuiltinKadid  # noqa: E402
-from iqaguard.metrics.builtin import NRNet, mean_std_pool  # noqa: E402
+from iqaguard.metrics.builtin import NRNet  # noqa: E402
 from iqaguard.metrics.cells import mos_from_cells, quality_cells  # noqa: E402
 from iqaguard.metrics.functional import ssim_downsample_factor  # noqa: E402
 from iqaguard.validation import resolve_device  # noqa: E402
@@ -63,8 +62,8 @@ VARIANTS: Dict[str, Tuple[str, dict]] = {
                    "labels recomputed on the rescaled pair", dict(smin=0.5)),
     "rescale0.7": ("as rescale0.5 with factors in [0.7, 1]", dict(smin=0.7)),
     "rescale0.5_steps6000": ("rescale0.5 with 4x the steps", dict(smin=0.5, steps=6000)),
-    "aux_type": ("+ distortion identification (MEON-style multi-task, Ma et al. 2018): a linear head on the "
-                 "mean/std-pooled backbone features predicts the KADID type (cross-entropy) and level", dict(aux_w=0.5)),
+    "aux_type": ("+ distortion identification (MEON-style multi-task, Ma et al. 2018): "
+                 "train_builtin.identification_head, weight 0.5", dict(aux_w=AUX_W)),
     "aux_type1": ("aux_type with weight 1", dict(aux_w=1.0)),
 }
 EVALS = 6
@@ -78,19 +77,8 @@ def load_data(seed: int) -> dict:
         x, r, y, src = load_split(split, seed)
         data[split] = dict(x=x, r=r, y=y, src=src)
     data["train"]["cells"] = cell_targets(data["train"]["x"], data["train"]["r"])
-    tl = [type_level(s.name) for s in BuiltinKadid(split="train", seed=seed)]  # load_split's order
-    data["train"]["types"] = torch.tensor([t for t, _ in tl])
-    data["train"]["levels"] = torch.tensor([lv for _, lv in tl], dtype=torch.float32)
+    data["train"]["types"], data["train"]["levels"] = type_levels("train", seed)
     return data
-
-
-def type_level(name: str) -> Tuple[int, int]:
-    """``(type index 0..24, level 1..5)`` of a builtin-kadid file name ``<source>_dXX_lY.png``."""
-    parts = name.rsplit(".", 1)[0].rsplit("_", 2)
-    src, d, lv = parts if len(parts) == 3 else ("", "", "")
-    if not (src and d[:1] == "d" and lv[:1] == "l" and d[1:].isdigit() and lv[1:].isdigit()):
-        raise ValueError(f"not a builtin-kadid distorted image name: {name!r}")
-    return int(d[1:]) - 1, int(lv[1:])
 
 
 def rescaled_crops(g: torch.Generator, x: torch.Tensor, r: torch.Tensor, idx: torch.Tensor, patch: int,
@@ -143,10 +131,7 @@ def run(job: Tuple[str, int, str]) -> dict:
     rows = torch.tensor([s in keep for s in tr["src"]]).nonzero().flatten()
     torch.manual_seed(seed)
     net = NRNet(widths=cfg["widths"], hidden=cfg["hidden"], use_mscn=cfg["mscn"]).to(dev)
-    maps: dict = {}
-    if cfg["aux_w"]:  # the identification head trains with the net and is dropped afterwards
-        net.aux = torch.nn.Linear(2 * sum(cfg["widths"]), 26).to(dev)
-        net.backbone.register_forward_hook(lambda mod, inp, out: maps.__setitem__("maps", out))
+    aux_loss, _ = identification_head(net) if cfg["aux_w"] else (None, None)
 
     def score(x: torch.Tensor) -> torch.Tensor:
         return net(x.to(dev)).cpu()
@@ -159,10 +144,7 @@ def run(job: Tuple[str, int, str]) -> dict:
             xb, cb = cell_crops(g, tr["x"], tr["cells"], idx, cfg["patch"])
         loss = batch_losses(net.cells(xb.to(dev)), cb.to(dev), cfg)
         if cfg["aux_w"]:
-            out = net.aux(mean_std_pool(maps["maps"]))
-            lv = (tr["levels"][idx].to(dev) - 1) / 4
-            loss = loss + cfg["aux_w"] * (torch.nn.functional.cross_entropy(out[:, :25], tr["types"][idx].to(dev))
-                                          + torch.nn.functional.smooth_l1_loss(out[:, 25], lv, beta=0.1))
+            loss = loss + cfg["aux_w"] * aux_loss(tr["types"][idx].to(dev), tr["levels"][idx].to(dev))
         return loss
 
     def srocc(split: str, pick=slice(None)) -> float:

@@ -8,7 +8,9 @@ Splits are by source photograph (``builtin-kadid`` train / val / test). The NR m
 random 128x128 crops aligned to its 16-pixel grid, to predict every cell's local SSIM/GMS
 statistics (:mod:`iqaguard.metrics.cells`: dense supervision as BIECON, Kim & Lee 2017) and its
 score pools them with the label's own formula; the checkpoint with the best validation SROCC
-(full-size images) is kept. The FR model (DISTS-style similarities, :class:`FRNet`) reuses the
+(full-size images) is kept. With ``--aux-w W > 0`` a linear head on its pooled backbone features
+also identifies each crop's distortion type and level while it trains (:func:`identification_head`,
+as MEON, Ma et al. 2018); the head is removed before saving. The FR model (DISTS-style similarities, :class:`FRNet`) reuses the
 trained NR backbone, frozen, and only fits its similarity weights to the normalised pseudo-DMOS
 ``(5 - MOS) / 4``. Hold-out SROCC/PLCC are computed on the full-size test images, whose
 photographs were never seen in training. Bounds follow seed 002 appendix A.3.2 on the builtin
@@ -36,10 +38,12 @@ import iqaguard
 from iqaguard.data.kadid_builtin import BuiltinKadid
 from iqaguard.metrics.bounds import calibrate_bounds
 from iqaguard.metrics.cells import CELL, mos_from_cells, quality_cells
-from iqaguard.metrics.builtin import WEIGHTS_DIR, BuiltinFR, BuiltinNR, FRNet, NRNet
+from iqaguard.metrics.builtin import WEIGHTS_DIR, BuiltinFR, BuiltinNR, FRNet, NRNet, mean_std_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 NR_LR = 2e-3  # peak learning rate of builtin-nr (OneCycle)
+AUX_W = 0.5  # a tested weight of the distortion-identification loss (--aux-w; the shipped models use 0)
+N_TYPES = 25  # KADID distortion types
 
 
 def load_split(split: str, seed: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[str]]:
@@ -94,6 +98,47 @@ def predict(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, batch: int 
 def correlations(pred: np.ndarray, mos: np.ndarray, lower_better: bool = False) -> Dict[str, float]:
     p = -pred if lower_better else pred
     return {"srocc": float(stats.spearmanr(p, mos)[0]), "plcc": float(stats.pearsonr(p, mos)[0])}
+
+
+def type_level(name: str) -> Tuple[int, int]:
+    """``(type index 0..24, level 1..5)`` of a builtin-kadid file name ``<source>_dXX_lY.png``."""
+    parts = name.rsplit(".", 1)[0].rsplit("_", 2)
+    src, d, lv = parts if len(parts) == 3 else ("", "", "")
+    if not (src and d[:1] == "d" and lv[:1] == "l" and d[1:].isdigit() and lv[1:].isdigit()):
+        raise ValueError(f"not a builtin-kadid distorted image name: {name!r}")
+    return int(d[1:]) - 1, int(lv[1:])
+
+
+def type_levels(split: str, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Distortion type indices ``[N]`` (long) and levels ``[N]`` (float) of a split, in
+    :func:`load_split`'s order."""
+    tl = [type_level(s.name) for s in BuiltinKadid(split=split, seed=seed)]
+    return torch.tensor([t for t, _ in tl]), torch.tensor([lv for _, lv in tl], dtype=torch.float32)
+
+
+def identification_head(net: NRNet) -> Tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], Callable[[], None]]:
+    """Attach a distortion-identification head to ``net`` for multi-task training (MEON, Ma et al.,
+    IEEE TIP 2018, sec. III: identification shares the quality network's features).
+
+    ``net.aux`` (a linear layer on the mean/std-pooled backbone maps of the last forward pass)
+    predicts the KADID type (25 logits, cross-entropy) and the level (smooth L1 on
+    ``(level - 1) / 4``). Returns ``(loss(types, levels), detach())``; ``detach`` removes the head
+    and its hook, leaving a plain :class:`NRNet` (the score never uses the head).
+    """
+    net.aux = torch.nn.Linear(2 * sum(net.backbone.widths), N_TYPES + 1).to(next(net.parameters()).device)
+    maps: Dict[str, List[torch.Tensor]] = {}
+    hook = net.backbone.register_forward_hook(lambda mod, inp, out: maps.__setitem__("maps", out))
+
+    def loss(types: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        out = net.aux(mean_std_pool(maps["maps"]))
+        return (F.cross_entropy(out[:, :N_TYPES], types)
+                + F.smooth_l1_loss(out[:, N_TYPES], (levels - 1) / 4, beta=0.1))
+
+    def detach() -> None:
+        hook.remove()
+        del net.aux
+
+    return loss, detach
 
 
 def nr_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -191,6 +236,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--mscn", type=int, default=1, help="1: add the MSCN luma channel to the backbone input")
+    ap.add_argument("--aux-w", type=float, default=0.0,
+                    help=f"weight of the distortion-identification loss (0: no head, the shipped recipe; "
+                         f"{AUX_W} is the tested value, docs/builtin_models.md)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -205,10 +253,13 @@ def main(argv=None) -> int:
     cells_tr = cell_targets(x_tr, r_tr)
     print(f"[nr] cell targets {tuple(cells_tr.shape)} in {time.time() - t0:.0f}s", flush=True)
 
+    types_tr, levels_tr = type_levels("train", args.seed)
+
     def nr_step(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, x_tr.shape[0], (args.batch,), generator=g)
         xb, cb = cell_crops(g, x_tr, cells_tr, idx, args.patch)
-        return nr_loss(nr.cells(xb), cb)
+        loss = nr_loss(nr.cells(xb), cb)
+        return loss + args.aux_w * aux_loss(types_tr[idx], levels_tr[idx]) if args.aux_w else loss
 
     def nr_val() -> float:
         x, _, y, _ = data["val"]
@@ -218,7 +269,9 @@ def main(argv=None) -> int:
     for k in range(args.nr_restarts):
         torch.manual_seed(args.seed + k)
         nr = NRNet(use_mscn=bool(args.mscn))
+        aux_loss, detach = identification_head(nr) if args.aux_w else (None, lambda: None)
         runs.append(train_loop(nr, nr_step, nr_val, args.nr_epochs, args.iters, NR_LR, args.seed + k, f"nr run {k + 1}"))
+        detach()
     nr, nr_best_val, nr_log = max(runs, key=lambda r: r[1])
     print(f"[nr] kept run {[r[1] for r in runs].index(nr_best_val) + 1} (val SROCC {nr_best_val:.4f})", flush=True)
     nr_time = time.time() - t0
@@ -249,7 +302,7 @@ def main(argv=None) -> int:
     cfg_common = {"seed": args.seed, "command": "python scripts/train_builtin.py " + " ".join(argv_shown),
                   "dataset": "builtin-kadid", "splits": {s: sorted(set(v[3])) for s, v in data.items()},
                   "n_images": {s: int(len(v[2])) for s, v in data.items()}, "patch": args.patch,
-                  "batch": args.batch, "iters_per_epoch": args.iters, "torch": torch.__version__,
+                  "batch": args.batch, "iters_per_epoch": args.iters, "aux_w": args.aux_w, "torch": torch.__version__,
                   "date": date.today().isoformat()}
     results = {}
     for name, net, cls, test, best_val, log, secs, epochs in (
@@ -281,6 +334,8 @@ def model_card(results: Dict[str, dict], total_s: float) -> str:
         inp = "RGB + MSCN luma" if r["use_mscn"] else "RGB"
         arch = ("backbone (%s input, 4 stride-2 stages, widths %s) + per-cell MLP predicting the local "
                 "SSIM/GMS statistics of the label, pooled by the pseudo-MOS formula" % (inp, r["widths"])
+                + ("; trained with a distortion-identification head (type and level, loss weight %g, "
+                   "MEON-style multi-task) that is dropped after training" % r["aux_w"] if r.get("aux_w") else "")
                 if name == "builtin-nr" else
                 "DISTS-style weighted SSIM luminance/structure similarities of the image and of every "
                 "backbone channel (backbone = builtin-nr's, frozen; only the weights are fitted)")

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import nr_sweep  # noqa: E402
+import train_builtin  # noqa: E402
 from train_builtin import nr_loss  # noqa: E402
 
 from iqaguard.data.builtin import photo_paths  # noqa: E402
@@ -62,8 +63,38 @@ def test_read_rows_drops_a_cut_off_line(tmp_path, capsys):
 
 
 def test_type_level_parses_builtin_kadid_names():
-    assert nr_sweep.type_level("bird_d01_l1.png") == (0, 1)
-    assert nr_sweep.type_level("fresh_flower_d25_l5.png") == (24, 5)  # sources may contain "_"
+    assert train_builtin.type_level("bird_d01_l1.png") == (0, 1)
+    assert train_builtin.type_level("fresh_flower_d25_l5.png") == (24, 5)  # sources may contain "_"
     for bad in ("bird_ref.png", "bird_d1x_l2.png", "d01_l1.png"):
         with pytest.raises(ValueError, match="builtin-kadid"):
-            nr_sweep.type_level(bad)
+            train_builtin.type_level(bad)
+
+
+def test_identification_head_loss_value_gradients_and_detach():
+    import math
+
+    from iqaguard.metrics.builtin import NRNet
+
+    torch.manual_seed(0)
+    net = NRNet(widths=(4, 8, 8, 8), use_mscn=True)
+    plain_keys = set(net.state_dict())
+    loss_fn, detach = train_builtin.identification_head(net)
+    x = torch.rand(3, 3, 32, 32)
+    net.cells(x)
+    # a zeroed head predicts uniform types (cross-entropy ln 25) and level 1 exactly
+    with torch.no_grad():
+        net.aux.weight.zero_()
+        net.aux.bias.zero_()
+    types, ones = torch.tensor([0, 7, 24]), torch.ones(3)
+    assert float(loss_fn(types, ones).detach()) == pytest.approx(math.log(25), rel=1e-6)
+    # level 5 predicted as level 1: smooth L1 (beta 0.1) of an error of 1 adds 1 - 0.05
+    assert float(loss_fn(types, 5 * ones).detach()) == pytest.approx(math.log(25) + 0.95, rel=1e-6)
+    with torch.no_grad():
+        net.aux.weight.normal_()
+    net.cells(x)
+    loss_fn(types, 3 * ones).backward()
+    assert net.aux.weight.grad.abs().sum() > 0
+    assert net.backbone.stages[0][0].weight.grad.abs().sum() > 0  # the head shapes the backbone
+    detach()
+    assert not hasattr(net, "aux") and set(net.state_dict()) == plain_keys
+    assert not net.backbone._forward_hooks
