@@ -1,7 +1,8 @@
 """Regenerate the builtin photographs in ``src/iqaguard/data/photos/`` from their sources.
 
-The sources are redistributable photographs shipped by Debian packages (desktop wallpapers)
-and by scikit-image / scikit-learn (sample images). This script is the only place that knows
+The sources are redistributable photographs shipped by Debian packages (desktop wallpapers,
+the photographs of the educational suite GCompris and of the jigsaw game Palapeli) and by
+scikit-image / scikit-learn (sample images). This script is the only place that knows
 where they come from; the package itself never reads the sources at run time.
 
 Processing (the same for every photograph):
@@ -19,13 +20,15 @@ Usage::
     python scripts/make_photos.py --debs /tmp/debs/x --check   # only verify the sources exist
 
 The Debian packages (``mate-backgrounds``, ``plasma-workspace-wallpapers``, ``lomiri-wallpapers-16.04``,
-``lomiri-wallpapers-20.04``) can be unpacked with
-``apt-get download <pkg> && dpkg-deb -x <pkg>.deb <debs>/<pkg>``. scikit-image and scikit-learn
-are found through their installed Python packages.
+``lomiri-wallpapers-20.04``, ``gcompris-qt-data``, ``palapeli-data``) can be unpacked with
+``apt-get download <pkg> && dpkg-deb -x <pkg>.deb <debs>/<pkg>``. GCompris keeps its images in
+Qt resource bundles (``.rcc``); reading them needs PyQt5 (``pip install PyQt5``), used by this
+script only. scikit-image and scikit-learn are found through their installed Python packages.
 """
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -119,6 +122,113 @@ _PY_PHOTOS: List[Tuple[str, str, str, str, str]] = [
 ]
 
 
+# GCompris (Debian ``gcompris-qt-data``): the photographs of five activities, read from the Qt
+# resource bundles. (resource folder, output-name prefix, left out): every image of the folder
+# with a short side >= 384 px is used except those left out (castleClinton is black and white,
+# middleeast a small object on a plain background). The "details" and "babyshapes" folders are
+# not used: they hold paintings and duplicates of the monuments below.
+GCOMPRIS = "gcompris-qt-data"
+GCOMPRIS_RCC = "usr/share/gcompris-qt/rcc"
+GCOMPRIS_COPYRIGHT = "usr/share/doc/gcompris-qt-data/copyright"
+_GCOMPRIS_DIRS: List[Tuple[str, str, Tuple[str, ...]]] = [
+    ("src/activities/erase/resource", "", ()),
+    ("src/activities/explore_farm_animals/resource/animals", "farm", ()),
+    ("src/activities/explore_world_animals/resource/animals", "wild", ()),
+    ("src/activities/explore_world_music/resource/music", "music", ("middleeast",)),
+] + [(f"src/activities/explore_monuments/resource/{c}", "", ("castleClinton",))
+     for c in ("egypt", "france", "germany", "india", "usa", "wonders")]
+MIN_SIDE = 384
+
+# Palapeli (Debian ``palapeli-data``): the puzzle photographs; (output name, file stem). Author
+# and licence are read from each puzzle's ``.desktop`` file.
+PALAPELI = "palapeli-data"
+PALAPELI_DIR = "usr/share/palapeli/collection"
+_PALAPELI_PHOTOS: List[Tuple[str, str]] = [
+    ("maintenon", "castle-maintenon"), ("cincinnati", "cincinnati-bridge"), ("citrus", "citrus-fruits"),
+    ("honeybee", "european-honey-bee"), ("pantherchameleon", "panther-chameleon-female"),
+]
+
+
+def _copyright_stanzas(path: Path) -> List[Tuple[List[str], str, str]]:
+    """``(file patterns, copyright, licence)`` of every ``Files:`` stanza of a machine-readable
+    Debian copyright file, in file order."""
+    stanzas: List[Tuple[List[str], str, str]] = []
+    for block in path.read_text(encoding="utf-8").split("\n\n"):
+        fields: Dict[str, str] = {}
+        key = ""
+        for line in block.splitlines():
+            if line[:1] in (" ", "\t") and key:
+                fields[key] += " " + line.strip()
+            elif ":" in line:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+        if "Files" in fields:
+            lic = fields.get("License", "").split(" ")[0] if fields.get("License") else ""
+            stanzas.append((fields["Files"].split(), fields.get("Copyright", ""), lic))
+    return stanzas
+
+
+def _debian_licence(stanzas: List[Tuple[List[str], str, str]], rel: str) -> Tuple[str, str]:
+    """(author, licence) of ``rel`` per Debian's rules: the last stanza whose pattern matches
+    wins. Files are matched by stem, since the package converted the listed JPEG/PNG originals
+    to WebP without updating the copyright file."""
+    stem = rel.rsplit(".", 1)[0]
+    author, licence = "", ""
+    for patterns, copyright_, lic in stanzas:
+        if any(fnmatch.fnmatchcase(stem, pat.rsplit(".", 1)[0] if "." in pat.rsplit("/", 1)[-1] else pat)
+               or fnmatch.fnmatchcase(rel, pat) for pat in patterns):
+            default = patterns == ["*"]
+            author = "GCompris contributors (not listed individually; `Files: *` stanza)" if default else copyright_
+            licence = lic
+    return author, licence
+
+
+def _gcompris(debs: Path) -> List[Tuple[Source, Path]]:
+    """The GCompris photographs, extracted from the package's Qt resource bundles into
+    ``<debs>/gcompris-qt-data/extracted/``."""
+    try:
+        from PyQt5.QtCore import QDir, QFile, QIODevice, QResource
+    except ImportError as e:  # only this script needs it
+        raise SystemExit("reading GCompris' Qt resource bundles needs PyQt5: pip install PyQt5") from e
+    pkg = debs / GCOMPRIS
+    for rcc in sorted((pkg / GCOMPRIS_RCC).glob("*.rcc")):
+        QResource.registerResource(str(rcc))
+    stanzas = _copyright_stanzas(pkg / GCOMPRIS_COPYRIGHT)
+    out = []
+    for folder, prefix, skip in _GCOMPRIS_DIRS:
+        for fname in sorted(QDir(f":/gcompris/{folder}").entryList(QDir.Files)):
+            stem = fname.rsplit(".", 1)[0]
+            if stem in skip or not fname.endswith((".webp", ".jpg", ".png")):
+                continue
+            f = QFile(f":/gcompris/{folder}/{fname}")
+            f.open(QIODevice.ReadOnly)
+            data = bytes(f.readAll())
+            f.close()
+            dst = pkg / "extracted" / folder / fname
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(data)
+            with Image.open(dst) as im:
+                if min(im.size) < MIN_SIDE:
+                    continue
+            author, licence = _debian_licence(stanzas, f"{folder}/{fname}")
+            name = prefix + stem.replace("_", "").lower()
+            out.append((Source(name, GCOMPRIS, f"{folder}/{fname} (in {GCOMPRIS_RCC}/*.rcc)",
+                               author, f"{licence} (Debian copyright file)"), dst))
+    return out
+
+
+def _palapeli(debs: Path) -> List[Tuple[Source, Path]]:
+    out = []
+    for name, stem in _PALAPELI_PHOTOS:
+        folder = debs / PALAPELI / PALAPELI_DIR
+        meta = dict(line.split("=", 1) for line in (folder / f"{stem}.desktop").read_text(encoding="utf-8").splitlines()
+                    if "=" in line)
+        licence = f"{meta['X-KDE-PluginInfo-License']} ({stem}.desktop, {meta['X-KDE-PluginInfo-Website']})"
+        out.append((Source(name, PALAPELI, f"/{PALAPELI_DIR}/{stem}.jpg", meta["X-KDE-PluginInfo-Author"], licence),
+                    folder / f"{stem}.jpg"))
+    return out
+
+
 def _plasma_meta(folder: Path) -> Tuple[str, str]:
     """(author, licence) from a Plasma wallpaper's ``metadata.json``."""
     meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
@@ -165,6 +275,11 @@ def collect(debs: Path) -> List[Tuple[Source, Path]]:
         pkg_label = f"{pkg} {versions[pkg]} (Python package)"
         mod = "skimage" if pkg == "scikit-image" else "sklearn"
         out.append((Source(name, pkg_label, f"{mod}/{rel}", author, licence), roots[pkg] / rel))
+    out += _gcompris(debs) + _palapeli(debs)
+    names = [s.name for s, _ in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SystemExit(f"two sources map to the same output name: {dupes}")
     return out
 
 
@@ -210,7 +325,12 @@ Debian packages `mate-backgrounds` (GPL-2+, authors as listed in its `debian/cop
 Debian's `copyright` file states GPL-2+ for the package) and `lomiri-wallpapers-16.04` /
 `lomiri-wallpapers-20.04` (photographs of the Ubuntu Touch wallpaper contests; each file's author
 and Creative Commons licence — CC0-1.0, CC-BY-4.0, CC-BY-SA-3.0/4.0 — as listed in the package's
-`debian/copyright`); all these licences allow copying, modifying
+`debian/copyright`), `gcompris-qt-data` (photographs of the GCompris activities "erase" and
+"explore ..."; licence and author of each file as given by the package's `debian/copyright`,
+matched by file stem because the package ships the listed originals converted to WebP; files not
+listed individually fall under its `Files: *` stanza, GPL-3+) and `palapeli-data` (each puzzle's
+`.desktop` file names the author, the licence — public domain or GNU FDL — and the Wikimedia
+Commons page of the original); all these licences allow copying, modifying
 (here: resizing and re-encoding) and redistributing, provided the licence and the attribution
 travel with the files — this card is that notice, and it ships next to the images. The
 scikit-image images are public domain or CC0 (as stated in the `skimage.data` docstrings) and the

@@ -67,6 +67,7 @@ VARIANTS: Dict[str, Tuple[str, dict]] = {
     "aux_type1": ("aux_type with weight 1", dict(aux_w=1.0)),
 }
 EVALS = 6
+VAL_LEVELS = 1  # validation subset: one level per type and photograph (as train_builtin's default)
 _DATA: dict = {}
 
 
@@ -74,15 +75,16 @@ def load_data(seed: int) -> dict:
     """uint8 images, references and labels of the three splits plus the training cell targets."""
     data = {}
     for split in ("train", "val", "test"):
-        x, r, y, src = load_split(split, seed)
-        data[split] = dict(x=x, r=r, y=y, src=src)
-    data["train"]["cells"] = cell_targets(data["train"]["x"], data["train"]["r"])
+        d = load_split(split, seed, VAL_LEVELS if split == "val" else None)
+        data[split] = d._asdict()
+        if split == "train":
+            data[split]["cells"] = cell_targets(d)
     data["train"]["types"], data["train"]["levels"] = type_levels("train", seed)
     return data
 
 
-def rescaled_crops(g: torch.Generator, x: torch.Tensor, r: torch.Tensor, idx: torch.Tensor, patch: int,
-                   smin: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def rescaled_crops(g: torch.Generator, x: torch.Tensor, refs: torch.Tensor, ref_idx: torch.Tensor, idx: torch.Tensor,
+                   patch: int, smin: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Crops of side ``patch / s`` (``s`` uniform in [smin, 1]) of images and references, resized to
     ``patch`` (antialiased bilinear), randomly flipped, and their cells recomputed with the SSIM
     factor of the full image."""
@@ -93,7 +95,8 @@ def rescaled_crops(g: torch.Generator, x: torch.Tensor, r: torch.Tensor, idx: to
         q = min(int(round(patch / s)), h, w)
         t = int(torch.randint(0, h - q + 1, (), generator=g))
         lft = int(torch.randint(0, w - q + 1, (), generator=g))
-        pair = torch.stack([x[i, :, t:t + q, lft:lft + q], r[i, :, t:t + q, lft:lft + q]]).float() / 255
+        r = refs[ref_idx[i]]
+        pair = torch.stack([x[i, :, t:t + q, lft:lft + q], r[:, t:t + q, lft:lft + q]]).float() / 255
         if q != patch:
             pair = torch.nn.functional.interpolate(pair, size=(patch, patch), mode="bilinear", antialias=True,
                                                    align_corners=False).clamp(0, 1)
@@ -139,7 +142,7 @@ def run(job: Tuple[str, int, str]) -> dict:
     def step(g: torch.Generator) -> torch.Tensor:
         idx = rows[torch.randint(0, len(rows), (cfg["batch"],), generator=g)]
         if cfg["smin"] < 1.0:
-            xb, cb = rescaled_crops(g, tr["x"], tr["r"], idx, cfg["patch"], cfg["smin"])
+            xb, cb = rescaled_crops(g, tr["x"], tr["refs"], tr["ref_idx"], idx, cfg["patch"], cfg["smin"])
         else:
             xb, cb = cell_crops(g, tr["x"], tr["cells"], idx, cfg["patch"])
         loss = batch_losses(net.cells(xb.to(dev)), cb.to(dev), cfg)
@@ -216,7 +219,7 @@ def main(argv=None) -> int:
             if not any(r["variant"] == n and r["seed"] == s for r in done)]
     print(f"{len(jobs)} run(s) to do, {len(done)} already in {args.out}", flush=True)
     if jobs:
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads * args.workers)  # data preparation uses every worker's threads
         _DATA.update(load_data(args.data_seed), threads=args.threads)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         pool = multiprocessing.get_context("fork").Pool(args.workers) if args.workers > 1 else None

@@ -27,11 +27,13 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from scipy import stats
 
 import iqaguard
@@ -46,27 +48,75 @@ AUX_W = 0.5  # a tested weight of the distortion-identification loss (--aux-w; t
 N_TYPES = 25  # KADID distortion types
 
 
-def load_split(split: str, seed: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[str]]:
-    """All images of a split as uint8 ``[N,3,H,W]``, their references, MOS ``[N]``, sources."""
+class Split(NamedTuple):
+    """The images of a split: uint8 ``x [N,3,H,W]``, the distinct references ``refs [S,3,H,W]``
+    (uint8) with ``ref_idx [N]`` (image ``i``'s reference is ``refs[ref_idx[i]]``), pseudo-MOS
+    ``y [N]`` and source names ``src``."""
+
+    x: torch.Tensor
+    refs: torch.Tensor
+    ref_idx: torch.Tensor
+    y: torch.Tensor
+    src: List[str]
+
+    def ref_of(self, idx=slice(None)) -> torch.Tensor:
+        """The references of ``x[idx]``."""
+        return self.refs[self.ref_idx[idx]]
+
+
+def level_subset(sources: List[str], seed: int, levels_per_type: int) -> set:
+    """File names of ``levels_per_type`` distinct levels (drawn from ``SeedSequence([seed, 0x5E1])``)
+    of every distortion type of every source: a type-balanced subset of builtin-kadid."""
+    if not 1 <= levels_per_type <= 5:
+        raise ValueError(f"levels_per_type: expected 1..5, got {levels_per_type}")
+    g = np.random.default_rng(np.random.SeedSequence([seed, 0x5E1]))
+    return {f"{src}_d{t + 1:02d}_l{lv + 1}.png" for src in sorted(set(sources)) for t in range(N_TYPES)
+            for lv in g.choice(5, size=levels_per_type, replace=False)}
+
+
+def load_split(split: str, seed: int, levels_per_type: Optional[int] = None) -> Split:
+    """All images of a split (:class:`Split`); each reference is held once.
+
+    ``levels_per_type=k`` keeps only ``k`` of the 5 levels of every type and source, drawn
+    from a generator seeded with ``seed`` (the same subset on every call): the validation
+    subset that picks checkpoints without running every image each time. PNGs are decoded by
+    two threads.
+    """
     ds = BuiltinKadid(split=split, seed=seed)
-    imgs, refs, mos, src = [], [], [], []
-    ref_cache: Dict[str, torch.Tensor] = {}
-    for s in ds:
-        imgs.append((s.image[0] * 255).round().to(torch.uint8))
-        key = str(s.ref_path)
-        if key not in ref_cache:
-            ref_cache[key] = (s.ref[0] * 255).round().to(torch.uint8)
-        refs.append(ref_cache[key])
-        mos.append(float(s.mos))
-        src.append(s.meta["source"])
-    return torch.stack(imgs), torch.stack(refs), torch.tensor(mos), src
+    samples = list(ds)
+    if levels_per_type is not None:
+        keep = level_subset([s.meta["source"] for s in samples], seed, levels_per_type)
+        samples = [s for s in samples if s.name in keep]
+
+    def read(path: Path, out: torch.Tensor) -> None:
+        with Image.open(path) as im:
+            out.copy_(torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))
+
+    ref_paths = sorted({str(s.ref_path) for s in samples})
+    h, w = ds.size
+    imgs = torch.empty((len(samples), 3, h, w), dtype=torch.uint8)  # filled in place: no second copy
+    refs = torch.empty((len(ref_paths), 3, h, w), dtype=torch.uint8)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(read, [s.path for s in samples], imgs))
+        list(pool.map(read, [Path(p) for p in ref_paths], refs))
+    where = {p: i for i, p in enumerate(ref_paths)}
+    return Split(imgs, refs, torch.tensor([where[str(s.ref_path)] for s in samples]),
+                 torch.tensor([float(s.mos) for s in samples]), [s.meta["source"] for s in samples])
 
 
-def cell_targets(imgs: torch.Tensor, refs: torch.Tensor, chunk: int = 50) -> torch.Tensor:
-    """Per-cell ``(s, m, d)`` targets (:func:`quality_cells`) of uint8 images and their references,
-    in chunks, stored as float16 ``[N, 3, H / 16, W / 16]``."""
-    return torch.cat([quality_cells(imgs[i:i + chunk].float() / 255.0, refs[i:i + chunk].float() / 255.0).half()
-                      for i in range(0, imgs.shape[0], chunk)])
+def cell_targets(data: Split, chunk: int = 50) -> torch.Tensor:
+    """Per-cell ``(s, m, d)`` targets (:func:`quality_cells`) of a split's uint8 images and their
+    references, stored as float16 ``[N, 3, H / 16, W / 16]``. Images are processed in chunks
+    that share one reference, whose statistics are then computed once per chunk."""
+    n, _, h, w = data.x.shape
+    out = torch.empty((n, 3, h // CELL, w // CELL), dtype=torch.float16)
+    for r in range(data.refs.shape[0]):
+        idx = (data.ref_idx == r).nonzero().flatten()
+        ref = data.refs[r:r + 1].float() / 255.0
+        for i in range(0, len(idx), chunk):
+            j = idx[i:i + chunk]
+            out[j] = quality_cells(data.x[j].float() / 255.0, ref).half()
+    return out
 
 
 def cell_crops(g: torch.Generator, imgs: torch.Tensor, cells: torch.Tensor, idx: torch.Tensor,
@@ -236,6 +286,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--mscn", type=int, default=1, help="1: add the MSCN luma channel to the backbone input")
+    ap.add_argument("--val-levels", type=int, default=1,
+                    help="levels per distortion type and validation photograph used to pick checkpoints "
+                         "(1..5; 5 = every validation image)")
     ap.add_argument("--aux-w", type=float, default=0.0,
                     help=f"weight of the distortion-identification loss (0: no head, the shipped recipe; "
                          f"{AUX_W} is the tested value, docs/builtin_models.md)")
@@ -244,13 +297,14 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     t_start = time.time()
 
-    data = {s: load_split(s, args.seed) for s in ("train", "val", "test")}
-    x_tr, r_tr, y_tr, _ = data["train"]
-    print({s: (len(v[2]), len(set(v[3]))) for s, v in data.items()}, "(images, sources)", flush=True)
+    data = {s: load_split(s, args.seed, args.val_levels if s == "val" else None) for s in ("train", "val", "test")}
+    tr, va, te = data["train"], data["val"], data["test"]
+    x_tr, y_tr = tr.x, tr.y
+    print({s: (len(v.y), len(set(v.src))) for s, v in data.items()}, "(images, sources)", flush=True)
 
     # ---- builtin-nr: predict the per-cell SSIM/GMS statistics of the label (metrics/cells.py) ----
     t0 = time.time()
-    cells_tr = cell_targets(x_tr, r_tr)
+    cells_tr = cell_targets(tr)
     print(f"[nr] cell targets {tuple(cells_tr.shape)} in {time.time() - t0:.0f}s", flush=True)
 
     types_tr, levels_tr = type_levels("train", args.seed)
@@ -262,8 +316,7 @@ def main(argv=None) -> int:
         return loss + args.aux_w * aux_loss(types_tr[idx], levels_tr[idx]) if args.aux_w else loss
 
     def nr_val() -> float:
-        x, _, y, _ = data["val"]
-        return correlations(predict(nr, x), y.numpy())["srocc"]
+        return correlations(predict(nr, va.x), va.y.numpy())["srocc"]
 
     runs = []
     for k in range(args.nr_restarts):
@@ -275,8 +328,7 @@ def main(argv=None) -> int:
     nr, nr_best_val, nr_log = max(runs, key=lambda r: r[1])
     print(f"[nr] kept run {[r[1] for r in runs].index(nr_best_val) + 1} (val SROCC {nr_best_val:.4f})", flush=True)
     nr_time = time.time() - t0
-    x_te, r_te, y_te, _ = data["test"]
-    nr_test = correlations(predict(nr, x_te), y_te.numpy())
+    nr_test = correlations(predict(nr, te.x), te.y.numpy())
 
     # ---- builtin-fr (backbone = the trained builtin-nr backbone, frozen) -------------------
     # Only the similarity weights are learned, so the per-channel similarities of full-size
@@ -287,12 +339,12 @@ def main(argv=None) -> int:
     fr.eval()
     t0 = time.time()
     pick = torch.randperm(x_tr.shape[0], generator=torch.Generator().manual_seed(args.seed))[:args.fr_images]
-    sim_tr = torch.from_numpy(predict(fr.similarities, x_tr[pick], r_tr[pick]))
-    sim_va = torch.from_numpy(predict(fr.similarities, *data["val"][:2]))
+    sim_tr = torch.from_numpy(predict(fr.similarities, x_tr[pick], tr.ref_of(pick)))
+    sim_va = torch.from_numpy(predict(fr.similarities, va.x, va.ref_of()))
     fr, fr_best_val, fr_log = fit_fr_weights(fr, sim_tr, (5.0 - y_tr[pick]) / 4.0, sim_va,
-                                             data["val"][2].numpy(), args.fr_steps)
+                                             va.y.numpy(), args.fr_steps)
     fr_time = time.time() - t0
-    fr_test = correlations(predict(fr, x_te, r_te), y_te.numpy(), lower_better=True)
+    fr_test = correlations(predict(fr, te.x, te.ref_of()), te.y.numpy(), lower_better=True)
 
     # ---- bounds (seed 002 appendix A.3.2) on the builtin photographs ---------------------
     photos = [s.image for s in iqaguard.data.create("builtin")]
@@ -300,8 +352,8 @@ def main(argv=None) -> int:
               for p in photos]
     argv_shown = [a for i, a in enumerate(sys.argv[1:]) if a != "--out" and (i == 0 or sys.argv[i] != "--out")]
     cfg_common = {"seed": args.seed, "command": "python scripts/train_builtin.py " + " ".join(argv_shown),
-                  "dataset": "builtin-kadid", "splits": {s: sorted(set(v[3])) for s, v in data.items()},
-                  "n_images": {s: int(len(v[2])) for s, v in data.items()}, "patch": args.patch,
+                  "dataset": "builtin-kadid", "splits": {s: sorted(set(v.src)) for s, v in data.items()},
+                  "n_images": {s: int(len(v.y)) for s, v in data.items()}, "val_levels_per_type": args.val_levels, "patch": args.patch,
                   "batch": args.batch, "iters_per_epoch": args.iters, "aux_w": args.aux_w, "torch": torch.__version__,
                   "date": date.today().isoformat()}
     results = {}

@@ -26,7 +26,7 @@ PER_SOURCE = len(DISTORTIONS) * N_LEVELS
 def test_photographs_are_many_small_and_documented():
     paths = photo_paths()
     assert len(paths) >= 20
-    assert sum(p.stat().st_size for p in paths) < 6 * 2**20  # 42 photographs, about 110 KB each
+    assert sum(p.stat().st_size for p in paths) < 24 * 2**20  # 159 photographs, about 140 KB each
     card = (PHOTOS_DIR / "DATA_CARD.md").read_text(encoding="utf-8")
     info = photo_info()
     for p in paths:

@@ -45,6 +45,17 @@ def test_cells_pool_back_to_the_image_label():
     torch.testing.assert_close((d.pow(2).mean((1, 2)) + m.flatten(1).var(1, unbiased=False)).sqrt(), gmsd)
 
 
+def test_a_batch_1_reference_gives_the_same_cells_as_the_expanded_one():
+    """One reference for many images is filtered once; the result must not change."""
+    ref = load_image(photo_paths()[2])[..., :320, :320].contiguous()  # SSIM downsamples by 1 here
+    g = torch.Generator().manual_seed(3)
+    x = torch.cat([(ref + s * torch.randn(ref.shape, generator=g)).clamp(0, 1) for s in (0.0, 0.05, 0.2)])
+    torch.testing.assert_close(quality_cells(x, ref), quality_cells(x, ref.expand_as(x).contiguous()))
+    big = torch.nn.functional.interpolate(ref, size=(512, 512), mode="bilinear", align_corners=False)
+    xb = (big + 0.05 * torch.randn((2, *big.shape[1:]), generator=g)).clamp(0, 1)  # downsampling by 2
+    torch.testing.assert_close(quality_cells(xb, big), quality_cells(xb, big.expand_as(xb).contiguous()))
+
+
 def test_nr_cells_shape_and_score_is_their_pooling():
     torch.manual_seed(0)
     net = NRNet().eval()

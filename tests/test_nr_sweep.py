@@ -24,7 +24,7 @@ def test_every_variant_overrides_known_recipe_keys():
 def test_rescaled_crops_of_an_undistorted_image_score_5():
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(2, 3, 192, 256, generator=g) * 255).to(torch.uint8)
-    xb, cb = nr_sweep.rescaled_crops(g, x, x.clone(), torch.tensor([0, 1, 1]), patch=64, smin=0.5)
+    xb, cb = nr_sweep.rescaled_crops(g, x, x.clone(), torch.tensor([0, 1]), torch.tensor([0, 1, 1]), patch=64, smin=0.5)
     assert xb.shape == (3, 3, 64, 64) and cb.shape == (3, 3, 4, 4)
     assert float(xb.min()) >= 0 and float(xb.max()) <= 1
     torch.testing.assert_close(mos_from_cells(cb), torch.full((3,), 5.0), atol=1e-3, rtol=0)
@@ -34,7 +34,7 @@ def test_rescaled_crops_label_a_distortion_below_5():
     g = torch.Generator().manual_seed(1)
     ref = (load_image(photo_paths()[0])[..., :192, :256] * 255).round().to(torch.uint8)
     noisy = (ref.float() + 40 * torch.randn(ref.shape, generator=g)).clamp(0, 255).to(torch.uint8)
-    _, cb = nr_sweep.rescaled_crops(g, noisy, ref, torch.tensor([0, 0]), patch=64, smin=0.6)
+    _, cb = nr_sweep.rescaled_crops(g, noisy, ref, torch.tensor([0]), torch.tensor([0, 0]), patch=64, smin=0.6)
     assert float(mos_from_cells(cb).max()) < 4.0
 
 
@@ -98,3 +98,28 @@ def test_identification_head_loss_value_gradients_and_detach():
     detach()
     assert not hasattr(net, "aux") and set(net.state_dict()) == plain_keys
     assert not net.backbone._forward_hooks
+
+
+def test_level_subset_is_type_balanced_and_deterministic():
+    picked = train_builtin.level_subset(["b", "a", "a"], seed=3, levels_per_type=2)
+    assert picked == train_builtin.level_subset(["a", "b"], seed=3, levels_per_type=2)
+    assert len(picked) == 2 * 25 * 2
+    for src in ("a", "b"):
+        for t in range(25):
+            levels = {train_builtin.type_level(n)[1] for n in picked if n.startswith(f"{src}_d{t + 1:02d}_")}
+            assert len(levels) == 2 and levels <= {1, 2, 3, 4, 5}
+    assert len(train_builtin.level_subset(["a"], seed=0, levels_per_type=5)) == 125
+    with pytest.raises(ValueError, match="levels_per_type"):
+        train_builtin.level_subset(["a"], seed=0, levels_per_type=0)
+
+
+def test_cell_targets_group_images_by_reference_and_keep_their_order():
+    g = torch.Generator().manual_seed(4)
+    refs = (torch.rand(2, 3, 64, 96, generator=g) * 255).to(torch.uint8)
+    ref_idx = torch.tensor([1, 0, 1, 0, 0])
+    x = (refs[ref_idx].float() + 30 * torch.randn((5, 3, 64, 96), generator=g)).clamp(0, 255).to(torch.uint8)
+    split = train_builtin.Split(x, refs, ref_idx, torch.zeros(5), ["b", "a", "b", "a", "a"])
+    got = train_builtin.cell_targets(split, chunk=2)
+    want = train_builtin.quality_cells(x.float() / 255, refs[ref_idx].float() / 255).half()
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(split.ref_of(torch.tensor([2, 1])), refs[[1, 0]])

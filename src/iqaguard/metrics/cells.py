@@ -79,7 +79,7 @@ def quality_cells(x: torch.Tensor, ref: torch.Tensor, cell: int = CELL,
                                     or ssim_factor < 1):
         raise InputError(f"ssim_factor: expected a positive integer or None, got {ssim_factor!r}")
     h, w = x.shape[-2] // cell, x.shape[-1] // cell
-    a, b = _to255(x, True), _to255(ref.expand_as(x), True)
+    a, b = _to255(x, True), _to255(ref, True)  # a batch-1 reference is processed once
     f = ssim_downsample_factor(*a.shape[-2:]) if ssim_factor is None else int(ssim_factor)
     if f > 1:
         a, b = _mean_downsample(a, f), _mean_downsample(b, f)

@@ -177,12 +177,17 @@ def _ssim_maps(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Te
     """SSIM and contrast-structure maps (``'valid'`` size) of 0..255 images ``[B, C, H, W]``.
 
     Wang et al. 2004 eq. (13) with ``C1 = (K1 L)^2``, ``C2 = (K2 L)^2`` and population
-    (biased) local moments under the Gaussian window, as ``ssim.m`` computes them.
+    (biased) local moments under the Gaussian window, as ``ssim.m`` computes them. ``b`` may
+    have batch 1 (one reference for every image of ``a``): its moments are then filtered once.
     """
     g = _gaussian_1d(a.dtype, a.device)
     c1 = (SSIM_K1 * SSIM_L) ** 2
     c2 = (SSIM_K2 * SSIM_L) ** 2
-    mu_a, mu_b, e_aa, e_bb, e_ab = _filter_valid(torch.stack([a, b, a * a, b * b, a * b]), g)
+    if b.shape[0] == a.shape[0]:
+        mu_a, mu_b, e_aa, e_bb, e_ab = _filter_valid(torch.stack([a, b, a * a, b * b, a * b]), g)
+    else:
+        mu_a, e_aa, e_ab = _filter_valid(torch.stack([a, a * a, a * b]), g)
+        mu_b, e_bb = _filter_valid(torch.stack([b, b * b]), g)
     var_a = e_aa - mu_a * mu_a
     var_b = e_bb - mu_b * mu_b
     cov = e_ab - mu_a * mu_b
