@@ -123,3 +123,16 @@ def test_cell_targets_group_images_by_reference_and_keep_their_order():
     want = train_builtin.quality_cells(x.float() / 255, refs[ref_idx].float() / 255).half()
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(split.ref_of(torch.tensor([2, 1])), refs[[1, 0]])
+
+
+def test_model_card_reports_training_and_holdout_scoring_time_apart():
+    r = {"use_mscn": True, "widths": [16, 32], "aux_w": 0.5, "command": "python scripts/train_builtin.py --seed 0",
+         "seed": 0, "epochs": 8, "iters_per_epoch": 250, "batch": 32, "patch": 128, "fr_images": 1000,
+         "dataset": "builtin-kadid", "n_images": {"train": 10, "val": 5, "test": 3000},
+         "splits": {"train": ["a"], "val": ["b"], "test": ["c"]}, "test": {"srocc": 0.75, "plcc": 0.74},
+         "best_val_srocc": 0.7, "bounds": [3.0, 4.9], "train_seconds": 600.0, "file": "x.safetensors",
+         "size_kb": 1.0, "sha256": "0" * 64}
+    card = train_builtin.model_card({"builtin-nr": r, "builtin-fr": dict(r, bounds=[1.1, 0.0])}, 1500.0, 540.0)
+    assert "Training time (both models; data loading, cell targets and bounds included): 25.0 min" in card
+    assert "scoring the 3000 hold-out test images with both models: 9.0 min" in card
+    assert "hold-out test SROCC 0.7500, PLCC 0.7400" in card and "MEON-style" in card

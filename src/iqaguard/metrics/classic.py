@@ -31,7 +31,8 @@ QUANTIZATION_MSE = (1.0 / 255.0) ** 2 / 12.0
 PSNR_BEST = 10.0 * math.log10(1.0 / QUANTIZATION_MSE)
 
 #: Worst values measured by ``python scripts/calibrate_classic_bounds.py`` (seed 0, JPEG q=10 +
-#: uniform noise) on the 42 builtin photographs (src/iqaguard/data/photos); keys are
+#: uniform noise) on the 42 builtin photographs of the set before 2026-11-30 (the first 42 rows of
+#: src/iqaguard/data/photos/sources.json; the 117 added since were not re-run); keys are
 #: (registry name, option values in constructor order).
 CALIBRATED_WORST: Dict[Tuple[str, Tuple[bool, ...]], float] = {
     ("psnr", (True,)): 8.9083,
