@@ -218,6 +218,7 @@ def _gcompris(debs: Path) -> List[Tuple[Source, Path]]:
 
 
 def _palapeli(debs: Path) -> List[Tuple[Source, Path]]:
+    """The Palapeli puzzle photographs with author and licence from their ``.desktop`` files."""
     out = []
     for name, stem in _PALAPELI_PHOTOS:
         folder = debs / PALAPELI / PALAPELI_DIR

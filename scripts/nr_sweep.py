@@ -1,7 +1,7 @@
 """Measure builtin-nr training variants side by side (docs/builtin_models.md, "What was tried").
 
-Every variant changes one thing of the recipe of ``scripts/train_builtin.py`` (:data:`BASE`:
-6 x 250 AdamW steps, batch 32, 128x128 crops, peak lr 2e-3, widths 16-32-64-96, MSCN input, the
+Every variant changes one thing of the recipe that ``scripts/train_builtin.py`` shipped until
+2026-11-30 (:data:`BASE`: 6 x 250 AdamW steps, no identification head, batch 32, 128x128 crops, peak lr 2e-3, widths 16-32-64-96, MSCN input, the
 per-cell loss :func:`train_builtin.nr_loss`). Each run keeps the checkpoint with the best
 validation SROCC (checked 6 times, as the real script) and reports that SROCC, the test SROCC
 of the same checkpoint and the SROCC on 500 training images (how well the run fits what it saw).
@@ -44,7 +44,7 @@ BASE = dict(steps=1500, batch=32, patch=128, lr=NR_LR, widths=(16, 32, 64, 96), 
             plcc_w=0.0, rank_w=0.0, ntrain=0, smin=1.0, aux_w=0.0)
 #: name -> (what it changes, overrides of BASE)
 VARIANTS: Dict[str, Tuple[str, dict]] = {
-    "base": ("the shipped recipe", {}),
+    "base": ("the recipe shipped until 2026-11-30 (no identification head, 1,500 steps)", {}),
     "steps6000": ("4x the optimisation steps", dict(steps=6000)),
     "steps12000": ("8x the optimisation steps", dict(steps=12000)),
     "patch256_b8": ("256x256 crops, batch 8 (same pixels per step)", dict(patch=256, batch=8)),
