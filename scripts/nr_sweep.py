@@ -79,7 +79,7 @@ def load_data(seed: int) -> dict:
         data[split] = d._asdict()
         if split == "train":
             data[split]["cells"] = cell_targets(d)
-    data["train"]["types"], data["train"]["levels"] = type_levels("train", seed)
+    data["train"]["types"], data["train"]["levels"] = type_levels(data["train"]["names"])
     return data
 
 

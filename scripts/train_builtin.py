@@ -38,7 +38,7 @@ from PIL import Image
 from scipy import stats
 
 import iqaguard
-from iqaguard.data.kadid_builtin import BuiltinKadid
+from iqaguard.data.kadid_builtin import BuiltinKadid, distorted_name
 from iqaguard.metrics.bounds import calibrate_bounds
 from iqaguard.metrics.cells import CELL, mos_from_cells, quality_cells
 from iqaguard.metrics.builtin import WEIGHTS_DIR, BuiltinFR, BuiltinNR, FRNet, NRNet, mean_std_pool
@@ -52,17 +52,30 @@ N_TYPES = 25  # KADID distortion types
 class Split(NamedTuple):
     """The images of a split: uint8 ``x [N,3,H,W]``, the distinct references ``refs [S,3,H,W]``
     (uint8) with ``ref_idx [N]`` (image ``i``'s reference is ``refs[ref_idx[i]]``), pseudo-MOS
-    ``y [N]`` and source names ``src``."""
+    ``y [N]``, source names ``src`` and file names ``names`` (``<source>_dXX_lY.png``)."""
 
     x: torch.Tensor
     refs: torch.Tensor
     ref_idx: torch.Tensor
     y: torch.Tensor
     src: List[str]
+    names: List[str] = []
 
     def ref_of(self, idx=slice(None)) -> torch.Tensor:
         """The references of ``x[idx]``."""
         return self.refs[self.ref_idx[idx]]
+
+    def by_reference(self, idx: Optional[torch.Tensor] = None, chunk: int = 50):
+        """Yield ``(j, ref)``: positions ``j`` (at most ``chunk``) of images of ``idx`` (default:
+        all) that share one reference, and that reference as a float batch-1 ``[1, 3, H, W]``
+        in [0, 1]. Work on a batch-1 reference broadcasts, so its share is computed once."""
+        idx = torch.arange(len(self.y)) if idx is None else idx
+        owner = self.ref_idx[idx]
+        for r in owner.unique().tolist():
+            pos = (owner == r).nonzero().flatten()
+            ref = self.refs[r:r + 1].float() / 255.0
+            for i in range(0, len(pos), chunk):
+                yield pos[i:i + chunk], ref
 
 
 def level_subset(sources: List[str], seed: int, levels_per_type: int) -> set:
@@ -71,7 +84,7 @@ def level_subset(sources: List[str], seed: int, levels_per_type: int) -> set:
     if not 1 <= levels_per_type <= 5:
         raise ValueError(f"levels_per_type: expected 1..5, got {levels_per_type}")
     g = np.random.default_rng(np.random.SeedSequence([seed, 0x5E1]))
-    return {f"{src}_d{t + 1:02d}_l{lv + 1}.png" for src in sorted(set(sources)) for t in range(N_TYPES)
+    return {distorted_name(src, t + 1, lv + 1) for src in sorted(set(sources)) for t in range(N_TYPES)
             for lv in g.choice(5, size=levels_per_type, replace=False)}
 
 
@@ -102,21 +115,18 @@ def load_split(split: str, seed: int, levels_per_type: Optional[int] = None) -> 
         list(pool.map(read, [Path(p) for p in ref_paths], refs))
     where = {p: i for i, p in enumerate(ref_paths)}
     return Split(imgs, refs, torch.tensor([where[str(s.ref_path)] for s in samples]),
-                 torch.tensor([float(s.mos) for s in samples]), [s.meta["source"] for s in samples])
+                 torch.tensor([float(s.mos) for s in samples]), [s.meta["source"] for s in samples],
+                 [s.name for s in samples])
 
 
 def cell_targets(data: Split, chunk: int = 50) -> torch.Tensor:
     """Per-cell ``(s, m, d)`` targets (:func:`quality_cells`) of a split's uint8 images and their
     references, stored as float16 ``[N, 3, H / 16, W / 16]``. Images are processed in chunks
-    that share one reference, whose statistics are then computed once per chunk."""
+    that share one reference (:meth:`Split.by_reference`)."""
     n, _, h, w = data.x.shape
     out = torch.empty((n, 3, h // CELL, w // CELL), dtype=torch.float16)
-    for r in range(data.refs.shape[0]):
-        idx = (data.ref_idx == r).nonzero().flatten()
-        ref = data.refs[r:r + 1].float() / 255.0
-        for i in range(0, len(idx), chunk):
-            j = idx[i:i + chunk]
-            out[j] = quality_cells(data.x[j].float() / 255.0, ref).half()
+    for j, ref in data.by_reference(chunk=chunk):
+        out[j] = quality_cells(data.x[j].float() / 255.0, ref).half()
     return out
 
 
@@ -146,6 +156,20 @@ def predict(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, batch: int 
     return torch.cat(out).numpy()
 
 
+@torch.no_grad()
+def predict_pairs(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], data: Split,
+                  idx: Optional[torch.Tensor] = None, batch: int = 8) -> np.ndarray:
+    """``fn(x, ref)`` on the full-size images ``data.x[idx]`` (default: all), in batches that share
+    one batch-1 reference (the reference's features are computed once per batch); rows in
+    ``idx`` order."""
+    idx = torch.arange(len(data.y)) if idx is None else idx
+    out: List[Optional[torch.Tensor]] = [None] * len(idx)
+    for j, ref in data.by_reference(idx, chunk=batch):
+        for k, row in zip(j.tolist(), fn(data.x[idx[j]].float() / 255.0, ref)):
+            out[k] = row
+    return torch.stack(out).numpy()
+
+
 def correlations(pred: np.ndarray, mos: np.ndarray, lower_better: bool = False) -> Dict[str, float]:
     p = -pred if lower_better else pred
     return {"srocc": float(stats.spearmanr(p, mos)[0]), "plcc": float(stats.pearsonr(p, mos)[0])}
@@ -160,10 +184,10 @@ def type_level(name: str) -> Tuple[int, int]:
     return int(d[1:]) - 1, int(lv[1:])
 
 
-def type_levels(split: str, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Distortion type indices ``[N]`` (long) and levels ``[N]`` (float) of a split, in
-    :func:`load_split`'s order."""
-    tl = [type_level(s.name) for s in BuiltinKadid(split=split, seed=seed)]
+def type_levels(names: List[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Distortion type indices ``[N]`` (long) and levels ``[N]`` (float) of builtin-kadid file
+    names (:attr:`Split.names`)."""
+    tl = [type_level(n) for n in names]
     return torch.tensor([t for t, _ in tl]), torch.tensor([lv for _, lv in tl], dtype=torch.float32)
 
 
@@ -201,8 +225,10 @@ def nr_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def train_loop(model: torch.nn.Module, step: Callable[[torch.Generator], torch.Tensor],
                evaluate: Callable[[], float], epochs: int, iters: int, lr: float, seed: int, tag: str,
-               params=None) -> Tuple[torch.nn.Module, float, List[dict]]:
-    """Generic AdamW + cosine loop; keeps the state with the best validation SROCC."""
+               params=None, val_last: Optional[int] = None) -> Tuple[torch.nn.Module, float, List[dict]]:
+    """Generic AdamW + one-cycle loop; keeps the state with the best validation SROCC, evaluated
+    after each of the last ``val_last`` epochs (default: every epoch; the one-cycle schedule
+    reaches its best states at the end, so early checks only cost time)."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(params if params is not None else model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * iters, pct_start=0.1)
@@ -219,12 +245,13 @@ def train_loop(model: torch.nn.Module, step: Callable[[torch.Generator], torch.T
             sched.step()
             losses.append(float(loss.detach()))
         model.eval()
-        val = evaluate()
+        checked = val_last is None or ep >= epochs - val_last
+        val = evaluate() if checked else float("nan")
         log.append({"epoch": ep + 1, "loss": float(np.mean(losses)), "val_srocc": val,
                     "elapsed_s": round(time.time() - t0, 1)})
         print(f"[{tag}] epoch {ep + 1}/{epochs} loss {np.mean(losses):.4f} val SROCC {val:.4f} "
               f"({time.time() - t0:.0f}s)", flush=True)
-        if val > best:
+        if checked and val > best:
             best, best_state = val, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     return model, best, log
@@ -290,6 +317,8 @@ def main(argv=None) -> int:
     ap.add_argument("--val-levels", type=int, default=1,
                     help="levels per distortion type and validation photograph used to pick checkpoints "
                          "(1..5; 5 = every validation image)")
+    ap.add_argument("--val-last", type=int, default=4,
+                    help="check validation SROCC (and keep the best state) after each of the last N epochs only")
     ap.add_argument("--aux-w", type=float, default=AUX_W,
                     help="weight of the distortion-identification loss (0: no head; docs/builtin_models.md)")
     args = ap.parse_args(argv)
@@ -307,7 +336,7 @@ def main(argv=None) -> int:
     cells_tr = cell_targets(tr)
     print(f"[nr] cell targets {tuple(cells_tr.shape)} in {time.time() - t0:.0f}s", flush=True)
 
-    types_tr, levels_tr = type_levels("train", args.seed)
+    types_tr, levels_tr = type_levels(tr.names)
 
     def nr_step(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, x_tr.shape[0], (args.batch,), generator=g)
@@ -321,9 +350,10 @@ def main(argv=None) -> int:
     runs = []
     for k in range(args.nr_restarts):
         torch.manual_seed(args.seed + k)
-        nr = NRNet(use_mscn=bool(args.mscn))
+        nr = NRNet(use_mscn=bool(args.mscn)).to(memory_format=torch.channels_last)  # ~5% faster steps
         aux_loss, detach = identification_head(nr) if args.aux_w else (None, lambda: None)
-        runs.append(train_loop(nr, nr_step, nr_val, args.nr_epochs, args.iters, NR_LR, args.seed + k, f"nr run {k + 1}"))
+        runs.append(train_loop(nr, nr_step, nr_val, args.nr_epochs, args.iters, NR_LR, args.seed + k,
+                               f"nr run {k + 1}", val_last=args.val_last))
         detach()
     nr, nr_best_val, nr_log = max(runs, key=lambda r: r[1])
     print(f"[nr] kept run {[r[1] for r in runs].index(nr_best_val) + 1} (val SROCC {nr_best_val:.4f})", flush=True)
@@ -341,13 +371,13 @@ def main(argv=None) -> int:
     fr.eval()
     t0 = time.time()
     pick = torch.randperm(x_tr.shape[0], generator=torch.Generator().manual_seed(args.seed))[:args.fr_images]
-    sim_tr = torch.from_numpy(predict(fr.similarities, x_tr[pick], tr.ref_of(pick)))
-    sim_va = torch.from_numpy(predict(fr.similarities, va.x, va.ref_of()))
+    sim_tr = torch.from_numpy(predict_pairs(fr.similarities, tr, pick))
+    sim_va = torch.from_numpy(predict_pairs(fr.similarities, va))
     fr, fr_best_val, fr_log = fit_fr_weights(fr, sim_tr, (5.0 - y_tr[pick]) / 4.0, sim_va,
                                              va.y.numpy(), args.fr_steps)
     fr_time = time.time() - t0
     t_eval = time.time()
-    fr_test = correlations(predict(fr, te.x, te.ref_of()), te.y.numpy(), lower_better=True)
+    fr_test = correlations(predict_pairs(fr, te), te.y.numpy(), lower_better=True)
     eval_s += time.time() - t_eval
 
     # ---- bounds (seed 002 appendix A.3.2) on the builtin photographs ---------------------
@@ -358,7 +388,7 @@ def main(argv=None) -> int:
     cfg_common = {"seed": args.seed, "command": "python scripts/train_builtin.py " + " ".join(argv_shown),
                   "dataset": "builtin-kadid", "splits": {s: sorted(set(v.src)) for s, v in data.items()},
                   "n_images": {s: int(len(v.y)) for s, v in data.items()}, "val_levels_per_type": args.val_levels, "patch": args.patch,
-                  "batch": args.batch, "iters_per_epoch": args.iters, "aux_w": args.aux_w, "torch": torch.__version__,
+                  "batch": args.batch, "iters_per_epoch": args.iters, "val_last": args.val_last, "aux_w": args.aux_w, "torch": torch.__version__,
                   "date": date.today().isoformat()}
     results = {}
     for name, net, cls, test, best_val, log, secs, epochs in (

@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -123,6 +124,33 @@ def test_cell_targets_group_images_by_reference_and_keep_their_order():
     want = train_builtin.quality_cells(x.float() / 255, refs[ref_idx].float() / 255).half()
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(split.ref_of(torch.tensor([2, 1])), refs[[1, 0]])
+
+
+def test_predict_pairs_shares_each_reference_and_matches_pairwise_scores():
+    from iqaguard.metrics.builtin import FRNet
+
+    g = torch.Generator().manual_seed(5)
+    refs = (torch.rand(3, 3, 48, 64, generator=g) * 255).to(torch.uint8)
+    ref_idx = torch.tensor([2, 0, 2, 1, 0, 2, 1])
+    x = (refs[ref_idx].float() + 25 * torch.randn((7, 3, 48, 64), generator=g)).clamp(0, 255).to(torch.uint8)
+    split = train_builtin.Split(x, refs, ref_idx, torch.zeros(7), ["s"] * 7)
+    torch.manual_seed(0)
+    fr = FRNet(use_mscn=True).eval()
+    with torch.no_grad():
+        fr.logits.normal_()
+    pick = torch.tensor([6, 0, 3, 2])
+    want = train_builtin.predict(fr, x[pick], split.ref_of(pick), batch=3)
+    got = train_builtin.predict_pairs(fr, split, pick, batch=2)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert got.shape == (4,) and len(set(np.round(got, 6))) == 4
+    sims = train_builtin.predict_pairs(fr.similarities, split)
+    assert sims.shape == (7, fr.logits.numel())
+
+
+def test_type_levels_come_from_the_split_names():
+    types, levels = train_builtin.type_levels(["a_d03_l2.png", "b_c_d25_l5.png"])
+    assert types.tolist() == [2, 24] and levels.tolist() == [2.0, 5.0]
+    assert train_builtin.distorted_name("b_c", 25, 5) == "b_c_d25_l5.png"
 
 
 def test_model_card_reports_training_and_holdout_scoring_time_apart():

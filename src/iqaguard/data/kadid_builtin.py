@@ -103,6 +103,11 @@ def make_reference(photo: Path, size: Tuple[int, int]) -> np.ndarray:
         return np.asarray(im.crop(box).resize((w, h), Image.Resampling.LANCZOS))
 
 
+def distorted_name(source: str, dist_id: int, level: int) -> str:
+    """File name ``<source>_dXX_lY.png`` of the distorted image (type 1..25, level 1..5)."""
+    return f"{source}_d{dist_id:02d}_l{level}.png"
+
+
 def _write_png(arr: np.ndarray, path: Path) -> None:
     Image.fromarray(arr).save(path, format="PNG", compress_level=1)
 
@@ -126,7 +131,7 @@ def generate_type(folder: str, source: str, seed: int, dist_id: int) -> List[Dic
     for level in range(1, N_LEVELS + 1):
         y = apply_distortion(ref, dist_id, level, np.random.default_rng(image_seed(seed, source, dist_id, level)))
         y8 = (y * 255.0 + 0.5).astype(np.uint8)
-        names.append(f"{source}_d{dist_id:02d}_l{level}.png")
+        names.append(distorted_name(source, dist_id, level))
         _write_png(y8, base / names[-1])
         outs.append(y8)
     with torch.no_grad():
