@@ -8,7 +8,8 @@ Splits are by source photograph (``builtin-kadid`` train / val / test). The NR m
 random 128x128 crops aligned to its 16-pixel grid, to predict every cell's local SSIM/GMS
 statistics (:mod:`iqaguard.metrics.cells`: dense supervision as BIECON, Kim & Lee 2017) and its
 score pools them with the label's own formula; the checkpoint with the best validation SROCC
-(checked after every epoch on a type-balanced validation subset, ``--val-levels``) is kept. A
+(checked after each of the last ``--val-last`` epochs on a type-balanced validation subset,
+``--val-levels``) is kept. A
 linear head on its pooled backbone features also identifies each crop's distortion type and
 level while it trains (:func:`identification_head`, as MEON, Ma et al. 2018; weight ``--aux-w``,
 0 turns it off); the head is removed before saving. The FR model (DISTS-style similarities, :class:`FRNet`) reuses the
@@ -303,7 +304,7 @@ def sha256(path: Path) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--nr-epochs", type=int, default=8)
+    ap.add_argument("--nr-epochs", type=int, default=16)
     ap.add_argument("--iters", type=int, default=250, help="optimisation steps per epoch")
     ap.add_argument("--nr-restarts", type=int, default=1,
                     help="train builtin-nr this many times (seeds seed, seed+1, ...) and keep the best on validation")

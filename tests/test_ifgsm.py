@@ -106,6 +106,24 @@ def test_nonlinear_metric_stays_in_budget_and_improves(eps, steps, alpha):
     assert m.training  # the attack restores the mode it found
 
 
+def test_budget_holds_in_float_arithmetic_not_only_in_exact_arithmetic():
+    from iqaguard.attacks.base import linf_box
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, generator=g)
+    x[0, 0, 0, :4] = torch.tensor([2 / 255, 4 / 255, 8 / 255, 1 - 4 / 255])  # x - eps rounds to 0 or x + eps to 1
+    x[0, 0, 1, :3] = torch.tensor([1e-9, 1 - 1e-7, 0.0])
+    for eps in (2 / 255, 4 / 255, 8 / 255):
+        naive = (x + eps).clamp(max=1.0) - x
+        assert (naive.double() > eps).any()  # float rounding overshoots the budget somewhere
+        lo, hi = linf_box(x, eps)
+        assert float((hi - x).double().max()) <= eps and float((x - lo).double().max()) <= eps
+        assert float((hi - x).max()) > eps - 1e-6 and lo.min() >= 0 and hi.max() <= 1  # one float short, no more
+    w = torch.ones(1, 3, 1, 1)
+    x_adv = IFGSM(eps=4 / 255, steps=10)(Weighted(w), x.clamp(0.1, 0.9))
+    assert float((x_adv - x.clamp(0.1, 0.9)).abs().double().max()) <= 4 / 255
+
+
 def test_full_reference_perturbs_x_only_and_needs_ref():
     x = _images(lo=0.2, hi=0.4)
     ref = torch.full_like(x, 0.7)  # every pixel of x is more than eps below ref

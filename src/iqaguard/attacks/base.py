@@ -5,7 +5,7 @@ normalised objective of seed 002 §3.1 (``L(f(x')) = f(x') / diam(f)``).
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Optional
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import torch
 
@@ -14,6 +14,24 @@ from ..metrics.base import Metric
 from ..validation import check_image, check_pair
 
 PRESET_NAMES = ("weak", "medium", "strong")
+
+
+def linf_box(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel bounds ``(lo, hi)`` of the L∞ ball of radius ``eps`` around ``x``, within [0, 1].
+
+    ``x + eps`` rounds in float arithmetic, so ``hi - x`` can exceed ``eps`` by an ulp (4/255
+    became 4.0000074/255). Each bound that does is moved towards ``x`` by its excess (at least
+    one float), until ``hi - x <= eps`` and ``x - lo <= eps`` hold as computed in ``x``'s dtype
+    (compared with ``eps`` in double precision), not just in exact arithmetic.
+    """
+    lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
+    for _ in range(64):  # one or two rounds in practice: every round removes the whole excess
+        over_hi, over_lo = (hi - x).double() - eps, (x - lo).double() - eps
+        if not bool((over_hi > 0).any() or (over_lo > 0).any()):
+            return lo, hi
+        hi = torch.where(over_hi > 0, torch.minimum(torch.nextafter(hi, x), (hi.double() - over_hi).to(x.dtype)), hi)
+        lo = torch.where(over_lo > 0, torch.maximum(torch.nextafter(lo, x), (lo.double() + over_lo).to(x.dtype)), lo)
+    raise RuntimeError(f"linf_box: could not fit the bounds within eps={eps!r} in {x.dtype}")
 
 
 class Attack:

@@ -16,7 +16,7 @@ import torch
 from ..errors import InputError
 from ..metrics.base import Metric
 from ..registry import ATTACKS
-from .base import Attack
+from .base import Attack, linf_box
 
 
 @ATTACKS.register("ifgsm")
@@ -78,7 +78,7 @@ class IFGSM(Attack):
             ``[B, 3, H, W]`` with ``||x_adv - x||_inf <= eps`` and values in [0, 1].
         """
         eps, alpha = float(self.eps), self.step_size
-        lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
+        lo, hi = linf_box(x, eps)
         x_adv = x.clone()
         for _ in range(self.steps):
             x_adv = x_adv.detach().requires_grad_(True)

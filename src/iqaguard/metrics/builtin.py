@@ -3,7 +3,7 @@
 Both are small CNNs in the spirit of the seeds' models (seed 002 Table 6: a convolutional
 backbone, pooled features and an MLP regression head; seed 000 §3: backbone features feed a
 scorer). They are trained from scratch by ``scripts/train_builtin.py`` on ``builtin-kadid`` and
-their weights ship in ``iqaguard/metrics/weights`` (safetensors, a few hundred KB) together with
+their weights ship in ``iqaguard/metrics/weights`` (safetensors, about 1 MB each) together with
 ``MODEL_CARD.md``.
 
 * ``builtin-nr`` — no-reference, higher is better, predicts the builtin-kadid pseudo-MOS (1..5).
