@@ -30,7 +30,7 @@ import time
 from datetime import date
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class Split(NamedTuple):
     ref_idx: torch.Tensor
     y: torch.Tensor
     src: List[str]
-    names: List[str] = []
+    names: Sequence[str] = ()
 
     def ref_of(self, idx=slice(None)) -> torch.Tensor:
         """The references of ``x[idx]``."""
