@@ -19,8 +19,7 @@ PRESET_NAMES = ("weak", "medium", "strong")
 def linf_box(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel bounds ``(lo, hi)`` of the L∞ ball of radius ``eps`` around ``x``, within [0, 1].
 
-    ``x + eps`` rounds in float arithmetic, so ``hi - x`` can exceed ``eps`` by an ulp (4/255
-    became 4.0000074/255). Each bound that does is moved towards ``x`` by its excess (at least
+    ``x + eps`` rounds in float arithmetic, so ``hi - x`` can exceed ``eps`` by an ulp. Each bound that does is moved towards ``x`` by its excess (at least
     one float), until ``hi - x <= eps`` and ``x - lo <= eps`` hold as computed in ``x``'s dtype
     (compared with ``eps`` in double precision), not just in exact arithmetic.
     """
