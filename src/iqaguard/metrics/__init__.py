@@ -5,14 +5,22 @@
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any, List
 
 from torch import nn
 
 from ..registry import METRICS
 from .base import Bounds, Metric
-from . import classic, builtin, adapters, bounds  # noqa: F401  (registration side effects)
-from .adapters import ModuleMetric
+
+# Every module of this package registers its metrics on import: a new metric is one module,
+# found here without editing this file.
+for _mod in pkgutil.iter_modules(__path__):
+    if not _mod.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_mod.name}")
+
+from .adapters import ModuleMetric  # noqa: E402
 from .bounds import calibrate_bounds
 
 
