@@ -41,7 +41,8 @@ from scipy import stats
 import iqaguard
 from iqaguard.data.kadid_builtin import BuiltinKadid, distorted_name
 from iqaguard.metrics.bounds import calibrate_bounds
-from iqaguard.metrics.cells import CELL, mos_from_cells, quality_cells
+from iqaguard.data.kadid_builtin import read_cells, read_labels, split_sources
+from iqaguard.metrics.cells import CELL, CHROMA_MAX, N_STATS, mos_from_cells
 from iqaguard.metrics.builtin import WEIGHTS_DIR, BuiltinFR, BuiltinNR, FRNet, NRNet, mean_std_pool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,8 @@ N_TYPES = 25  # KADID distortion types
 class Split(NamedTuple):
     """The images of a split: uint8 ``x [N,3,H,W]``, the distinct references ``refs [S,3,H,W]``
     (uint8) with ``ref_idx [N]`` (image ``i``'s reference is ``refs[ref_idx[i]]``), pseudo-MOS
-    ``y [N]``, source names ``src`` and file names ``names`` (``<source>_dXX_lY.png``)."""
+    ``y [N]``, source names ``src``, file names ``names`` (``<source>_dXX_lY.png``) and the
+    per-cell label statistics ``cells`` (float16 ``[N, 4, H/16, W/16]``, stored with the dataset)."""
 
     x: torch.Tensor
     refs: torch.Tensor
@@ -61,6 +63,7 @@ class Split(NamedTuple):
     y: torch.Tensor
     src: List[str]
     names: Sequence[str] = ()
+    cells: Optional[torch.Tensor] = None
 
     def ref_of(self, idx=slice(None)) -> torch.Tensor:
         """The references of ``x[idx]``."""
@@ -117,18 +120,23 @@ def load_split(split: str, seed: int, levels_per_type: Optional[int] = None) -> 
     where = {p: i for i, p in enumerate(ref_paths)}
     return Split(imgs, refs, torch.tensor([where[str(s.ref_path)] for s in samples]),
                  torch.tensor([float(s.mos) for s in samples]), [s.meta["source"] for s in samples],
-                 [s.name for s in samples])
+                 [s.name for s in samples], cached_cells(samples))
 
 
-def cell_targets(data: Split, chunk: int = 50) -> torch.Tensor:
-    """Per-cell ``(s, m, d)`` targets (:func:`quality_cells`) of a split's uint8 images and their
-    references, stored as float16 ``[N, 3, H / 16, W / 16]``. Images are processed in chunks
-    that share one reference (:meth:`Split.by_reference`)."""
-    n, _, h, w = data.x.shape
-    out = torch.empty((n, 3, h // CELL, w // CELL), dtype=torch.float16)
-    for j, ref in data.by_reference(chunk=chunk):
-        out[j] = quality_cells(data.x[j].float() / 255.0, ref).half()
-    return out
+def cached_cells(samples) -> torch.Tensor:
+    """The per-cell ``(s, m, d, c)`` targets of ``samples`` (builtin-kadid items), read from the
+    ``cells.npy`` that the dataset stores beside each source's labels (:func:`read_cells`: the
+    same maps as the pseudo-MOS, computed once at generation), float16 ``[N, 4, H/16, W/16]``."""
+    rows: Dict[Path, Dict[str, int]] = {}
+    arrays: Dict[Path, np.ndarray] = {}
+    out = []
+    for s in samples:
+        folder = Path(s.path).parent
+        if folder not in arrays:
+            arrays[folder] = read_cells(folder)
+            rows[folder] = {it["name"]: i for i, it in enumerate(read_labels(folder))}
+        out.append(arrays[folder][rows[folder][s.name]])
+    return torch.from_numpy(np.stack(out))
 
 
 def cell_crops(g: torch.Generator, imgs: torch.Tensor, cells: torch.Tensor, idx: torch.Tensor,
@@ -217,10 +225,15 @@ def identification_head(net: NRNet) -> Tuple[Callable[[torch.Tensor, torch.Tenso
     return loss, detach
 
 
+_CELL_SCALE = torch.tensor([1.0, 1.0, 1.0, 1.0 / CHROMA_MAX]).view(1, N_STATS, 1, 1)
+
+
 def nr_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """builtin-nr's loss on a batch of crops: smooth L1 on the per-cell ``(s, m, d)`` plus a quarter
-    of the smooth L1 on the crops' pseudo-MOS (both ``[B, 3, h, w]``)."""
-    return (F.smooth_l1_loss(pred, target, beta=0.05)
+    """builtin-nr's loss on a batch of crops: smooth L1 on the per-cell ``(s, m, d, c / 10)`` (the
+    chroma difference in units of its 0-quality value) plus a quarter of the smooth L1 on the
+    crops' pseudo-MOS (both ``[B, 4, h, w]``)."""
+    scale = _CELL_SCALE.to(pred)
+    return (F.smooth_l1_loss(pred * scale, target * scale, beta=0.05)
             + F.smooth_l1_loss(mos_from_cells(pred), mos_from_cells(target), beta=0.1) / 4.0)
 
 
@@ -334,8 +347,7 @@ def main(argv=None) -> int:
 
     # ---- builtin-nr: predict the per-cell SSIM/GMS statistics of the label (metrics/cells.py) ----
     t0 = time.time()
-    cells_tr = cell_targets(tr)
-    print(f"[nr] cell targets {tuple(cells_tr.shape)} in {time.time() - t0:.0f}s", flush=True)
+    cells_tr = tr.cells
 
     types_tr, levels_tr = type_levels(tr.names)
 
@@ -382,7 +394,9 @@ def main(argv=None) -> int:
     eval_s += time.time() - t_eval
 
     # ---- bounds (seed 002 appendix A.3.2) on the builtin photographs ---------------------
-    photos = [s.image for s in iqaguard.data.create("builtin")]
+    # calibrated on the train + val photographs only: the test photographs stay unseen
+    fit_sources = set(split_sources(args.seed)["train"]) | set(split_sources(args.seed)["val"])
+    photos = [s.image for s in iqaguard.data.create("builtin") if Path(s.path).stem in fit_sources]
     photos = [F.interpolate(p, size=(384, 512), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
               for p in photos]
     argv_shown = [a for i, a in enumerate(sys.argv[1:]) if a != "--out" and (i == 0 or sys.argv[i] != "--out")]
@@ -405,11 +419,38 @@ def main(argv=None) -> int:
         path = save(net, name, cfg, args.out)
         results[name] = dict(cfg, file=path.name, sha256=sha256(path), size_kb=round(path.stat().st_size / 1024, 1))
         print(f"{name}: test SROCC {test['srocc']:.4f} PLCC {test['plcc']:.4f} bounds {b} -> {path}", flush=True)
-    (args.out / "MODEL_CARD.md").write_text(model_card(results, time.time() - t_start - eval_s, eval_s))
+    timing = {"train_s": round(time.time() - t_start - eval_s, 1), "eval_s": round(eval_s, 1),
+              "threads": torch.get_num_threads()}
+    (args.out / "timing.json").write_text(json.dumps(timing) + "\n")
+    write_card(args.out)
     return 0
 
 
-def model_card(results: Dict[str, dict], train_s: float, eval_s: float) -> str:
+def card_results(out_dir: Path) -> Dict[str, dict]:
+    """Each shipped model's config (the safetensors metadata) with its file name, hash and size."""
+    from iqaguard.metrics.builtin import load_weights
+
+    results = {}
+    for name in ("builtin-nr", "builtin-fr"):
+        path = out_dir / f"{name}.safetensors"
+        _, cfg = load_weights(name, path)
+        results[name] = dict(cfg, file=path.name, sha256=sha256(path), size_kb=round(path.stat().st_size / 1024, 1))
+    return results
+
+
+def write_card(out_dir: Path) -> Path:
+    """(Re)write ``MODEL_CARD.md`` from the saved weights, ``timing.json`` and, when present,
+    ``baselines.json`` (``scripts/builtin_baselines.py``: weightless metrics on the same test images)."""
+    timing = json.loads((out_dir / "timing.json").read_text())
+    base_file = out_dir / "baselines.json"
+    baselines = json.loads(base_file.read_text()) if base_file.is_file() else {}
+    path = out_dir / "MODEL_CARD.md"
+    path.write_text(model_card(card_results(out_dir), timing["train_s"], timing["eval_s"], timing["threads"], baselines))
+    return path
+
+
+def model_card(results: Dict[str, dict], train_s: float, eval_s: float, threads: int,
+               baselines: Optional[Dict[str, dict]] = None) -> str:
     lines = ["# Model card: builtin-nr and builtin-fr", "",
              "Small CNNs trained from scratch by this repository's own script on its own builtin data",
              "(`builtin-kadid`, the KADID-10k-style synthetic set over the builtin photographs; see",
@@ -417,11 +458,12 @@ def model_card(results: Dict[str, dict], train_s: float, eval_s: float) -> str:
              "they are not substitutes for published IQA models.", "",
              f"Training time (both models; data loading, cell targets and bounds included): {train_s / 60:.1f} min; "
              f"scoring the {results['builtin-nr']['n_images']['test']} hold-out test images with both models: "
-             f"{eval_s / 60:.1f} min ({torch.get_num_threads()} CPU threads).", ""]
+             f"{eval_s / 60:.1f} min ({threads} CPU threads).", ""]
     for name, r in results.items():
         inp = "RGB + MSCN luma" if r["use_mscn"] else "RGB"
         arch = ("backbone (%s input, 4 stride-2 stages, widths %s) + per-cell MLP predicting the local "
-                "SSIM/GMS statistics of the label, pooled by the pseudo-MOS formula" % (inp, r["widths"])
+                "SSIM, GMS and chroma statistics of the label, pooled by the pseudo-MOS v2 formula without its "
+                "clips (an unbounded, everywhere-differentiable score)" % (inp, r["widths"])
                 + ("; trained with a distortion-identification head (type and level, loss weight %g, "
                    "MEON-style multi-task) that is dropped after training" % r["aux_w"] if r.get("aux_w") else "")
                 if name == "builtin-nr" else
@@ -440,11 +482,23 @@ def model_card(results: Dict[str, dict], train_s: float, eval_s: float) -> str:
                   f"- hold-out test SROCC {r['test']['srocc']:.4f}, PLCC {r['test']['plcc']:.4f} "
                   f"(best val SROCC {r['best_val_srocc']:.4f})"
                   + (" — PLCC of the negated distance" if name == "builtin-fr" else ""),
-                  f"- bounds (seed 002 A.3.2 on the builtin photographs, worst, best): "
+                  ] + baseline_lines(name, (baselines or {}).get(name)) + [
+                  f"- bounds (seed 002 A.3.2 on the train + val builtin photographs, worst, best): "
                   f"({r['bounds'][0]:.4f}, {r['bounds'][1]:.4f})",
                   f"- training time: {r['train_seconds'] / 60:.1f} min",
                   f"- file: `{r['file']}` ({r['size_kb']} KB), sha256 `{r['sha256']}`", ""]
     return "\n".join(lines)
+
+
+def baseline_lines(name: str, rows: Optional[Dict[str, dict]]) -> List[str]:
+    """Model-card lines: the weightless baselines on the same hold-out test images."""
+    if not rows:
+        return [f"- weightless baselines on the same test images: not computed (run `python scripts/builtin_baselines.py`)"]
+    out = ["- weightless baselines on the same test images (SROCC / PLCC of the quality direction"
+           + (", full-reference):" if name == "builtin-fr" else ", no-reference):")]
+    for metric, r in rows.items():
+        out.append(f"  - {metric}: SROCC {r['srocc']:.4f}, PLCC {r['plcc']:.4f}" + (f" ({r['note']})" if r.get("note") else ""))
+    return out
 
 
 if __name__ == "__main__":

@@ -239,14 +239,30 @@ def test_pseudo_mos_is_5_for_identical_images_and_falls_with_noise(ref_tensor):
 
 def test_pseudo_mos_terms_follow_their_documented_maps(ref_tensor):
     x = (ref_tensor * 0.7 + 0.1).clamp(0, 1)
+    x = torch.stack([x[:, 0] * 0.9, x[:, 1], x[:, 2] * 1.1], dim=1).clamp(0, 1)  # a colour cast too
     t = kadid_mos.quality_terms(x, ref_tensor)
-    assert abs(float(t["q_psnr"]) - min(max((float(t["psnr"]) - 15) / 30, 0), 1)) < 1e-6
     assert abs(float(t["q_gmsd"]) - (1 - min(float(t["gmsd"]) / 0.35, 1))) < 1e-6
-    assert abs(float(t["q_delta_e"]) - (1 - min(float(t["delta_e"]) / 25, 1))) < 1e-6
+    assert abs(float(t["q_chroma"]) - (1 - min(float(t["chroma"]) / 10, 1))) < 1e-6
     assert abs(float(t["q_ssim"]) - min(max(float(t["ssim"]), 0), 1)) < 1e-6
-    # only the structural terms enter the label (kadid_mos.MOS_TERMS)
-    mean_q = (float(t["q_ssim"]) + float(t["q_gmsd"])) / 2
+    # the three terms of kadid_mos.MOS_TERMS, equally weighted; PSNR is stored only
+    mean_q = (float(t["q_ssim"]) + float(t["q_gmsd"]) + float(t["q_chroma"])) / 3
     assert abs(float(kadid_mos.pseudo_mos(x, ref_tensor)) - (1 + 4 * mean_q)) < 1e-5
+    # SSIM at full resolution (no ssim.m downsampling) and GMSD as published
+    from iqaguard.metrics.functional import ssim
+    assert float(t["ssim"]) == pytest.approx(float(ssim(x, ref_tensor, luma=True, downsample=False)), abs=1e-5)
+    assert float(t["gmsd"]) == pytest.approx(float(kadid_mos.gmsd(x, ref_tensor)), abs=1e-6)
+
+
+def test_chroma_term_matches_scikit_image_lab():
+    """The chroma difference against an independent CIE Lab (D65) conversion: scikit-image's."""
+    color = pytest.importorskip("skimage.color")
+    ref = load_image(photo_paths()[4])[..., :64, :96].contiguous()
+    x = torch.stack([ref[:, 0] * 0.8, ref[:, 1], (ref[:, 2] * 1.2).clamp(0, 1)], dim=1)
+    half = [torch.nn.functional.avg_pool2d(v, 2)[0].permute(1, 2, 0).double().numpy() for v in (x, ref)]
+    lab_x, lab_r = color.rgb2lab(half[0]), color.rgb2lab(half[1])
+    want = np.sqrt(((lab_x[..., 1:] - lab_r[..., 1:]) ** 2).sum(-1)).mean()
+    got = float(kadid_mos.quality_terms(x, ref)["chroma"])
+    assert got == pytest.approx(want, rel=2e-3)
 
 
 def test_pseudo_mos_does_not_depend_on_the_batch(ref_tensor):

@@ -13,19 +13,31 @@ from iqaguard.metrics.cells import gms_map, mos_from_cells, quality_cells
 
 
 def test_mos_from_cells_hand_computed():
-    # two cells: s = (0.9, 0.7); GMS means (1.0, 0.8) and within-cell stds (0.0, 0.1)
-    cells = torch.tensor([[[[0.9, 0.7]], [[1.0, 0.8]], [[0.0, 0.1]]]])
+    # two cells: s = (0.9, 0.7); GMS means (1.0, 0.8), within-cell stds (0.0, 0.1); dC (2, 4)
+    cells = torch.tensor([[[[0.9, 0.7]], [[1.0, 0.8]], [[0.0, 0.1]], [[2.0, 4.0]]]])
     gmsd = math.sqrt((0.0 + 0.01) / 2 + 0.01)  # mean d^2 + variance of the means (0.1^2)
-    expected = 1 + 2 * (0.8 + 1 - gmsd / 0.35)
+    expected = 1 + 4 / 3 * (0.8 + 1 - gmsd / 0.35 + 1 - 3.0 / 10)
     assert float(mos_from_cells(cells)) == pytest.approx(expected, abs=1e-5)
+    assert float(mos_from_cells(cells, clip=True)) == pytest.approx(expected, abs=1e-5)  # inside [0, 1]
+
+
+def test_the_score_path_has_no_clip_but_the_label_has():
+    """builtin-nr's pooling is the label formula without clips: above 5 when the predicted SSIM
+    exceeds 1, and its gradient never vanishes (the v1 clamps zeroed it)."""
+    cells = torch.tensor([[[[1.2]], [[1.0]], [[0.0]], [[0.0]]]], requires_grad=True)
+    score = mos_from_cells(cells)
+    assert float(score.detach()) == pytest.approx(1 + 4 / 3 * 3.2, abs=1e-4) and float(score.detach()) > 5
+    assert float(mos_from_cells(cells, clip=True)) == pytest.approx(5.0, abs=1e-4)
+    score.backward()
+    assert float(cells.grad[0, 0]) == pytest.approx(4 / 3) and float(cells.grad[0, 3]) == pytest.approx(-4 / 30)
 
 
 def test_identical_images_give_perfect_cells_and_mos_5():
     ref = load_image(photo_paths()[0])[..., :128, :160].contiguous()
     c = quality_cells(ref, ref)
-    assert c.shape == (1, 3, 8, 10)
+    assert c.shape == (1, 4, 8, 10)
     torch.testing.assert_close(c[:, :2], torch.ones_like(c[:, :2]))
-    assert float(c[:, 2].abs().max()) < 1e-6
+    assert float(c[:, 2:].abs().max()) < 1e-4
     assert float(mos_from_cells(c)) == pytest.approx(5.0, abs=1e-4)
 
 
@@ -36,7 +48,7 @@ def test_cells_pool_back_to_the_image_label():
     x = torch.cat([(ref + s * torch.randn(ref.shape, generator=g)).clamp(0, 1) for s in (0.02, 0.06, 0.15)]
                   + [torch.nn.functional.avg_pool2d(ref, 5, 1, 2, count_include_pad=False)])
     label = kadid_mos.pseudo_mos(x, ref)
-    pooled = mos_from_cells(quality_cells(x, ref))
+    pooled = mos_from_cells(quality_cells(x, ref), clip=True)
     assert float((pooled - label).abs().max()) < 0.05
     # the GMS map pools exactly: GMSD = sqrt(mean d^2 + var m) when the cells tile the map
     gmsd = gms_map(x, ref)[:, :80, :112].flatten(1).std(dim=1, unbiased=False)
@@ -47,13 +59,10 @@ def test_cells_pool_back_to_the_image_label():
 
 def test_a_batch_1_reference_gives_the_same_cells_as_the_expanded_one():
     """One reference for many images is filtered once; the result must not change."""
-    ref = load_image(photo_paths()[2])[..., :320, :320].contiguous()  # SSIM downsamples by 1 here
+    ref = load_image(photo_paths()[2])[..., :320, :320].contiguous()
     g = torch.Generator().manual_seed(3)
     x = torch.cat([(ref + s * torch.randn(ref.shape, generator=g)).clamp(0, 1) for s in (0.0, 0.05, 0.2)])
     torch.testing.assert_close(quality_cells(x, ref), quality_cells(x, ref.expand_as(x).contiguous()))
-    big = torch.nn.functional.interpolate(ref, size=(512, 512), mode="bilinear", align_corners=False)
-    xb = (big + 0.05 * torch.randn((2, *big.shape[1:]), generator=g)).clamp(0, 1)  # downsampling by 2
-    torch.testing.assert_close(quality_cells(xb, big), quality_cells(xb, big.expand_as(xb).contiguous()))
 
 
 def test_nr_cells_shape_and_score_is_their_pooling():
@@ -63,30 +72,21 @@ def test_nr_cells_shape_and_score_is_their_pooling():
     with torch.no_grad():
         c = net.cells(x)
         score = net(x)
-    assert c.shape == (2, 3, 4, 6) and float(c[:, 2].min()) >= 0
+    assert c.shape == (2, 4, 4, 6) and float(c[:, 2:].min()) >= 0
     torch.testing.assert_close(score, mos_from_cells(c))
 
 
-def test_crop_with_the_image_ssim_factor_is_closer_to_the_full_image_cells():
-    """A 384x512 image has ssim.m factor 2; a 128x128 crop alone would get factor 1. With
-    ssim_factor=2 the crop's SSIM cells approach the full image's (away from the crop border;
-    the 'valid' maps pool onto slightly shifted grids, so not exactly); GMS cells do not depend
-    on the factor."""
-    ref = load_image(photo_paths()[2])[..., :384, :512].contiguous()
-    x = torch.nn.functional.avg_pool2d(ref, 5, 1, 2, count_include_pad=False)
-    full = quality_cells(x, ref)
-    crop = (slice(None), slice(None), slice(128, 256), slice(256, 384))
-    own = quality_cells(x[crop], ref[crop])
-    forced = quality_cells(x[crop], ref[crop], ssim_factor=2)
-    torch.testing.assert_close(forced[:, 1:], own[:, 1:])
-    inner = full[:, 0, 8:16, 16:24][..., 1:-1, 1:-1]
-    err_forced = float((forced[:, 0, 1:-1, 1:-1] - inner).abs().mean())
-    err_own = float((own[:, 0, 1:-1, 1:-1] - inner).abs().mean())
-    assert err_forced < 0.5 * err_own
-
-
-@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
-def test_bad_ssim_factor_is_an_input_error(bad):
-    x = torch.rand(1, 3, 32, 32)
-    with pytest.raises(InputError, match="ssim_factor"):
-        quality_cells(x, x, ssim_factor=bad)
+def test_label_sees_2x2_pixelation_and_pure_chroma_changes():
+    """v1 was blind to both: ssim.m's 2x2 downsampling undid 2x2 pixelation, and no term saw chroma."""
+    ref = load_image(photo_paths()[3])[..., :384, :512].contiguous()  # ssim.m would downsample by 2
+    pix = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(ref, 2), scale_factor=2, mode="nearest")
+    grey = kadid_mos.rgb_to_lab(ref)
+    grey[:, 1:] = 0  # same lightness, no chroma
+    from kornia.color import lab_to_rgb
+    desat = lab_to_rgb(grey).clamp(0, 1)
+    t = kadid_mos.quality_terms(torch.cat([pix, desat]), ref)
+    from iqaguard.metrics.functional import ssim
+    blind = 1 - float(ssim(pix, ref, downsample=True))  # v1: 2x2 averaging undoes the 2x2 blocks
+    assert blind < 1e-3 and 1 - float(t["ssim"][0]) > 10 * blind
+    assert float(t["chroma"][1]) > 3.0 and float(t["q_chroma"][1]) < 0.7  # desaturation costs colour
+    assert float(kadid_mos.pseudo_mos(desat, ref)) < 4.6

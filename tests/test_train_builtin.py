@@ -1,4 +1,4 @@
-"""The pure parts of scripts/nr_sweep.py (the builtin-nr variant harness)."""
+"""The pure parts of scripts/train_builtin.py (the builtin models' training script)."""
 import sys
 from pathlib import Path
 
@@ -8,59 +8,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import nr_sweep  # noqa: E402
 import train_builtin  # noqa: E402
-from train_builtin import nr_loss  # noqa: E402
 
-from iqaguard.data.builtin import photo_paths  # noqa: E402
-from iqaguard.data.io import load_image  # noqa: E402
-from iqaguard.metrics.cells import mos_from_cells  # noqa: E402
-
-
-def test_every_variant_overrides_known_recipe_keys():
-    for name, (what, over) in nr_sweep.VARIANTS.items():
-        assert what and set(over) <= set(nr_sweep.BASE), name
-
-
-def test_rescaled_crops_of_an_undistorted_image_score_5():
-    g = torch.Generator().manual_seed(0)
-    x = (torch.rand(2, 3, 192, 256, generator=g) * 255).to(torch.uint8)
-    xb, cb = nr_sweep.rescaled_crops(g, x, x.clone(), torch.tensor([0, 1]), torch.tensor([0, 1, 1]), patch=64, smin=0.5)
-    assert xb.shape == (3, 3, 64, 64) and cb.shape == (3, 3, 4, 4)
-    assert float(xb.min()) >= 0 and float(xb.max()) <= 1
-    torch.testing.assert_close(mos_from_cells(cb), torch.full((3,), 5.0), atol=1e-3, rtol=0)
-
-
-def test_rescaled_crops_label_a_distortion_below_5():
-    g = torch.Generator().manual_seed(1)
-    ref = (load_image(photo_paths()[0])[..., :192, :256] * 255).round().to(torch.uint8)
-    noisy = (ref.float() + 40 * torch.randn(ref.shape, generator=g)).clamp(0, 255).to(torch.uint8)
-    _, cb = nr_sweep.rescaled_crops(g, noisy, ref, torch.tensor([0]), torch.tensor([0, 0]), patch=64, smin=0.6)
-    assert float(mos_from_cells(cb).max()) < 4.0
-
-
-def test_batch_losses_add_the_plcc_and_ranking_terms():
-    g = torch.Generator().manual_seed(2)
-    target = torch.rand(6, 3, 2, 2, generator=g)
-    pred = target + 0.05 * torch.randn(target.shape, generator=g)
-    base = dict(nr_sweep.BASE)
-    assert float(nr_sweep.batch_losses(pred, target, base)) == pytest.approx(float(nr_loss(pred, target)))
-    pm, ym = mos_from_cells(pred), mos_from_cells(target)
-    plcc = float(torch.corrcoef(torch.stack([pm, ym]))[0, 1])
-    got = nr_sweep.batch_losses(pred, target, dict(base, plcc_w=2.0)) - nr_loss(pred, target)
-    assert float(got) == pytest.approx(2.0 * (1 - plcc), abs=1e-5)
-    pairs = [(i, j) for i in range(6) for j in range(6) if abs(float(ym[i] - ym[j])) > 0.05]
-    rank = sum(float(F.softplus(-(pm[i] - pm[j]) * torch.sign(ym[i] - ym[j]) / 0.1)) for i, j in pairs) / len(pairs)
-    got = nr_sweep.batch_losses(pred, target, dict(base, rank_w=1.0)) - nr_loss(pred, target)
-    assert float(got) == pytest.approx(rank, abs=1e-5)
-
-
-def test_read_rows_drops_a_cut_off_line(tmp_path, capsys):
-    out = tmp_path / "sweep.jsonl"
-    out.write_text('{"variant": "base", "seed": 0}\n{"variant": "pl')
-    assert nr_sweep.read_rows(out) == [{"variant": "base", "seed": 0}]
-    assert "sweep.jsonl:2" in capsys.readouterr().err
-    assert nr_sweep.read_rows(tmp_path / "absent.jsonl") == []
+from iqaguard.data.kadid_builtin import BuiltinKadid, split_sources  # noqa: E402
+from iqaguard.metrics.cells import quality_cells  # noqa: E402
 
 
 def test_type_level_parses_builtin_kadid_names():
@@ -114,15 +65,17 @@ def test_level_subset_is_type_balanced_and_deterministic():
         train_builtin.level_subset(["a"], seed=0, levels_per_type=0)
 
 
-def test_cell_targets_group_images_by_reference_and_keep_their_order():
+def test_cached_cells_are_the_quality_cells_of_the_saved_images(tmp_path):
+    """The targets read from the dataset cache equal the cells recomputed from the PNGs."""
+    src = split_sources(0)["test"][:1]
+    ds = BuiltinKadid(split="test", root=tmp_path, size=(64, 96), progress=False, sources=src, workers=1)
+    pick = [ds[i] for i in (0, 57, 124)]
+    got = train_builtin.cached_cells(pick)
+    want = torch.cat([quality_cells(s.image, s.ref) for s in pick]).half()
+    torch.testing.assert_close(got, want, atol=2e-3, rtol=1e-3)
     g = torch.Generator().manual_seed(4)
-    refs = (torch.rand(2, 3, 64, 96, generator=g) * 255).to(torch.uint8)
-    ref_idx = torch.tensor([1, 0, 1, 0, 0])
-    x = (refs[ref_idx].float() + 30 * torch.randn((5, 3, 64, 96), generator=g)).clamp(0, 255).to(torch.uint8)
-    split = train_builtin.Split(x, refs, ref_idx, torch.zeros(5), ["b", "a", "b", "a", "a"])
-    got = train_builtin.cell_targets(split, chunk=2)
-    want = train_builtin.quality_cells(x.float() / 255, refs[ref_idx].float() / 255).half()
-    torch.testing.assert_close(got, want)
+    refs = (torch.rand(2, 3, 16, 16, generator=g) * 255).to(torch.uint8)
+    split = train_builtin.Split(refs[[1, 0, 1]], refs, torch.tensor([1, 0, 1]), torch.zeros(3), ["b", "a", "b"])
     torch.testing.assert_close(split.ref_of(torch.tensor([2, 1])), refs[[1, 0]])
 
 
@@ -160,7 +113,10 @@ def test_model_card_reports_training_and_holdout_scoring_time_apart():
          "splits": {"train": ["a"], "val": ["b"], "test": ["c"]}, "test": {"srocc": 0.75, "plcc": 0.74},
          "best_val_srocc": 0.7, "bounds": [3.0, 4.9], "train_seconds": 600.0, "file": "x.safetensors",
          "size_kb": 1.0, "sha256": "0" * 64}
-    card = train_builtin.model_card({"builtin-nr": r, "builtin-fr": dict(r, bounds=[1.1, 0.0])}, 1500.0, 540.0)
+    base = {"builtin-fr": {"ssim": {"srocc": 0.91, "plcc": 0.9}}}
+    card = train_builtin.model_card({"builtin-nr": r, "builtin-fr": dict(r, bounds=[1.1, 0.0])}, 1500.0, 540.0, 2, base)
     assert "Training time (both models; data loading, cell targets and bounds included): 25.0 min" in card
     assert "scoring the 3000 hold-out test images with both models: 9.0 min" in card
     assert "hold-out test SROCC 0.7500, PLCC 0.7400" in card and "MEON-style" in card
+    assert "  - ssim: SROCC 0.9100, PLCC 0.9000" in card  # the FR baselines beside builtin-fr
+    assert "not computed" in card.split("## builtin-fr")[0]  # none given for builtin-nr

@@ -33,11 +33,16 @@ from ..registry import DATASETS
 from .base import Dataset, Sample
 from .builtin import photo_names, photo_paths
 from .distortions import DISTORTIONS, N_LEVELS, apply_distortion
-from .kadid_mos import MOS_TERMS, TERMS, mos_from_terms, quality_terms_unchecked
+from ..metrics.cells import cells_and_stats
+from .kadid_mos import MOS_TERMS, TERMS, mos_from_terms, terms_from_stats
 
-#: Bump when the code of a distortion or of the pseudo-MOS changes: old caches are then ignored
-#: (changes of the level table or of the pseudo-MOS terms are caught by :func:`fingerprint`).
+#: Bump when the code of a distortion changes: the images go to a new cache folder
+#: ``v<FORMAT>-...`` (changes of the level table are caught by :func:`fingerprint`).
 FORMAT = 3
+#: Bump when the pseudo-MOS or the stored cell statistics change: sources whose labels carry
+#: another version are relabelled in place, reusing their (still valid) images.
+LABEL_FORMAT = 4
+CELLS = "cells.npy"
 SPLITS = ("train", "val", "test")
 _SPLIT_TAG = 0x5B117  # mixes into the split seed so it differs from the image seeds
 LABELS = "labels.json"
@@ -45,10 +50,11 @@ Task = Tuple[str, str, int, int]  # (source folder, source, seed, dist_id)
 
 
 def fingerprint() -> str:
-    """Short hash of the distortion table (ids, names, levels), the pseudo-MOS terms and
-    :data:`FORMAT`; stored in every labels file, a mismatch makes the source regenerate."""
+    """Short hash of the distortion table (ids, names, levels), the pseudo-MOS terms,
+    :data:`FORMAT` and :data:`LABEL_FORMAT`; stored in every labels file, a mismatch makes the
+    source regenerate (its images are reused when the distortion table is unchanged)."""
     table = [(d.id, d.name, list(d.levels)) for d in DISTORTIONS.values()]
-    blob = json.dumps([FORMAT, table, TERMS, MOS_TERMS], sort_keys=True).encode("utf-8")
+    blob = json.dumps([FORMAT, LABEL_FORMAT, table, TERMS, MOS_TERMS], sort_keys=True).encode("utf-8")
     return hashlib.sha1(blob).hexdigest()[:12]
 
 
@@ -109,18 +115,36 @@ def distorted_name(source: str, dist_id: int, level: int) -> str:
 
 
 def _write_png(arr: np.ndarray, path: Path) -> None:
-    Image.fromarray(arr).save(path, format="PNG", compress_level=1)
+    """Atomic write (temporary file, then ``os.replace``): a PNG on disk is always complete."""
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(arr).save(tmp, format="PNG", compress_level=1)
+    os.replace(tmp, path)
+
+
+def _read_png(path: Path, shape: Tuple[int, ...]) -> Optional[np.ndarray]:
+    """The RGB pixels of an existing image of ``shape``, or ``None`` (absent, unreadable, other size)."""
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError):
+        return None
+    return arr if arr.shape == shape else None
 
 
 def _to_tensor(arrs: Sequence[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def generate_type(folder: str, source: str, seed: int, dist_id: int) -> List[Dict[str, Any]]:
+def generate_type(folder: str, source: str, seed: int, dist_id: int, reuse: bool = True) -> List[Dict[str, Any]]:
     """Write the 5 levels of one type for one source and return their label records.
 
     Reads ``<folder>/<source>_ref.png``; every image uses its own generator
-    (:func:`image_seed`). The pseudo-MOS is computed on the 8-bit images as saved.
+    (:func:`image_seed`). With ``reuse``, an image already in the folder is kept (the folder
+    name fixes the distortion code, :data:`FORMAT`, and images are written atomically, so an
+    existing decodable image is the one this code would write): a label upgrade relabels
+    without redistorting. The pseudo-MOS and the per-cell statistics
+    (:func:`iqaguard.metrics.cells.cells_and_stats`, record key ``"cells"``, float16
+    ``[4, H/16, W/16]``) are computed on the 8-bit images as saved.
     """
     base = Path(folder)
     with Image.open(base / f"{source}_ref.png") as im:
@@ -129,16 +153,21 @@ def generate_type(folder: str, source: str, seed: int, dist_id: int) -> List[Dic
     d = DISTORTIONS[dist_id]
     outs, names = [], []
     for level in range(1, N_LEVELS + 1):
-        y = apply_distortion(ref, dist_id, level, np.random.default_rng(image_seed(seed, source, dist_id, level)))
-        y8 = (y * 255.0 + 0.5).astype(np.uint8)
         names.append(distorted_name(source, dist_id, level))
-        _write_png(y8, base / names[-1])
+        y8 = _read_png(base / names[-1], ref8.shape) if reuse else None
+        if y8 is None:
+            y = apply_distortion(ref, dist_id, level, np.random.default_rng(image_seed(seed, source, dist_id, level)))
+            y8 = (y * 255.0 + 0.5).astype(np.uint8)
+            _write_png(y8, base / names[-1])
         outs.append(y8)
+    x, r = _to_tensor(outs), _to_tensor([ref8])
     with torch.no_grad():
-        terms = quality_terms_unchecked(_to_tensor(outs), _to_tensor([ref8]))
+        cells, stats = cells_and_stats(x, r)
+        terms = terms_from_stats(x, r, stats)
     mos = mos_from_terms(terms)
     return [{"name": names[i], "dist_id": dist_id, "dist_name": d.name, "level": i + 1,
-             "mos": float(mos[i]), "terms": {k: float(v[i]) for k, v in terms.items()}}
+             "mos": float(mos[i]), "terms": {k: float(v[i]) for k, v in terms.items()},
+             "cells": cells[i].half().numpy()}
             for i in range(N_LEVELS)]
 
 
@@ -153,7 +182,8 @@ def read_labels(folder: Path) -> Optional[List[Dict[str, Any]]]:
         data = json.loads(f.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("fingerprint") != fingerprint():
+    if (not isinstance(data, dict) or data.get("format") != LABEL_FORMAT or data.get("fingerprint") != fingerprint()
+            or not (folder / CELLS).is_file()):
         return None
     items = data.get("items")
     if not isinstance(items, list) or len(items) != len(DISTORTIONS) * N_LEVELS:
@@ -165,9 +195,20 @@ def read_labels(folder: Path) -> Optional[List[Dict[str, Any]]]:
     return items if all((folder / f).is_file() for f in files) else None
 
 
+def read_cells(folder: Path) -> np.ndarray:
+    """The per-cell statistics ``(s, m, d, c)`` of a finished source's images, float16
+    ``[125, 4, H/16, W/16]`` in the order of its labels file (:func:`read_labels`)."""
+    return np.load(folder / CELLS, allow_pickle=False)
+
+
 def _write_labels(folder: Path, source: str, seed: int, size: Tuple[int, int], items: List[Dict[str, Any]]) -> None:
+    """``cells.npy`` then ``labels.json``, each atomically: a labels file implies its cells."""
     items = sorted(items, key=lambda it: (it["dist_id"], it["level"]))
-    data = {"format": FORMAT, "fingerprint": fingerprint(), "source": source, "seed": seed, "size": list(size),
+    cells = np.stack([it.pop("cells") for it in items])
+    tmp_cells = folder / (CELLS + ".tmp.npy")
+    np.save(tmp_cells, cells, allow_pickle=False)
+    os.replace(tmp_cells, folder / CELLS)
+    data = {"format": LABEL_FORMAT, "fingerprint": fingerprint(), "source": source, "seed": seed, "size": list(size),
             "reference": f"{source}_ref.png", "pseudo_mos": "1 + 4 * mean of " + "; ".join(TERMS[k[2:]] for k in MOS_TERMS),
             "items": items}
     tmp = folder / (LABELS + ".tmp")
@@ -268,7 +309,13 @@ class BuiltinKadid(Dataset):
             folder = self._folder(s)
             folder.mkdir(parents=True, exist_ok=True)
             (folder / LABELS).unlink(missing_ok=True)
-            _write_png(make_reference(photos[s], self.size), folder / f"{s}_ref.png")
+            ref8 = make_reference(photos[s], self.size)
+            old_ref = _read_png(folder / f"{s}_ref.png", ref8.shape)
+            if old_ref is None or not np.array_equal(old_ref, ref8):
+                # a new or changed reference invalidates the distorted images made from it
+                for old in folder.glob(f"{s}_d*_l*.png"):
+                    old.unlink()
+                _write_png(ref8, folder / f"{s}_ref.png")
             tasks += [(str(folder), s, self.seed, d) for d in DISTORTIONS]
             pending[s] = []
         with _Progress(progress, len(tasks) * N_LEVELS, f"builtin-kadid: generating {len(todo)} source(s)") as advance:
@@ -318,5 +365,5 @@ class _Progress:
             self._bar.stop()
 
 
-__all__ = ["BuiltinKadid", "FORMAT", "default_root", "fingerprint", "generate_type", "image_seed", "make_reference",
+__all__ = ["BuiltinKadid", "FORMAT", "LABEL_FORMAT", "read_cells", "default_root", "fingerprint", "generate_type", "image_seed", "make_reference",
            "read_labels", "split_sources"]

@@ -1,36 +1,25 @@
-"""Pseudo-MOS of ``builtin-kadid``: a fixed consensus of weightless full-reference measures.
+"""Pseudo-MOS (v2) of ``builtin-kadid``: a fixed consensus of weightless full-reference measures.
 
 Synthetic distortions of the builtin photographs have no subjective scores, so ``builtin-kadid``
 labels every distorted image with a *pseudo-MOS* on KADID-10k's 1..5 scale computed from the
-pair (distorted, reference) only:
+pair (distorted, reference) only, with fixed maps (no normalisation over the dataset, so a label
+never depends on which other images were generated); 5 = indistinguishable from the reference:
 
-    pseudo_MOS = 1 + 4 * mean(q_ssim, q_gmsd),   each q in [0, 1]
+    pseudo_MOS = 1 + 4 * mean(q_ssim, q_gmsd, q_chroma),   each q in [0, 1]
 
-with fixed maps (no normalisation over the dataset, so a label never depends on which other
-images were generated); 5 = indistinguishable from the reference:
+* ``q_ssim   = clip(SSIM_Y, 0, 1)`` — SSIM of the BT.601 luma (Wang et al., IEEE TIP 2004,
+  eq. 13, ``ssim.m`` constants) at full resolution: no automatic downsampling, which would
+  average 2x2 blocks and hide 2x2 pixelation.
+* ``q_gmsd   = 1 - clip(GMSD / 0.35, 0, 1)`` — gradient magnitude similarity deviation of the
+  luma (Xue, Zhang, Mou & Bovik, IEEE TIP 2014, eqs. 4-8) at full resolution (without the
+  paper's 2x2 pre-averaging, for the same reason).
+* ``q_chroma = 1 - clip(mean dC / 10, 0, 1)`` — mean CIE Lab (D65) chroma difference
+  ``sqrt(da*^2 + db*^2)`` (CIE76 without lightness): the colour term that makes colour
+  diffusion, chroma noise and (de)saturation visible to the label.
 
-* ``q_ssim    = clip(SSIM_Y, 0, 1)`` — SSIM of the BT.601 luma with ssim.m's automatic
-  downsampling (:func:`iqaguard.metrics.functional.ssim`; Wang et al., IEEE TIP 2004, eq. 13).
-* ``q_gmsd    = 1 - clip(GMSD / 0.35, 0, 1)`` — gradient magnitude similarity deviation of the
-  luma (Xue, Zhang, Mou & Bovik, IEEE TIP 2014, eqs. 4-8; :func:`gmsd`); GMSD rarely exceeds
-  0.35 even for the strongest distortions of LIVE/TID2013.
-
-Why these two: SSIM and GMSD are *structural* measures, the family that tracks human opinion
-best on synthetic distortions (GMSD is among the strongest weightless FR measures on LIVE,
-TID2013 and KADID-10k), and they are insensitive to the global photometric changes (mean
-shift, mild brightening, saturation) that observers judge mildly and that no no-reference
-model can tell from a differently exposed photograph. Two further measures are computed and
-stored with every label for analysis, but do not enter the pseudo-MOS:
-
-* ``q_psnr    = clip((PSNR_RGB - 15) / 30, 0, 1)`` — PSNR over the three RGB channels.
-* ``q_delta_e = 1 - clip(dE / 25, 0, 1)`` — mean CIE76 colour difference (CIE Lab, D65) at
-  half resolution (:func:`delta_e76`).
-
-An earlier version averaged all four; with PSNR and dE in the mix, global photometric shifts
-dominated the labels and even an oracle that knows each image's distortion type and level
-reached only SROCC 0.77 on the validation photographs (0.82 with the structural pair), so the
-label was not a sensible no-reference training target. MS-SSIM (``functional.ms_ssim``) is
-left out: it is strongly correlated with SSIM while costing about five times as much.
+The maps and their per-cell statistics live in :mod:`iqaguard.metrics.cells` (builtin-nr
+predicts them). PSNR over RGB is computed and stored with every label for analysis but does not
+enter it. ``docs/builtin_kadid.md`` records why this formula and what it gives per type.
 """
 from __future__ import annotations
 
@@ -41,20 +30,19 @@ import torch.nn.functional as F
 from kornia.color import rgb_to_lab
 
 from ..errors import InputError
-from ..metrics.cells import GMSD_MAX, gms_map
-from ..metrics.functional import psnr, ssim
+from ..metrics.cells import CHROMA_MAX, GMSD_MAX, gms_map, label_stats
+from ..metrics.functional import psnr
 from ..validation import check_image, check_pair
 
 #: name -> formula of each term, as documented above and in docs/builtin_kadid.md.
 TERMS = {
-    "psnr": "clip((PSNR_RGB - 15) / 30, 0, 1)",
-    "ssim": "clip(SSIM_Y, 0, 1)",
-    "gmsd": "1 - clip(GMSD / 0.35, 0, 1)",
-    "delta_e": "1 - clip(mean dE76 / 25, 0, 1)",
+    "psnr": "PSNR_RGB (dB; stored, not in the label)",
+    "ssim": "clip(SSIM_Y full resolution, 0, 1)",
+    "gmsd": "1 - clip(GMSD full resolution / 0.35, 0, 1)",
+    "chroma": "1 - clip(mean dC*ab / 10, 0, 1)",
 }
-PSNR_LOW, PSNR_SPAN = 15.0, 30.0
-DELTA_E_MAX = 25.0
-DELTA_E_DOWNSAMPLE = 2
+#: the mapped terms that enter the pseudo-MOS (``psnr`` is stored for analysis only)
+MOS_TERMS = ("q_ssim", "q_gmsd", "q_chroma")
 
 
 def gmsd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -128,8 +116,8 @@ def quality_terms(x: torch.Tensor, ref: torch.Tensor) -> Dict[str, torch.Tensor]
             colour and gradient maps are then computed once).
 
     Returns:
-        Dict of ``[B]`` tensors: raw ``psnr`` (dB, may be ``inf``), ``ssim``, ``gmsd``,
-        ``delta_e``, and ``q_<name>`` for each mapped term in [0, 1].
+        Dict of ``[B]`` tensors: raw ``psnr`` (dB), ``ssim``, ``gmsd``, ``chroma`` (mean dC*ab),
+        and ``q_<name>`` for each mapped term of the label in [0, 1].
     """
     _check_ref(x, ref)
     return quality_terms_unchecked(x.float(), ref.float())
@@ -137,22 +125,17 @@ def quality_terms(x: torch.Tensor, ref: torch.Tensor) -> Dict[str, torch.Tensor]
 
 def quality_terms_unchecked(x: torch.Tensor, ref: torch.Tensor) -> Dict[str, torch.Tensor]:
     """:func:`quality_terms` without re-validating (callers pass checked float tensors)."""
-    full = ref.expand_as(x)
-    raw = {"psnr": psnr(x, full, data_range=1.0, luma=False),
-           "ssim": ssim(x, full, luma=True, downsample=True)}
-    raw["gmsd"] = _gmsd(x, ref)
-    raw["delta_e"] = _delta_e(x, ref, DELTA_E_DOWNSAMPLE)
-    q = {
-        "q_psnr": ((torch.nan_to_num(raw["psnr"], posinf=1e6) - PSNR_LOW) / PSNR_SPAN).clamp(0, 1),
-        "q_ssim": raw["ssim"].clamp(0, 1),
-        "q_gmsd": 1.0 - (raw["gmsd"] / GMSD_MAX).clamp(0, 1),
-        "q_delta_e": 1.0 - (raw["delta_e"] / DELTA_E_MAX).clamp(0, 1),
-    }
+    return terms_from_stats(x, ref, label_stats(x, ref))
+
+
+def terms_from_stats(x: torch.Tensor, ref: torch.Tensor, raw: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The terms of :func:`quality_terms` from the whole-image statistics ``raw`` of
+    :func:`iqaguard.metrics.cells.label_stats` (``x`` and ``ref`` give the stored PSNR)."""
+    raw = dict(raw)
+    raw["psnr"] = psnr(x, ref.expand_as(x), data_range=1.0, luma=False)
+    q = {"q_ssim": raw["ssim"].clamp(0, 1), "q_gmsd": 1.0 - (raw["gmsd"] / GMSD_MAX).clamp(0, 1),
+         "q_chroma": 1.0 - (raw["chroma"] / CHROMA_MAX).clamp(0, 1)}
     return {**raw, **q}
-
-
-#: the mapped terms that enter the pseudo-MOS (the others are stored for analysis only)
-MOS_TERMS = ("q_ssim", "q_gmsd")
 
 
 def mos_from_terms(terms: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -162,7 +145,7 @@ def mos_from_terms(terms: Dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def pseudo_mos(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Pseudo-MOS ``1 + 4 * mean(q_ssim, q_gmsd)`` (module docstring).
+    """Pseudo-MOS ``1 + 4 * mean(q_ssim, q_gmsd, q_chroma)`` (module docstring).
 
     Args:
         x: distorted ``[B, 3, H, W]`` in [0, 1], H, W >= 16.
@@ -175,4 +158,4 @@ def pseudo_mos(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["MOS_TERMS", "TERMS", "delta_e76", "gmsd", "mos_from_terms", "pseudo_mos", "quality_terms",
-           "quality_terms_unchecked"]
+           "quality_terms_unchecked", "terms_from_stats"]

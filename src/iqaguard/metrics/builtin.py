@@ -6,10 +6,12 @@ scorer). They are trained from scratch by ``scripts/train_builtin.py`` on ``buil
 their weights ship in ``iqaguard/metrics/weights`` (safetensors, about 1 MB each) together with
 ``MODEL_CARD.md``.
 
-* ``builtin-nr`` — no-reference, higher is better, predicts the builtin-kadid pseudo-MOS (1..5).
-  Backbone: four stride-2 stages; a per-cell MLP head on the multi-scale features of every
-  16x16 cell (plus global context) predicts the local SSIM/GMS statistics that the pseudo-MOS
-  pools, and the same pooling formula gives the score (:class:`NRNet`).
+* ``builtin-nr`` — no-reference, higher is better, predicts the builtin-kadid pseudo-MOS v2
+  (1..5 for real images). Backbone: four stride-2 stages; a per-cell MLP head on the
+  multi-scale features of every 16x16 cell (plus global context) predicts the local SSIM, GMS
+  and chroma statistics that the pseudo-MOS pools, and the same pooling formula *without its
+  clips* gives the score (:class:`NRNet`): an unbounded regression output, differentiable
+  everywhere, as the seeds' models (no saturation that would hide an attack's gain).
 * ``builtin-fr`` — full-reference deep-feature distance in the manner of DISTS (Ding et al.,
   TPAMI 2020): the same backbone on the distorted image and the reference, SSIM-style local
   luminance and structure similarities of every channel of the image and of every stage, and a
@@ -30,7 +32,7 @@ from torch import nn
 from ..errors import MissingWeightsError
 from ..registry import METRICS
 from .base import Bounds, Metric
-from .cells import luma, mos_from_cells
+from .cells import CHROMA_MAX, N_STATS, luma, mos_from_cells
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _MEAN = (0.485, 0.456, 0.406)
@@ -133,9 +135,10 @@ class NRNet(nn.Module):
     the stride-16 grid of the last stage and concatenated; every cell also receives the image's
     global context (:func:`global_context` of the two deepest stages: whether edges anywhere in
     the image are sharp is what tells a blurred texture from a flat region). A per-cell MLP
-    (1x1 convolutions) predicts the cell's mean SSIM, mean GMS and GMS standard deviation
-    (:func:`iqaguard.metrics.cells.quality_cells`), and the score is the pseudo-MOS formula
-    applied to those predictions (:func:`iqaguard.metrics.cells.mos_from_cells`).
+    (1x1 convolutions) predicts the cell's mean SSIM, mean GMS, GMS standard deviation and mean
+    chroma difference (:func:`iqaguard.metrics.cells.quality_cells`), and the score is the
+    pseudo-MOS formula without clips applied to those predictions
+    (:func:`iqaguard.metrics.cells.mos_from_cells`).
     Inputs need H, W >= 16.
     """
 
@@ -143,19 +146,21 @@ class NRNet(nn.Module):
         super().__init__()
         self.backbone = Backbone(widths, use_mscn)
         d = sum(widths) + 4 * sum(widths[-2:])
-        self.head = nn.Sequential(nn.Conv2d(d, hidden, 1), nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(hidden, 3, 1))
+        self.head = nn.Sequential(nn.Conv2d(d, hidden, 1), nn.LeakyReLU(0.1, inplace=True),
+                                  nn.Conv2d(hidden, N_STATS, 1))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return mean_std_pool(self.backbone(x))
 
     def cells(self, x: torch.Tensor) -> torch.Tensor:
-        """Predicted per-cell ``(s, m, d)`` ``[B, 3, H / 16, W / 16]`` (``d >= 0``)."""
+        """Predicted per-cell ``(s, m, d, c)`` ``[B, 4, H / 16, W / 16]`` (``d, c > 0`` by a softplus)."""
         maps = self.backbone(x)
         grid = maps[-1].shape[-2:]
         ctx = global_context(maps[-2:])[:, :, None, None].expand(-1, -1, *grid)
         h = torch.cat([F.adaptive_avg_pool2d(m, grid) for m in maps[:-1]] + [maps[-1], ctx], dim=1)
         out = self.head(h)
-        return torch.cat([out[:, :2], F.softplus(out[:, 2:])], dim=1)
+        # the chroma channel is predicted in units of CHROMA_MAX (all four outputs then share a scale)
+        return torch.cat([out[:, :2], F.softplus(out[:, 2:3]), CHROMA_MAX * F.softplus(out[:, 3:])], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return mos_from_cells(self.cells(x))
@@ -182,8 +187,8 @@ def local_similarity(a: torch.Tensor, b: torch.Tensor, c1: float, c2: float,
 class FRNet(nn.Module):
     """DISTS-style learned deep-feature distance -> ``[B]`` (0 for identical inputs).
 
-    Stage 0 is the image itself (RGB and BT.601 luma, 2x2 mean-pooled as ssim.m's automatic
-    downsampling does for KADID-sized images), stages 1-4 are the backbone maps. For every channel
+    Stage 0 is the image itself (RGB and BT.601 luma at full resolution, so that 2x2 pixelation
+    and chroma changes are seen), stages 1-4 are the backbone maps. For every channel
     of every stage, :func:`local_similarity` gives a luminance and a structure similarity; the
     distance is ``exp(log_scale) * sum_k w_k (1 - sim_k)`` over all those terms with softmax-
     normalised learned weights ``w`` (non-negative, summing to 1; Ding et al. 2020, eq. 6, with
@@ -200,7 +205,6 @@ class FRNet(nn.Module):
 
     @staticmethod
     def _stage0(x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(x, 2)
         return torch.cat([x, luma(x)], dim=1)
 
     def similarities(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
