@@ -319,3 +319,32 @@ def test_full_size_pseudo_mos_decreases_with_level_for_every_type(tmp_path):
         assert all(a > b for a, b in zip(means, means[1:])), (d.name, means)
     mos = np.array([s.mos for s in ds])
     assert mos.min() < 2.5 and mos.max() > 4.5  # the labels use the scale
+    # v2: level 5 of every type below the median of level 1 over all types
+    median_l1 = np.median([s.mos for s in ds if s.meta["level"] == 1])
+    for d in DISTORTIONS.values():
+        assert np.mean([s.mos for s in ds if s.meta["dist_id"] == d.id and s.meta["level"] == 5]) < median_l1, d.name
+
+
+def test_a_label_upgrade_relabels_in_place_and_keeps_the_images(tmp_path):
+    """Labels of another LABEL_FORMAT are recomputed from the images already on disk; an
+    undecodable image is redistorted (byte-identical: per-image seeds)."""
+    src = _test_sources(1)
+    ds = BuiltinKadid(split="test", root=tmp_path, size=SMALL, progress=False, sources=src, workers=1)
+    folder = ds.root / src[0]
+    labels = json.loads((folder / "labels.json").read_text())
+    want = [(s.name, s.mos) for s in ds]
+    cells = kadid_builtin.read_cells(folder)
+    victim = folder / ds[7].name
+    good_bytes = victim.read_bytes()
+    victim.write_bytes(good_bytes[:40])  # a truncated PNG
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("*_d*_l*.png") if p != victim}
+    labels["format"] = kadid_builtin.LABEL_FORMAT - 1
+    (folder / "labels.json").write_text(json.dumps(labels))
+    again = BuiltinKadid(split="test", root=tmp_path, size=SMALL, progress=False, sources=src, workers=1)
+    assert [(s.name, s.mos) for s in again] == want
+    assert json.loads((folder / "labels.json").read_text())["format"] == kadid_builtin.LABEL_FORMAT
+    np.testing.assert_array_equal(kadid_builtin.read_cells(folder), cells)
+    assert victim.read_bytes() == good_bytes
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*_d*_l*.png") if p != victim} == stamps
+    (folder / "cells.npy").unlink()  # labels without their cells are stale too
+    assert kadid_builtin.read_labels(folder) is None
