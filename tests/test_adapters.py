@@ -1,4 +1,5 @@
-"""Tests of ModuleMetric and the pyiqa adapter (a fake ``pyiqa`` package stands in for the real one)."""
+"""Tests of ModuleMetric and the pyiqa adapter (a fake ``pyiqa`` package stands in for the real one;
+``test_pyiqa_real.py`` runs the real one)."""
 from __future__ import annotations
 
 import os
@@ -282,20 +283,87 @@ def test_expected_weight_files_reads_the_arch_table(fake):
     assert adapters.expected_weight_files(pyiqa, "fakenet", url) == ["custom.pth"]
 
 
-# ------------------------------------------------------------------ real pyiqa (optional extra)
+def test_grad_mode_is_restored_when_pyiqa_switches_it_globally(fake, monkeypatch):
+    pyiqa = sys.modules["pyiqa"]
+    create = pyiqa.create_metric
+
+    def leaky_create(*args, **kwargs):
+        torch.set_grad_enabled(False)  # as if the library switched it globally while building
+        net = create(*args, **kwargs)
+        forward = net.forward
+
+        def leaky_forward(x, ref=None):
+            torch.set_grad_enabled(True)
+            return forward(x, ref)
+
+        net.forward = leaky_forward
+        return net
+
+    monkeypatch.setattr(pyiqa, "create_metric", leaky_create)
+    assert torch.is_grad_enabled()
+    m = PyiqaMetric("fakefr")
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        s = m(X, X.flip(0))
+        assert not torch.is_grad_enabled()
+    assert not s.requires_grad  # under no_grad the scores come back detached
+    x = X.clone().requires_grad_(True)
+    m(x, X.flip(0)).sum().backward()
+    assert x.grad is not None and torch.is_grad_enabled()
 
 
-@pytest.mark.pyiqa
-def test_real_pyiqa_weightless_metrics_agree_with_ours():
-    pytest.importorskip("pyiqa")
-    from skimage import data
+def test_hugging_face_offline_miss_becomes_missing_weights_error(fake):
+    class LocalEntryNotFoundError(FileNotFoundError):
+        pass
 
-    from iqaguard.metrics import functional as F
+    LocalEntryNotFoundError.__module__ = "huggingface_hub.errors"
 
-    ref = torch.from_numpy(data.astronaut()[:256, :256]).permute(2, 0, 1)[None].float() / 255
-    g = torch.Generator().manual_seed(0)
-    x = (ref + 0.05 * torch.randn(ref.shape, generator=g)).clamp(0, 1)
-    ssim = PyiqaMetric("ssim")  # pyiqa: luma, no automatic downsampling
-    psnr = PyiqaMetric("psnr")  # pyiqa: RGB
-    assert ssim(x, ref).item() == pytest.approx(F.ssim(x, ref, downsample=False).item(), rel=0.01)
-    assert psnr(x, ref).item() == pytest.approx(F.psnr(x, ref, luma=False).item(), rel=0.01)
+    def hf_hub_download(repo_id, filename):
+        raise LocalEntryNotFoundError("cannot find the requested files in the local cache")
+
+    with pytest.raises(MissingWeightsError) as err:
+        with adapters.offline_guard("pyiqa metric 'x'", allow_download=False):
+            hf_hub_download("org/weights", "model.safetensors")
+    msg = str(err.value)
+    assert "'model.safetensors'" in msg and "'org/weights'" in msg and "\n" not in msg
+    with pytest.raises(LocalEntryNotFoundError):  # allowed downloads: the error is not ours to rewrite
+        with adapters.offline_guard("pyiqa metric 'x'", allow_download=True):
+            hf_hub_download("org/weights", "model.safetensors")
+
+
+def test_offline_guard_refuses_torch_hub_and_drops_only_download_notices(capsys):
+    expected = r"'w\.pth', not found in /nowhere \(download it from https://e\.invalid/w\.pth\)"
+    with pytest.raises(MissingWeightsError, match=expected):
+        with adapters.offline_guard("piq metric 'lpips'", allow_download=False):
+            print("Loading the network")
+            print('Downloading: "https://e.invalid/w.pth" to /nowhere/w.pth')
+            torch.hub.download_url_to_file("https://e.invalid/w.pth", "/nowhere/w.pth")
+    assert capsys.readouterr().out == "Loading the network\n"
+    assert torch.hub.download_url_to_file.__name__ == "download_url_to_file"
+
+
+def test_optional_import_errors_name_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "piq", None)
+    expected = r'^piq metrics need the optional extra: pip install "iqaguard\[piq\]"$'
+    with pytest.raises(MissingDependencyError, match=expected):
+        adapters.import_optional("piq", "piq", "piq metrics")
+
+    def broken(name):
+        raise RuntimeError("operator torchvision::nms\n does not exist")
+
+    monkeypatch.setattr(adapters.importlib, "import_module", broken)
+    with pytest.raises(MissingDependencyError) as err:
+        adapters.import_optional("broken_extra", "piq", "piq metrics")
+    msg = str(err.value)
+    assert "torchvision::nms does not exist" in msg and 'pip install torch==' in msg and '"iqaguard[piq]"' in msg
+    assert "\n" not in msg
+
+
+def test_a_module_only_one_metric_imports_is_a_missing_dependency(fake, monkeypatch):
+    def create_metric(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'icecream'", name="icecream")
+
+    monkeypatch.setattr(sys.modules["pyiqa"], "create_metric", create_metric)
+    expected = r"^pyiqa metric 'fakefr' needs the Python module 'icecream'.*pip install icecream\)$"
+    with pytest.raises(MissingDependencyError, match=expected):
+        PyiqaMetric("fakefr")

@@ -8,12 +8,17 @@
 
 Offline by default: unless ``allow_download=True``, a weight file that pyiqa would download is
 a :class:`~iqaguard.errors.MissingWeightsError` naming the file and the folder to put it in.
+
+Shared with the other third-party adapters (``piq_adapter``): :func:`import_optional` (the
+torchvision compatibility shim, then a one-line ``MissingDependencyError`` naming the extra),
+:func:`offline_guard` (downloads refused offline) and :func:`keep_grad_mode`.
 """
 from __future__ import annotations
 
 import contextlib
 import difflib
 import importlib
+import io
 import itertools
 import os
 import sys
@@ -27,6 +32,7 @@ from torch import nn
 from ..errors import InputError, MissingDependencyError, MissingWeightsError, ScoreError, UnknownNameError
 from ..registry import METRICS
 from ..validation import resolve_device
+from ._torchvision_compat import ensure_torchvision
 from .base import Bounds, Metric
 
 BoundsLike = Union[Bounds, Tuple[float, float]]
@@ -132,17 +138,143 @@ class ModuleMetric(Metric):
         return to_scores(out, x.shape[0], f"metric {self.name!r}")
 
 
+# ------------------------------------------- optional dependencies, grad mode, offline downloads
+
+
+def import_optional(module: str, extra: str, what: str, note: str = "") -> Any:
+    """Import an optional dependency after :func:`ensure_torchvision` (see ``_torchvision_compat``).
+
+    Raises:
+        MissingDependencyError: one line naming the extra to install, ``pip install "iqaguard[<extra>]"``.
+    """
+    ensure_torchvision()
+    hint = f'pip install "iqaguard[{extra}]"' + (f" ({note})" if note else "")
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        missing = f"; missing module {e.name!r}" if e.name and e.name != module else ""
+        raise MissingDependencyError(f"{what} need the optional extra: {hint}{missing}") from e
+    except RuntimeError as e:  # e.g. a torchvision whose C++ operators do not match torch
+        first = " ".join(str(e).split())[:300]
+        if "torchvision::" in first and os.environ.get("IQAGUARD_TORCHVISION_SHIM", "").strip() == "0":
+            fix = "unset IQAGUARD_TORCHVISION_SHIM (=0 turns off iqaguard's torchvision shim)"
+        else:
+            fix = (f'reinstall the extra with torch pinned, pip install torch=={torch.__version__.split("+")[0]} '
+                   f'"iqaguard[{extra}]"')
+        raise MissingDependencyError(
+            f"{what}: importing {module} failed ({type(e).__name__}: {first}); {fix} "
+            "(see docs/third_party_metrics.md)"
+        ) from e
+
+
+@contextlib.contextmanager
+def keep_grad_mode() -> Iterator[None]:
+    """Restore the global grad mode (``torch.is_grad_enabled()``) on exit, whatever the body did."""
+    mode = torch.is_grad_enabled()
+    try:
+        yield
+    finally:
+        torch.set_grad_enabled(mode)
+
+
+def _refuse(who: str, hub: bool):
+    """A stand-in for a download function that raises :class:`MissingWeightsError`.
+
+    ``hub=False``: ``download_url_to_file(url, dst, ...)``; ``hub=True``:
+    ``hf_hub_download(repo_id, filename, ...)`` (Hugging Face cache).
+    """
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        if hub:
+            fname = str(kwargs.get("filename", args[1] if len(args) > 1 else "?"))
+            repo = kwargs.get("repo_id", args[0] if args else "?")
+            raise _hf_missing(who, str(repo), fname)
+        url = str(kwargs.get("url", args[0] if args else ""))
+        dst = Path(str(kwargs.get("dst", args[1] if len(args) > 1 else "?")))
+        source = f" (download it from {url})" if url else ""
+        raise MissingWeightsError(
+            f"{who} needs the weight file {dst.name!r}, not found in {dst.parent}{source}. "
+            "Put the file there, or allow the download with allow_download=True."
+        )
+
+    return refuse
+
+
+def _hf_missing(who: str, repo: str, fname: str) -> MissingWeightsError:
+    return MissingWeightsError(
+        f"{who} needs the file {fname!r} of the Hugging Face repository {repo!r}, not found in the "
+        "Hugging Face cache (HF_HOME). Put it there (huggingface-cli download "
+        f"{repo} {fname}), or allow the download with allow_download=True."
+    )
+
+
+def _hf_offline_error(e: BaseException) -> bool:
+    return type(e).__name__ in ("LocalEntryNotFoundError", "OfflineModeIsEnabled") and any(
+        c.__module__.startswith("huggingface_hub") for c in type(e).__mro__
+    )
+
+
+def _hf_request(e: BaseException) -> Tuple[str, str]:
+    """``(repo_id, filename)`` of the failed Hugging Face request, read from the traceback's frames."""
+    repo, fname, tb = "?", "?", e.__traceback__
+    while tb is not None:
+        loc = tb.tb_frame.f_locals
+        if isinstance(loc.get("repo_id"), str) and isinstance(loc.get("filename"), str):
+            repo, fname = loc["repo_id"], loc["filename"]
+        tb = tb.tb_next
+    return repo, fname
+
+
+@contextlib.contextmanager
+def offline_guard(
+    who: str, allow_download: bool, patches: Sequence[Tuple[Any, str, Any]] = ()
+) -> Iterator[None]:
+    """Construct a third-party model offline unless ``allow_download``.
+
+    Offline: ``torch.hub.download_url_to_file`` (used by ``torch.hub.load_state_dict_from_url``,
+    hence by torchvision's and piq's weights) raises :class:`MissingWeightsError` naming the file,
+    the folder and the URL; Hugging Face Hub runs in offline mode and its "not in the local cache"
+    error becomes a :class:`MissingWeightsError`; the "Downloading: ..." notices printed just before
+    a refused download are dropped (other output is kept). ``patches`` are extra
+    ``(owner, attribute, value)`` replacements (e.g. pyiqa's own downloader). Everything is restored
+    on exit, and so is the grad mode.
+    """
+    patches = list(patches)
+    if not allow_download:
+        patches.append((torch.hub, "download_url_to_file", _refuse(who, hub=False)))
+        try:
+            hf_constants = importlib.import_module("huggingface_hub.constants")
+        except ImportError:
+            hf_constants = None
+        if hf_constants is not None and hasattr(hf_constants, "HF_HUB_OFFLINE"):
+            patches.append((hf_constants, "HF_HUB_OFFLINE", True))
+    saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
+    out = io.StringIO()
+    try:
+        with keep_grad_mode(), contextlib.ExitStack() as stack:
+            for owner, attr, value in patches:
+                setattr(owner, attr, value)
+            if not allow_download:
+                stack.enter_context(contextlib.redirect_stdout(out))
+            try:
+                yield
+            except Exception as e:
+                if not allow_download and _hf_offline_error(e):
+                    raise _hf_missing(who, *_hf_request(e)) from None
+                raise
+    finally:
+        for owner, attr, value in reversed(saved):
+            setattr(owner, attr, value)
+        kept = [line for line in out.getvalue().splitlines(True) if not line.startswith("Downloading: ")]
+        if kept:
+            sys.stdout.write("".join(kept))
+
+
 # ----------------------------------------------------------------------------------- pyiqa
 
 
 def _import_pyiqa() -> Any:
-    try:
-        return importlib.import_module("pyiqa")
-    except ImportError as e:
-        raise MissingDependencyError(
-            'pyiqa metrics need the optional extra: pip install "iqaguard[pyiqa]" '
-            "(pyiqa is licensed for non-commercial use only)"
-        ) from e
+    return import_optional("pyiqa", "pyiqa", "pyiqa metrics", "pyiqa is licensed for non-commercial use only")
 
 
 def _download_module(pyiqa: Any) -> Any:
@@ -191,49 +323,30 @@ def expected_weight_files(pyiqa: Any, name: str, options: dict) -> List[str]:
     return [_file_name(urls[k]) for k in keys]
 
 
-def _refuse(metric: str, hub: bool):
-    """A stand-in for a download function that raises :class:`MissingWeightsError`.
-
-    ``hub=False``: ``download_url_to_file(url, dst, ...)``; ``hub=True``:
-    ``hf_hub_download(repo_id, filename, ...)`` (Hugging Face cache).
-    """
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        if hub:
-            fname = str(kwargs.get("filename", args[1] if len(args) > 1 else "?"))
-            repo = kwargs.get("repo_id", args[0] if args else "?")
-            folder = f"the Hugging Face cache (HF_HOME) of repository {repo}"
-        else:
-            dst = Path(str(kwargs.get("dst", args[1] if len(args) > 1 else "?")))
-            fname, folder = dst.name, str(dst.parent)
-        raise MissingWeightsError(
-            f"pyiqa metric {metric!r} needs the weight file {fname!r}, not found in {folder}. "
-            "Put the file there, or allow the download with allow_download=True."
-        )
-
-    return refuse
-
-
-@contextlib.contextmanager
-def _pyiqa_env(pyiqa: Any, metric: str, cache_dir: Optional[Path], allow_download: bool) -> Iterator[None]:
-    """Point pyiqa's cache at ``cache_dir`` and, offline, replace its downloaders by a refusal."""
+def _pyiqa_patches(
+    pyiqa: Any, metric: str, cache_dir: Optional[Path], allow_download: bool
+) -> List[Tuple[Any, str, Any]]:
+    """pyiqa's cache folder (``DEFAULT_CACHE_DIR``) and, offline, its own download functions."""
     dl = _download_module(pyiqa)
+    who = f"pyiqa metric {metric!r}"
     patches: List[Tuple[Any, str, Any]] = []
     if cache_dir is not None:
         patches.append((dl, "DEFAULT_CACHE_DIR", str(cache_dir)))
     if not allow_download:
-        for owner in (dl, torch.hub):
-            for attr, hub in (("download_url_to_file", False), ("hf_hub_download", True)):
-                if hasattr(owner, attr):
-                    patches.append((owner, attr, _refuse(metric, hub)))
-    saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
-    try:
-        for owner, attr, value in patches:
-            setattr(owner, attr, value)
-        yield
-    finally:
-        for owner, attr, value in reversed(saved):
-            setattr(owner, attr, value)
+        for attr, hub in (("download_url_to_file", False), ("hf_hub_download", True)):
+            if hasattr(dl, attr):
+                patches.append((dl, attr, _refuse(who, hub)))
+    return patches
+
+
+#: Packages that provide modules some pyiqa metrics import lazily (clipiqa: pkg_resources).
+_PROVIDERS = {
+    "pkg_resources": "a setuptools release that still ships pkg_resources",
+    "cv2": "pip install opencv-python-headless",
+    "sklearn": "pip install scikit-learn",
+    "skimage": "pip install scikit-image",
+    "yaml": "pip install pyyaml",
+}
 
 
 def _bounds_from_range(score_range: Any, lower_better: bool, name: str) -> Bounds:
@@ -265,7 +378,11 @@ class PyiqaMetric(Metric):
         **options: extra options passed to ``pyiqa.create_metric``.
 
     Kind (``metric_mode`` FR/NR) and direction (``lower_better``) come from pyiqa. Scores are
-    ``[B]``, differentiable w.r.t. ``x`` (``as_loss=True``, ``loss_reduction="none"``).
+    ``[B]`` in ``x``'s dtype, differentiable w.r.t. ``x`` (``as_loss=True``, ``loss_reduction="none"``); under
+    ``torch.no_grad()`` they come back detached. pyiqa switches the grad mode while it builds and
+    runs a metric; construction and scoring restore ``torch.is_grad_enabled()`` as they found it.
+    Offline, backbone weights that pyiqa loads through torchvision, timm or Hugging Face Hub are
+    refused as well (:func:`offline_guard`).
 
     Raises:
         MissingDependencyError: pyiqa is not installed.
@@ -300,8 +417,16 @@ class PyiqaMetric(Metric):
                         "Put the file there (or pass weights_dir=<folder>), or allow the download "
                         "with allow_download=True."
                     )
-        with _pyiqa_env(pyiqa, name, cache, bool(allow_download)):
-            net = pyiqa.create_metric(name, as_loss=True, loss_reduction="none", device=dev, **options)
+        patches = _pyiqa_patches(pyiqa, name, cache, bool(allow_download))
+        try:
+            with offline_guard(f"pyiqa metric {name!r}", bool(allow_download), patches):
+                net = pyiqa.create_metric(name, as_loss=True, loss_reduction="none", device=dev, **options)
+        except ImportError as e:  # a module that only this metric's implementation imports
+            module = e.name or str(e)
+            raise MissingDependencyError(
+                f"pyiqa metric {name!r} needs the Python module {module!r}, which is not installed: "
+                f"install the package that provides it ({_PROVIDERS.get(module, 'pip install ' + module)})"
+            ) from None
         self.net = net
         self.kind = "fr" if str(getattr(net, "metric_mode", "NR")).upper() == "FR" else "nr"
         self.lower_better = bool(getattr(net, "lower_better", False))
@@ -321,9 +446,21 @@ class PyiqaMetric(Metric):
 
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         dev = self.device
-        xd = x.to(dev)
-        out = self.net(xd, ref.to(dev)) if self.kind == "fr" and ref is not None else self.net(xd)
-        return to_scores(out, x.shape[0], f"metric {self.name!r}").to(x.device)
+        grad = torch.is_grad_enabled()
+        with keep_grad_mode():
+            xd = x.to(dev)
+            out = self.net(xd, ref.to(dev)) if self.kind == "fr" and ref is not None else self.net(xd)
+        scores = to_scores(out, x.shape[0], f"metric {self.name!r}").to(device=x.device, dtype=x.dtype)
+        return scores if grad else scores.detach()
 
 
-__all__ = ["ModuleMetric", "PyiqaMetric", "MissingDependencyError", "to_scores", "expected_weight_files"]
+__all__ = [
+    "ModuleMetric",
+    "PyiqaMetric",
+    "MissingDependencyError",
+    "to_scores",
+    "expected_weight_files",
+    "import_optional",
+    "keep_grad_mode",
+    "offline_guard",
+]
