@@ -33,10 +33,10 @@ def test_score_fr_metric_against_hand_value(tmp_path):
     save_png(x, tmp_path / "x.png")
     out = runner.invoke(app, ["score", str(tmp_path / "x.png"), "--metric", "psnr", "--ref", str(tmp_path / "ref.png")])
     assert out.exit_code == 0, out.stdout
-    # independent luma PSNR (BT.601 as MATLAB rgb2ycbcr) on the 0..255 scale
-    w = torch.tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1)
-    yx, yr = 16 + (x * w).sum(1), 16 + (ref * w).sum(1)
-    expected = 10 * math.log10(255 ** 2 / float(((yx - yr) ** 2).mean()))
+    # PSNR over the RGB channels (MATLAB psnr, skimage): every sample differs by 8 levels
+    # except where the +8 was clipped at 255
+    d = ((x - ref) * 255).round()
+    expected = 10 * math.log10(255 ** 2 / float((d ** 2).mean()))
     assert f"{expected:.4f}" in out.stdout
 
 
@@ -50,6 +50,9 @@ def test_score_errors_name_the_problem(tmp_path):
     assert out.exit_code == 2 and "Did you mean" in out.stdout
     out = runner.invoke(app, ["bench", "report", str(tmp_path / "nope.duckdb")])
     assert out.exit_code == 2 and "nope.duckdb" in out.stdout
+    # user text is printed without markup parsing: square brackets survive
+    out = runner.invoke(app, ["score", str(tmp_path / "[draft] missing.png")])
+    assert out.exit_code == 2 and "[draft] missing.png" in out.stdout
 
 
 def test_preset_label_names_the_parameters():

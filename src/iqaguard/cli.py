@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .bench.cli import bench_app
@@ -28,7 +29,7 @@ KINDS = ("metrics", "attacks", "defenses", "datasets")
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[bold red]error:[/] {e}")
+    console.print(f"[bold red]error:[/] {escape(str(e))}")  # user text: no markup parsing
     raise typer.Exit(code=2)
 
 
@@ -96,7 +97,7 @@ def bench_report(store: Path = typer.Argument(..., help="DuckDB result file"),
     if not store.is_file():
         _fail(IqaguardError(f"store not found: {store} (create it with `iqaguard bench run SPEC --store {store}`)"))
     try:
-        console.print(f"report: [bold]{write_report(store, out)}[/]")
+        console.print(f"report: [bold]{escape(str(write_report(store, out)))}[/]")
     except IqaguardError as e:
         _fail(e)
 
