@@ -59,15 +59,45 @@ def test_scores_match_functional(photo, noisy):
                                F.ssim(noisy, photo, luma=False, downsample=False))
     torch.testing.assert_close(METRICS.create("ms-ssim")(noisy, photo), F.ms_ssim(noisy, photo))
     torch.testing.assert_close(METRICS.create("psnr", luma=False)(noisy, photo), F.psnr(noisy, photo, luma=False))
+    torch.testing.assert_close(METRICS.create("psnr")(noisy, photo), F.psnr(noisy, photo))
+    torch.testing.assert_close(METRICS.create("psnr", y_channel=True)(noisy, photo),
+                               F.psnr(noisy, photo, y_channel=True))
+
+
+def test_psnr_is_rgb_by_default_and_equals_skimage(photo, noisy):
+    from skimage.metrics import peak_signal_noise_ratio
+
+    to8 = lambda t: (t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # noqa: E731
+    a, b = to8(noisy), to8(photo)
+    expected = peak_signal_noise_ratio(b, a, data_range=255)
+    got = METRICS.create("psnr")(pil_to_tensor(Image.fromarray(a)), pil_to_tensor(Image.fromarray(b))).item()
+    assert got == pytest.approx(expected, abs=1e-3)
+    m = METRICS.create("psnr")
+    assert m.y_channel is False and METRICS.create("psnr", luma=True).y_channel is True
+    assert m.bounds.worst == classic.CALIBRATED_WORST[("psnr", (False,))]
+    assert METRICS.create("psnr", y_channel=True).bounds.worst == classic.CALIBRATED_WORST[("psnr", (True,))]
+
+
+def test_psnr_metric_on_tid2013_pairs_equals_skimage():
+    from calibra import calibration_pairs
+    from skimage.metrics import peak_signal_noise_ratio
+
+    m = METRICS.create("psnr")
+    t = lambda a: torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()  # noqa: E731
+    for name, (dist, ref) in calibration_pairs().items():
+        assert m(t(dist), t(ref)).item() == pytest.approx(peak_signal_noise_ratio(ref, dist, data_range=255),
+                                                         abs=0.01), name
 
 
 def test_psnr_saturates_at_quantisation_noise_with_finite_gradient(photo):
-    m = METRICS.create("psnr")
-    x = (photo + 1e-4).clamp(0, 1).requires_grad_(True)  # MSE far below (1/255)^2 / 12
-    score = m(x, photo)
-    assert score.item() == pytest.approx(classic.PSNR_BEST)
-    score.sum().backward()
-    assert torch.isfinite(x.grad).all()
+    for y_channel in (False, True):
+        m = METRICS.create("psnr", y_channel=y_channel)
+        x = (photo + 1e-4).clamp(0, 1).requires_grad_(True)  # MSE far below (1/255)^2 / 12
+        score = m(x, photo)
+        assert score.item() == pytest.approx(classic.PSNR_BEST)
+        score.sum().backward()
+        assert torch.isfinite(x.grad).all()
+        assert m(photo, photo).item() == pytest.approx(10 * math.log10(12 * 255**2), abs=1e-4)  # finite
 
 
 def test_gradients_reach_the_distorted_image_only(photo, noisy):
@@ -133,4 +163,29 @@ def test_calibration_script_reproduces_calibrate_bounds(tmp_path, photo, capsys)
     img = pil_to_tensor(Image.open(tmp_path / "a.png"))
     expected = calibrate_bounds(classic.SSIM(), [img], seed=0).worst
     assert worst[("ssim", (True, True))] == pytest.approx(expected, abs=1e-4)
+    assert worst[("psnr", (True,))] == pytest.approx(calibrate_bounds(classic.PSNR(y_channel=True), [img]).worst,
+                                                      abs=1e-4)
     assert (tmp_path / "out.json").is_file()
+
+
+def test_calibration_script_leaves_out_the_builtin_kadid_test_photographs(tmp_path, photo, monkeypatch, capsys):
+    """The default builtin folder is filtered: no photograph of split_sources(0)["test"] enters."""
+    from iqaguard.data.kadid_builtin import split_sources
+
+    spec = importlib.util.spec_from_file_location("calibrate_classic_bounds", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    splits = split_sources(0)
+    assert script.held_out_sources(0) == splits["test"] and len(splits["test"]) == 24
+    img = Image.fromarray((photo[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    kept = splits["train"][0]
+    for stem in (splits["test"][0], splits["test"][5], kept, splits["val"][0]):
+        img.save(tmp_path / f"{stem}.png")
+    monkeypatch.setattr(script, "builtin_folder", lambda: tmp_path)
+    assert script.main(["--json", str(tmp_path / "out.json")]) == 0
+    import json
+
+    source = json.loads((tmp_path / "out.json").read_text())["source"]
+    assert "(2 images, builtin-kadid train+val only" in source
+    assert script.main(["--include-test"]) == 0
+    assert "(4 images)" in capsys.readouterr().out

@@ -96,6 +96,8 @@ def test_clipping_to_valid_range_and_lower_better_direction():
 @pytest.mark.parametrize("eps, steps, alpha", [(2 / 255, 10, None), (4 / 255, 3, 1.0), (8 / 255, 5, 3 / 255)])
 def test_nonlinear_metric_stays_in_budget_and_improves(eps, steps, alpha):
     m = Tiny()
+    assert not m.training  # metrics leave their constructor in eval mode
+    m.train()  # a user's choice: the attack runs in eval mode and gives the flag back
     x = _images(b=3, h=12, lo=0.0, hi=1.0)
     x_adv = IFGSM(eps=eps, steps=steps, alpha=alpha)(m, x)
     assert (x_adv - x).abs().max().item() <= eps + 1e-6
@@ -103,7 +105,8 @@ def test_nonlinear_metric_stays_in_budget_and_improves(eps, steps, alpha):
     assert (m(x_adv) > m(x)).all()
     # gradients were taken w.r.t. the input only: the metric's parameters got none
     assert all(p.grad is None for p in m.parameters())
-    assert m.training  # the attack restores the mode it found
+    assert all(p.requires_grad for p in m.parameters())  # parameter gradients were off only during the attack
+    assert m.training and m.conv.training  # the attack restores the mode it found, module by module
 
 
 def test_budget_holds_in_float_arithmetic_not_only_in_exact_arithmetic():

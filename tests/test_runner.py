@@ -320,3 +320,34 @@ def test_cli_run_and_export(tmp_path):
         assert n == (6 * 3, 6)
     bad = cli.invoke(bench_app, ["export", str(tmp_path / "s.duckdb"), "--out", str(tmp_path / "x.txt")])
     assert bad.exit_code == 2 and ".parquet or .csv" in bad.output
+
+
+def test_limits_on_a_kmeans_subset_keep_a_round_robin_prefix_and_psnr_is_finite(tmp_path):
+    """A metric ``limit`` and ``mode_limits`` keep the first images of the KMeans selection, which is
+    in round-robin cluster order: 3 images come from 3 different clusters. Unattacked rows (the
+    zero attack) have identical images: their PSNR is the 58.92 dB floor, not +inf."""
+    from iqaguard.data.sampling import cluster_labels, cluster_subset, sampling_features
+    from iqaguard.metrics.functional import PSNR_BEST
+
+    spec = toy_spec(metrics=["toy-nr", {"name": "toy-nr", "label": "small", "limit": 3}],
+                    datasets=[{"name": "toy", "kwargs": {"n": 24},
+                               "subset": {"method": "kmeans", "k_per_cluster": 2, "n_clusters": 4},
+                               "mode_limits": {"adaptive": 2}}],
+                    attacks=[{"name": "toy-step", "presets": ["zero"]}], defenses=[{"name": "jpeg", "presets": [0]}])
+    store = tmp_path / "s.duckdb"
+    run(spec, store)
+    ds = toy_dataset(24)
+    order = [ds[i].name for i in cluster_subset(ds, 2, n_clusters=4, seed=0)]
+    labels = cluster_labels(sampling_features(ds), 4, seed=0)
+    rows = rows_by_key(store)
+    images = lambda metric, mode: {k[1] for k in rows if k[2] == metric and k[7] == mode}  # noqa: E731
+    assert images("toy-nr", "non-adaptive") == set(order) and len(order) == 8
+    assert images("small", "non-adaptive") == set(order[:3])
+    assert images("toy-nr", "adaptive") == images("small", "adaptive") == set(order[:2])
+    assert len({int(labels[[s.name for s in ds].index(n)]) for n in order[:3]}) == 3
+    none = [r for k, r in rows.items() if k[5] == "none"]
+    assert none and all(r["psnr"] == pytest.approx(PSNR_BEST, abs=1e-4) for r in none)
+    with duckdb.connect(str(store), read_only=True) as con:
+        worst = con.execute("SELECT max(psnr), avg(psnr), count(*) FILTER (WHERE isinf(psnr) OR isnan(psnr)) "
+                            "FROM results").fetchone()
+    assert worst[0] == pytest.approx(PSNR_BEST, abs=1e-4) and np.isfinite(worst[1]) and worst[2] == 0

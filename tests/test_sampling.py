@@ -13,6 +13,7 @@ from iqaguard.data.sampling import (
     colourfulness,
     reference_subset,
     repeated_subsets,
+    round_robin,
     sampling_features,
     spatial_information,
 )
@@ -106,7 +107,7 @@ def _blobs(n_clusters=10, per=30, seed=0):
 def test_cluster_subset_k_per_well_separated_cluster():
     feats, truth = _blobs()
     idx = cluster_subset(feats, k_per_cluster=5, seed=0)
-    assert len(idx) == 50 and len(set(idx)) == 50 and idx == sorted(idx)
+    assert len(idx) == 50 and len(set(idx)) == 50
     assert np.bincount(truth[idx], minlength=10).tolist() == [5] * 10  # every true cluster hit k times
     assert cluster_subset(feats, 5, seed=0) == idx
     assert cluster_subset(feats, 5, seed=1) != idx
@@ -117,7 +118,8 @@ def test_cluster_subset_k_per_well_separated_cluster():
 def test_cluster_subset_small_clusters_and_errors():
     feats, truth = _blobs(n_clusters=3, per=4)
     idx = cluster_subset(feats, k_per_cluster=10, n_clusters=3, seed=2)
-    assert idx == list(range(12))  # fewer than k members -> the whole cluster
+    assert sorted(idx) == list(range(12))  # fewer than k members -> the whole cluster
+    assert len(set(truth[idx[:3]].tolist())) == 3  # round-robin: the first three from three clusters
     with pytest.raises(InputError, match="n_clusters"):
         cluster_subset(feats[:2], 1, n_clusters=3)
     with pytest.raises(InputError, match="k_per_cluster"):
@@ -137,6 +139,59 @@ def test_cluster_subset_from_dataset_and_repeats():
     assert len(reps) == 4 and all(len(r) == 20 for r in reps)
     assert reps[0] == cluster_subset(feats, 2, seed=7) and reps[3] == cluster_subset(feats, 2, seed=10)
     assert len({tuple(r) for r in reps}) == 4
+
+
+def test_limited_subset_is_round_robin_over_clusters_and_deterministic():
+    """Any prefix of a subset (the benchmark's limits keep prefixes) spreads over the clusters."""
+    feats, truth = _blobs()  # 10 well-separated clusters, found exactly by KMeans
+    idx = cluster_subset(feats, k_per_cluster=5, seed=0)
+    labels = cluster_labels(feats, 10, seed=0)
+    assert len(set(labels[idx[:5]].tolist())) == 5  # 5 images from 5 different clusters
+    assert len(set(truth[idx[:5]].tolist())) == 5
+    assert len(set(labels[idx[:10]].tolist())) == 10  # the first round visits every cluster once
+    for r in range(5):  # round r holds the r-th draw of every cluster
+        assert sorted(labels[idx[10 * r:10 * (r + 1)]].tolist()) == list(range(10))
+    assert cluster_subset(feats, 5, seed=0) == idx  # deterministic for the seed
+    other = cluster_subset(feats, 5, seed=3)
+    assert other != idx and len(set(cluster_labels(feats, 10, seed=3)[other[:5]].tolist())) == 5
+    # the old behaviour, sorted indices, puts the first five all in one cluster here
+    assert len(set(truth[sorted(idx)[:5]].tolist())) == 1
+
+
+def test_round_robin_spreads_groups_within_rounds():
+    # two clusters of photographs A, A, B and C, C, D (draw order); without groups the first two
+    # rounds give A, C then A, C; with groups each pick prefers the least-used photograph
+    per_cluster = [[0, 1, 2], [3, 4, 5]]
+    groups = {0: "A", 1: "A", 2: "B", 3: "C", 4: "C", 5: "D"}
+    plain = round_robin(per_cluster, np.random.default_rng(0))
+    spread = round_robin(per_cluster, np.random.default_rng(0), groups)
+    assert sorted(plain) == sorted(spread) == list(range(6))
+    assert [groups[i] for i in plain[2:4]] in (["A", "C"], ["C", "A"])
+    assert {groups[i] for i in spread[:4]} == {"A", "B", "C", "D"}  # four photographs in two rounds
+    assert {tuple(sorted(spread[2 * r:2 * r + 2])) for r in range(3)} == {(0, 3), (2, 5), (1, 4)}
+    # a third cluster holding only photograph A: it is still visited in the first round
+    three = round_robin([[0, 1, 2], [3, 4, 5], [6]], np.random.default_rng(1), {**groups, 6: "A"})
+    assert 6 in three[:3]
+
+
+def test_cluster_subset_of_a_reference_dataset_spreads_over_photographs(monkeypatch):
+    """FR datasets: the reference (source photograph) of each image is a group by default."""
+    import iqaguard.data.sampling as sampling
+
+    feats, truth = _blobs(n_clusters=5, per=6)
+    monkeypatch.setattr(sampling, "sampling_features", lambda ds, max_side=None: feats)  # no image decoding
+    # clusters 0 and 1 hold photograph P0 only, 2 -> P1, 3 -> P2, cluster 4 alternates P0 / P3
+    photo = {0: [0] * 6, 1: [0] * 6, 2: [1] * 6, 3: [2] * 6, 4: [0, 3] * 3}
+    refs = [f"/k/P{photo[c][j]}.png" for c in range(5) for j in range(6)]
+    ds = Dataset([Sample(name=f"d{i:02d}.png", ref_path=refs[i], mos=float(feats[i, 2])) for i in range(30)])
+    for seed in range(4):
+        idx = cluster_subset(ds, 6, n_clusters=5, seed=seed)  # groups = ref_path by default
+        assert cluster_subset(feats, 6, n_clusters=5, seed=seed, groups=refs) == idx
+        assert len(set(truth[idx[:5]].tolist())) == 5  # five clusters ...
+        assert len({refs[i] for i in idx[:5]}) == 4  # ... and all four photographs
+        assert sorted(cluster_subset(feats, 6, n_clusters=5, seed=seed)) == sorted(idx)  # order only
+    with pytest.raises(InputError, match="groups"):
+        cluster_subset(feats, 4, n_clusters=5, groups=refs[:3])
 
 
 def test_reference_subset_keeps_all_distortions_of_drawn_references():

@@ -8,8 +8,8 @@ import torch
 from iqaguard.errors import InputError, ScoreError
 from iqaguard.metrics.base import Bounds
 from iqaguard.scores import (
-    abs_gain, abs_gain_auc, abstain_rate, cert_radius, cert_rel_delta, d_score, d_score_d, fidelity, linf, mse, plcc,
-    psnr, r_score, r_score_auc, r_score_d, srocc, ssim,
+    abs_gain, abs_gain_auc, abstain_rate, cert_radius, cert_rel_delta, certified_delta, d_score, d_score_d, fidelity,
+    linf, mse, plcc, psnr, r_score, r_score_auc, r_score_d, srocc, ssim,
 )
 
 B10 = Bounds(0.0, 10.0)  # higher-better, diam 10
@@ -153,10 +153,13 @@ def test_fidelity_hand_values_and_conventions():
     # MSE and L-inf on RGB: 0.01 on one of three channels -> 0.01 / 3; max diff 0.1
     assert mse(x, y)[0] == pytest.approx(0.01 / 3, rel=1e-5)
     assert linf(x, y)[0] == pytest.approx(0.1, rel=1e-5)
-    # PSNR on BT.601 luma: Y difference 24.966 * 0.1 / 255 -> -20 log10 of it
-    assert psnr(x, y)[0] == pytest.approx(-20 * math.log10(24.966 * 0.1 / 255), rel=1e-5)
+    # PSNR over the RGB channels: MSE 0.01 / 3 -> 10 log10(3 / 0.01) = 24.77 dB (the luma variant,
+    # Y moving by 24.966 * 0.1 / 255, would give 40.18 dB)
+    assert psnr(x, y)[0] == pytest.approx(10 * math.log10(3 / 0.01), rel=1e-5)
     out = psnr(x.numpy(), y.numpy())  # numpy input accepted
     assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == (1,)
+    # identical images: the MSE floor (1/255)^2 / 12 gives 10 log10(12 * 255^2), never +inf
+    assert psnr(x, x)[0] == pytest.approx(10 * math.log10(12 * 255**2), abs=1e-4)
 
 
 def test_ssim_constant_shift_hand_value():
@@ -187,7 +190,10 @@ def test_fidelity_all_at_once_hand_values_and_agreement():
     assert set(out) == {"psnr", "ssim", "mse", "linf"}
     assert out["mse"][0] == pytest.approx(0.01 / 3, rel=1e-5)
     assert out["linf"][0] == pytest.approx(0.1, rel=1e-5)
-    assert out["psnr"][0] == pytest.approx(-20 * math.log10(24.966 * 0.1 / 255), rel=1e-5)
+    assert out["psnr"][0] == pytest.approx(10 * math.log10(3 / 0.01), rel=1e-5)
+    same = fidelity(x, x)
+    assert same["psnr"][0] == pytest.approx(10 * math.log10(12 * 255**2), abs=1e-4) and same["mse"][0] == 0.0
+    assert all(np.isfinite(v).all() for v in same.values())
     # textured images at a size where SSIM downsamples (f = 2): equal to the separate functions
     g = torch.Generator().manual_seed(0)
     a = torch.rand(2, 3, 384, 512, generator=g)
@@ -208,11 +214,22 @@ def test_cert_radius_and_abstentions():
     assert abstain_rate(torch.tensor([1, 1, 0, 0, 0])) == pytest.approx(40.0)
 
 
-def test_cert_rel_delta_hand_value():
-    # widths 1, 0, 2 -> mean 1 -> / diam 10
-    assert cert_rel_delta([1, 2, 3], [2, 2, 5], B10) == pytest.approx(0.1)
-    # the third image abstains: widths 1, 0 -> 0.5 / 10
-    assert cert_rel_delta([1, 2, 3], [2, 2, 5], B10, abstain=[0, 0, 1]) == pytest.approx(0.05)
+def test_cert_rel_delta_is_mean_certified_delta_over_diam():
+    # seed 002 A.3.5: the score changes by no more than delta; Cert.RD = mean(delta) / diam(f).
+    # deltas 1, 0, 2 -> mean 1 -> / diam 10
+    assert cert_rel_delta([1.0, 0.0, 2.0], B10) == pytest.approx(0.1)
+    # the third image abstains (its delta may be NaN): deltas 1, 0 -> 0.5 / 10
+    assert cert_rel_delta([1.0, 0.0, float("nan")], B10, abstain=[0, 0, 1]) == pytest.approx(0.05)
+    # a lower-better metric: diam is |best - worst| either way
+    assert cert_rel_delta([2.5], L10) == pytest.approx(0.25)
+
+
+def test_certified_delta_from_an_interval():
+    # score 5 certified in [4, 7]: it can move by up to max(7 - 5, 5 - 4) = 2 (not the width 3)
+    # score 3 in [2, 4] (centred): half the width, 1; score 6 exactly certified: 0
+    delta = certified_delta([5.0, 3.0, 6.0], [4.0, 2.0, 6.0], [7.0, 4.0, 6.0])
+    np.testing.assert_allclose(delta, [2.0, 1.0, 0.0])
+    assert cert_rel_delta(delta, B10) == pytest.approx(0.1)  # mean 1 / diam 10
 
 
 @pytest.mark.parametrize("call, name", [
@@ -221,8 +238,14 @@ def test_cert_rel_delta_hand_value():
     (lambda: cert_radius([0.1, float("nan")], [False, False]), "radii"),
     (lambda: cert_radius([0.1, 0.2], [0, 2]), "abstain"),
     (lambda: cert_radius([0.1, 0.2], [0]), "abstain"),
-    (lambda: cert_rel_delta([2.0], [1.0], B10), "upper"),
-    (lambda: cert_rel_delta([1.0], [2.0], Bounds(1.0, 1.0)), "bounds"),
+    (lambda: cert_rel_delta([-0.5], B10), "delta"),
+    (lambda: cert_rel_delta([float("nan")], B10), "delta"),
+    (lambda: cert_rel_delta([1.0], Bounds(1.0, 1.0)), "bounds"),
+    (lambda: cert_rel_delta([1.0, 2.0, 3.0], [2.0, 2.0, 5.0], B10), "certified_delta"),  # the old (lower, upper) call
+    (lambda: cert_rel_delta([1.0, 2.0], [2.0, 2.0], B10), "certified_delta"),
+    (lambda: certified_delta([5.0], [6.0], [7.0]), "score"),
+    (lambda: certified_delta([5.0], [4.0], [4.5]), "score"),
+    (lambda: certified_delta([5.0, 1.0], [4.0], [6.0]), "lower"),
     (lambda: abstain_rate([]), "abstain"),
 ])
 def test_certified_errors(call, name):

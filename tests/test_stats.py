@@ -211,6 +211,46 @@ def test_kruskal_table_matches_scipy():
     assert out["flat"]["p_value"] is None and out["flat"]["mean"] == 1.0
 
 
+def _biased_samplings(bias: float = 0.02, n_config: int = 40, k: int = 10, seed: int = 0):
+    """``k`` samplings of the same ``n_config`` configurations: a configuration effect with spread
+    0.2, per-sampling noise 0.002, and ``bias`` added to every configuration of sampling 0."""
+    rng = np.random.default_rng(seed)
+    effect = rng.normal(0.5, 0.2, n_config)
+    return [{("m", "d", f"cfg{c}"): float(v) for c, v in
+             enumerate(effect + rng.normal(0, 0.002, n_config) + (bias if j == 0 else 0.0))} for j in range(k)]
+
+
+def test_friedman_detects_a_shared_configuration_bias_that_kruskal_misses():
+    blocks = _biased_samplings()
+    kw = stats_tests.kruskal_table({"d_score": [list(b.values()) for b in blocks]})[0]
+    fr = stats_tests.friedman_table({"d_score": blocks})[0]
+    assert kw["p_value"] > 0.5  # pooled ranks: the 0.02 shift drowns in the 0.2 spread of configurations
+    assert fr["friedman_p_value"] < 1e-6 and fr["n_blocks"] == 40 and fr["n_samplings"] == 10
+    table = np.array([[b[c] for c in sorted(blocks[0])] for b in blocks])
+    ref = sps.friedmanchisquare(*table)
+    assert fr["friedman_statistic"] == pytest.approx(ref.statistic)
+    assert fr["friedman_p_value"] == pytest.approx(ref.pvalue)
+    # sampling 0 ranks first in every block: chi2 = 12/(n k (k+1)) sum R_j^2 - 3 n (k+1) with R_0 = 10 n
+    # and the other nine rank sums of 1..9 -> here exactly the scipy value (no ties)
+    ranks = sps.rankdata(table, axis=0).sum(axis=1)
+    assert ranks[0] == 10 * 40
+    assert fr["friedman_statistic"] == pytest.approx(12 / (40 * 10 * 11) * (ranks**2).sum() - 3 * 40 * 11)
+    unbiased = stats_tests.friedman_table({"d_score": _biased_samplings(bias=0.0)})[0]
+    assert unbiased["friedman_p_value"] > 1e-3  # no shift: nothing to detect
+
+
+def test_friedman_uses_complete_blocks_only_and_reports_undefined_cases():
+    blocks = _biased_samplings(n_config=6, k=4)
+    del blocks[2][("m", "d", "cfg0")]  # cfg0 missing from one sampling: that block is dropped
+    fr = stats_tests.friedman_table({"x": blocks, "two": blocks[:2], "flat": [{"a": 1.0, "b": 2.0}] * 3})
+    by = {r["score"]: r for r in fr}
+    assert by["x"]["n_blocks"] == 5
+    table = [[b[("m", "d", f"cfg{c}")] for c in range(1, 6)] for b in blocks]
+    assert by["x"]["friedman_p_value"] == pytest.approx(sps.friedmanchisquare(*table).pvalue)
+    assert by["two"]["friedman_p_value"] is None  # Friedman needs three samplings
+    assert by["flat"]["friedman_p_value"] is None  # every block tied
+
+
 def test_sampling_validity_over_image_subsets(store):
     subsets = {"s0": ["i0", "i1", "i2", "i3", "i4"], "s1": ["i5", "i6", "i7", "i8", "i9"],
                "s2": ["i0", "i2", "i4", "i6", "i8"]}
@@ -223,6 +263,9 @@ def test_sampling_validity_over_image_subsets(store):
     assert out["d_score"]["p_value"] == pytest.approx(sps.kruskal(*samples).pvalue)
     assert out["d_score"]["n_samplings"] == 3
     assert out["d_score"]["mean"] == pytest.approx(np.mean([np.mean(s) for s in samples]))
+    # Friedman beside it: the same configurations (every group key) in the three samplings
+    assert out["d_score"]["n_blocks"] == len(samples[0]) == 2 * 2 * (1 + 2 * 2)
+    assert out["d_score"]["friedman_p_value"] == pytest.approx(sps.friedmanchisquare(*samples).pvalue)
 
 
 def test_seeds_are_samplings(tmp_path):
@@ -241,6 +284,8 @@ def test_seeds_are_samplings(tmp_path):
         per_seed = [[g["srocc_adv"] for g in groups if g["seed"] == k] for k in (0, 1)]
         assert out["srocc_adv"]["n_samplings"] == 2
         assert out["srocc_adv"]["p_value"] == pytest.approx(sps.kruskal(*per_seed).pvalue)
+        assert out["srocc_adv"]["friedman_p_value"] is None  # two samplings: Friedman needs three
+        assert out["d_score"]["n_blocks"] == len(per_seed[0])  # seeds share every configuration
         res = stats_tests.win_rate_matrix(s, "non-adaptive", "d_score", presets={"blur": "0", "none": "-"})
         assert len(res["experiments"]) == 8 and {e["seed"] for e in res["experiments"]} == {0, 1}
 

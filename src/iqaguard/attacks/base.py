@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Dict, Optional, Tuple
 import torch
 
 from ..errors import InputError
-from ..metrics.base import Metric
+from ..metrics.base import Metric, frozen
 from ..validation import check_image, check_pair
 
 PRESET_NAMES = ("weak", "medium", "strong")
@@ -76,12 +76,10 @@ class Attack:
             check_pair(x, ref)
         else:
             check_image(x, "x")
-        was_training = metric.training
-        metric.eval()
-        try:
+        # eval mode and no parameter gradients for the attack, without ever calling train():
+        # each submodule's own flag is restored, BatchNorm statistics stay as they are
+        with frozen(metric):
             out = self.run(metric, x.detach(), None if ref is None else ref.detach(), generator)
-        finally:
-            metric.train(was_training)
         return out.detach().clamp(0, 1)
 
     def run(self, metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor],

@@ -1,19 +1,28 @@
 """Hypothesis tests over benchmark rows: Wilcoxon win rates with Bonferroni correction (seed 002
-appendix A.4, Tables 10 and 15-17) and the Kruskal-Wallis sampling check (seed 002 Table 5).
+appendix A.4, Tables 10 and 15-17) and the sampling-validity check of seed 002 Table 5:
+Kruskal-Wallis (as the seed) and, beside it, the Friedman test that pairs the samplings by
+configuration.
+
+Why both: every sampling is scored on the same configurations (metric, dataset, attack, preset,
+defense, preset, mode), so the samplings' values are *repeated measures*, not independent
+samples. Kruskal-Wallis pools them and compares ranks across samplings, so a systematic shift of
+one sampling on every configuration hides inside the (much larger) spread between
+configurations. Friedman ranks the samplings *within* each configuration (blocks =
+configurations, treatments = samplings) and detects exactly such a shift.
 
 Inputs are the same result sources as :mod:`iqaguard.bench.stats`; outputs are JSON-serialisable.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import stats as sps
 
 from .. import scores
 from ..metrics.base import Bounds
-from .stats import (BASELINE, HIGHER_BETTER, MODES, Row, Source, best_presets, group_scores, mode_groups,
-                    opened, where_sql)
+from .stats import (BASE_KEY, BASELINE, HIGHER_BETTER, MODES, Row, Source, best_presets, group_scores,
+                    mode_groups, opened, where_sql)
 
 #: Per-image scores: (anchor column, moved column, score function applied to one image).
 PER_IMAGE: Dict[str, Tuple[str, str, Callable[..., float]]] = {
@@ -27,6 +36,8 @@ GROUP_LEVEL = ("srocc_clean", "srocc_adv", "plcc_clean", "plcc_adv")
 EXPERIMENT = ("dataset", "metric", "attack", "attack_preset", "seed")
 SAMPLING_SCORES = ("d_score", "srocc_adv", "srocc_clean", "ssim")
 Subsets = Union[Mapping[str, Sequence[str]], Sequence[Sequence[str]]]
+#: Per-sampling values keyed by configuration: ``{score: [{configuration: value}, ...]}``.
+Blocks = Mapping[str, Sequence[Mapping[Hashable, float]]]
 
 
 def _image_units(source: Source, mode: str, score: str, presets: Mapping[str, str]) -> List[Row]:
@@ -177,6 +188,60 @@ def kruskal_table(samples: Mapping[str, Sequence[Sequence[float]]]) -> List[Row]
     return out
 
 
+def friedman_table(blocks: Blocks) -> List[Row]:
+    """Friedman test of the samplings, blocked by configuration (the paired check beside Table 5).
+
+    Args:
+        blocks: ``{score: [values of sampling 1, values of sampling 2, ...]}``, each sampling's
+            values a ``{configuration: value}`` mapping.
+
+    Returns:
+        Per score: ``n_samplings``, ``n_blocks`` (configurations with a value in every sampling:
+        only complete blocks enter) and ``friedman_statistic``/``friedman_p_value`` of
+        ``scipy.stats.friedmanchisquare`` with the samplings as treatments and the complete
+        configurations as blocks (``None`` when undefined: fewer than three samplings, fewer than
+        two complete blocks, or every block tied).
+    """
+    out = []
+    for name, samplings in blocks.items():
+        samplings = [s for s in samplings if len(s)]
+        common = set.intersection(*(set(s) for s in samplings)) if samplings else set()
+        keys = sorted(common, key=lambda k: tuple(str(v) for v in (k if isinstance(k, tuple) else (k,))))
+        stat = p = None
+        if len(samplings) >= 3 and len(keys) >= 2:
+            table = np.array([[float(s[k]) for k in keys] for s in samplings])
+            if np.ptp(table, axis=0).any():
+                res = sps.friedmanchisquare(*table)
+                if np.isfinite(res.statistic):
+                    stat, p = float(res.statistic), float(res.pvalue)
+        out.append({"score": name, "n_samplings": len(samplings), "n_blocks": len(keys),
+                    "friedman_statistic": stat, "friedman_p_value": p})
+    return out
+
+
+def sampling_blocks(source: Source, subsets: Optional[Subsets] = None, columns: Sequence[str] = SAMPLING_SCORES,
+                    where: Optional[Mapping[str, Any]] = None) -> Dict[str, List[Dict[tuple, float]]]:
+    """Per-sampling group scores keyed by configuration (see :func:`sampling_values`).
+
+    The configuration of a group is its key without the sampling: (metric, dataset, attack,
+    attack_preset, defense, defense_preset, mode) when the samplings are the store's seeds, the
+    whole group key (seed included) when they are ``subsets`` of image names.
+
+    Returns:
+        ``{score: [{configuration: value} per sampling]}``, undefined (``None``) values left out.
+    """
+    if subsets is None:
+        rows = group_scores(source, where=where)
+        samplings = [[r for r in rows if r["seed"] == s] for s in sorted({r["seed"] for r in rows})]
+        config = tuple(c for c in BASE_KEY if c != "seed")
+    else:
+        named = subsets.values() if isinstance(subsets, Mapping) else subsets
+        samplings = [group_scores(source, where=dict(where or {}, image=list(names))) for names in named]
+        config = BASE_KEY
+    return {c: [{tuple(r[k] for k in config): r[c] for r in rows if r[c] is not None} for rows in samplings]
+            for c in columns}
+
+
 def sampling_values(source: Source, subsets: Optional[Subsets] = None, columns: Sequence[str] = SAMPLING_SCORES,
                     where: Optional[Mapping[str, Any]] = None) -> Dict[str, List[List[float]]]:
     """Per-sampling distributions of group scores (seed 002 Figure 6, one box per sampling).
@@ -186,19 +251,21 @@ def sampling_values(source: Source, subsets: Optional[Subsets] = None, columns: 
     sample") that are defined. Samplings are the ``subsets`` of image names or, when ``None``, the
     store's seeds (the runner draws one KMeans subset per seed).
     """
-    if subsets is None:
-        rows = group_scores(source, where=where)
-        samplings = [[r for r in rows if r["seed"] == s] for s in sorted({r["seed"] for r in rows})]
-    else:
-        named = subsets.values() if isinstance(subsets, Mapping) else subsets
-        samplings = [group_scores(source, where=dict(where or {}, image=list(names))) for names in named]
-    return {c: [[r[c] for r in rows if r[c] is not None] for rows in samplings] for c in columns}
+    blocks = sampling_blocks(source, subsets, columns, where)
+    return {c: [list(s.values()) for s in per] for c, per in blocks.items()}
 
 
 def sampling_validity(source: Source, subsets: Optional[Subsets] = None,
                       columns: Sequence[str] = SAMPLING_SCORES,
                       where: Optional[Mapping[str, Any]] = None) -> List[Row]:
-    """Seed 002 Table 5: Kruskal-Wallis over repeated samplings of the images.
+    """Seed 002 Table 5: Kruskal-Wallis over repeated samplings of the images, and Friedman.
+
+    Kruskal-Wallis (``statistic``/``p_value``, as seed 002) treats the samplings as independent
+    samples; the samplings share their configurations, so a shift of one sampling on every
+    configuration can pass it unnoticed. The Friedman test (``friedman_statistic``/
+    ``friedman_p_value``, blocks = configurations, treatments = samplings, :func:`friedman_table`)
+    pairs them and is the one to trust: a small Friedman p-value means that some sampling
+    systematically scores differently from the others on the same configurations.
 
     Args:
         source: connection, Store or path holding the rows of every sampling's images.
@@ -210,12 +277,18 @@ def sampling_validity(source: Source, subsets: Optional[Subsets] = None,
         where: extra row filter (e.g. ``{"mode": "non-adaptive", "dataset": "koniq10k"}``).
 
     Returns:
-        :func:`kruskal_table` of :func:`sampling_values`.
+        Per score, the :func:`kruskal_table` row (``n_samplings``, ``mean``, ``variance_of_means``,
+        ``statistic``, ``p_value``) merged with the :func:`friedman_table` row (``n_blocks``,
+        ``friedman_statistic``, ``friedman_p_value``).
     """
     unknown = [s for s in columns if s not in HIGHER_BETTER]
     if unknown:
         raise ValueError(f"columns: unknown score(s) {unknown}; expected among {list(HIGHER_BETTER)}")
-    return kruskal_table(sampling_values(source, subsets, columns, where))
+    blocks = sampling_blocks(source, subsets, columns, where)
+    kw = kruskal_table({c: [list(s.values()) for s in per] for c, per in blocks.items()})
+    fr = {r["score"]: r for r in friedman_table(blocks)}
+    return [dict(r, **{k: v for k, v in fr[r["score"]].items() if k not in ("score", "n_samplings")}) for r in kw]
 
 
-__all__ = ["kruskal_table", "sampling_validity", "sampling_values", "win_rate_matrix"]
+__all__ = ["friedman_table", "kruskal_table", "sampling_blocks", "sampling_validity", "sampling_values",
+           "win_rate_matrix"]

@@ -12,6 +12,11 @@ Tables (created on open when missing):
 * ``subsets`` — the image selection of every (dataset, seed, selector), fixed on first use.
 * ``runs`` — one row per engine run (spec version and hash, executor, task counts).
 
+Values: every number stored is finite. PSNR is floored at the 8-bit quantisation noise
+(58.92 dB for identical images, never ``+inf``) and R-scores at ``floor · diam``, so aggregates
+(``avg(psnr)``) stay finite; :meth:`Store.write` rejects a NaN/Inf value with a
+:class:`~iqaguard.errors.ScoreError` naming the column and the row instead of storing it.
+
 Durability: every write is one transaction with ``INSERT ... ON CONFLICT DO NOTHING`` on the
 primary key. DuckDB appends a committed transaction to its write-ahead log and ``fdatasync``s it
 before ``COMMIT`` returns (checked with ``strace``), and replays the log on the next open, so a
@@ -21,12 +26,14 @@ One process at a time may open a store for writing (DuckDB holds a file lock).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import duckdb
 
 from .. import __version__
+from ..errors import ScoreError
 
 KEY_COLUMNS = ("dataset", "image", "metric", "attack", "attack_preset", "defense", "defense_preset", "mode",
                "seed")
@@ -67,6 +74,15 @@ TABLES: Dict[str, Tuple[Dict[str, str], Tuple[str, ...]]] = {
 }
 
 _CHUNK_ROWS = 256  # rows per multi-row INSERT statement (bounded parameter count)
+
+
+def check_finite(table: str, row: Dict[str, Any]) -> None:
+    """Raise :class:`ScoreError` when a float of ``row`` is NaN or infinite (one line, naming it)."""
+    for col, v in row.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            key = {k: row.get(k) for k in TABLES[table][1] if k in row}
+            raise ScoreError(f"{table}.{col}: non-finite value {v} for {key}; the store keeps finite numbers only: "
+                             "fix the metric or score that produced it (PSNR is floored at 58.92 dB)")
 
 
 class Store:
@@ -130,6 +146,7 @@ class Store:
                     r["version"] = __version__
                 if table == "results" and r.get("seed") is None:
                     r["seed"] = 0
+                check_finite(table, r)
                 filled.append(r)
             n += len(filled)
             if filled:

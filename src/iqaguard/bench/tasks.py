@@ -13,6 +13,10 @@ Two phases per run:
 Tasks are small frozen dataclasses of strings and tuples, so they pickle cheaply to Ray
 workers; a worker rebuilds metrics, datasets, attacks and defenses from names and kwargs.
 Batches always follow the selection order, so every executor sees the same batch composition.
+Image caps (a metric's ``limit``, a dataset's ``mode_limits``) keep the first N images of the
+selection; a KMeans selection is in round-robin order over its clusters (and photographs,
+:func:`iqaguard.data.sampling.cluster_subset`), so those N images spread over as many clusters
+as N allows instead of coming from the first photographs in index order.
 """
 from __future__ import annotations
 
@@ -64,7 +68,11 @@ class DefenseRef:
 
 @dataclass(frozen=True)
 class Selection:
-    """The images of one (dataset, seed): dataset indices and names, in order."""
+    """The images of one (dataset, seed): dataset indices and names, in selection order.
+
+    Limits keep a prefix (:func:`_batches`): for a KMeans subset the order is round-robin over
+    the clusters, so every prefix is cluster-diverse.
+    """
 
     indices: Tuple[int, ...]
     names: Tuple[str, ...]
@@ -148,6 +156,7 @@ def defense_refs(spec: Spec, mode: str) -> List[DefenseRef]:
 
 
 def _batches(sel: Selection, size: int, limit: Optional[int]) -> Iterator[Tuple[Tuple[int, ...], Tuple[str, ...]]]:
+    """Batches of at most ``size`` images of the first ``limit`` images of ``sel`` (all when None)."""
     n = len(sel.indices) if limit is None else min(limit, len(sel.indices))
     for s in range(0, n, size):
         yield sel.indices[s:min(s + size, n)], sel.names[s:min(s + size, n)]

@@ -15,8 +15,16 @@ Procedure implemented here:
 3. each column standardised to zero mean, unit variance (constant columns left at zero);
 4. ``sklearn.cluster.KMeans(n_clusters, random_state=seed, n_init=10)``;
 5. from every cluster, ``k`` indices drawn without replacement by
-   ``numpy.random.default_rng(seed)`` (all of a cluster's members when it has fewer than k);
-   clusters are visited in label order, the result is sorted.
+   ``numpy.random.default_rng(seed)`` (all of a cluster's members when it has fewer than k),
+   clusters visited in label order;
+6. the drawn indices are returned in **round-robin order** over the clusters
+   (:func:`round_robin`): the clusters in an order permuted by the same generator, one draw of
+   every cluster, then a second one of every cluster, and so on; with ``groups`` (by default the
+   reference photograph of each image of an FR dataset) each turn takes the cluster's draw of
+   the least-used group first. So every prefix of the subset (the benchmark's ``limit``, a
+   metric's ``limit`` and ``mode_limits`` keep the first N selected images) spreads over as many
+   clusters, and then photographs, as it can: N <= n_clusters images come from N different
+   clusters. The set of indices is the same as with sorted output; sort it for index order.
 
 For full-reference KADID, seed 002 instead keeps every distortion of 8 randomly chosen
 references (:func:`reference_subset`).
@@ -24,7 +32,7 @@ references (:func:`reference_subset`).
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional, Union
+from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -180,14 +188,74 @@ def cluster_labels(features: np.ndarray, n_clusters: int = 10, seed: int = 0) ->
     return KMeans(n_clusters=n_clusters, random_state=seed, n_init=10).fit_predict(z).astype(np.int64)
 
 
+def round_robin(per_cluster: Sequence[Sequence[int]], rng: np.random.Generator,
+                groups: Optional[Mapping[int, Hashable]] = None) -> List[int]:
+    """Interleave per-cluster index lists: one from each cluster per round (step 6 above).
+
+    Args:
+        per_cluster: each cluster's indices in draw order (empty lists allowed).
+        rng: generator of the cluster visiting order (a permutation of the clusters).
+        groups: optional group of each index (e.g. its source photograph). Without it every
+            round visits the clusters in the permuted order and takes each cluster's next index
+            in draw order. With it, each pick of a round takes, among the clusters not yet
+            visited in that round, a draw whose group has been taken least often so far
+            (:func:`_least_used`: clusters with fewer such choices first, then the permuted
+            order; within a cluster, draw order), so a prefix also spreads over as many groups
+            as it can. Either way every round visits every cluster that has indices left.
+
+    Returns:
+        All indices: one from every non-empty cluster, then a second one from every cluster
+        that has one left, and so on.
+    """
+    order = [int(c) for c in rng.permutation(len(per_cluster))] if len(per_cluster) else []
+    queues = [list(c) for c in per_cluster]
+    used: Dict[Hashable, int] = {}
+    out: List[int] = []
+    while any(queues):
+        pending = [c for c in order if queues[c]]
+        while pending:
+            if groups is None:
+                c, j = pending[0], 0
+            else:
+                c, j = _least_used(pending, queues, groups, used)
+            i = int(queues[c].pop(j))
+            pending.remove(c)
+            if groups is not None:
+                used[groups[i]] = used.get(groups[i], 0) + 1
+            out.append(i)
+    return out
+
+
+def _least_used(pending: List[int], queues: List[List[int]], groups: Mapping[int, Hashable],
+                used: Dict[Hashable, int]) -> Tuple[int, int]:
+    """``(cluster, position)`` of the next pick of a round with groups (see :func:`round_robin`).
+
+    Per pending cluster: its least-used group count ``m`` and the number ``a`` of distinct groups
+    at that count among its remaining draws. The cluster with the smallest ``(m, a)`` goes first
+    (a cluster with one choice before one with several, so the latter can still take an unused
+    group; ties: the permuted cluster order), with its first draw at count ``m``.
+    """
+    best = None
+    for rank, c in enumerate(pending):
+        counts = [used.get(groups[i], 0) for i in queues[c]]
+        m = min(counts)
+        at_m = [t for t, n in enumerate(counts) if n == m]
+        key = (m, len({groups[queues[c][t]] for t in at_m}), rank)
+        if best is None or key < best[0]:
+            best = (key, c, at_m[0])
+    assert best is not None
+    return best[1], best[2]
+
+
 def cluster_subset(
     dataset_or_features: Union[Dataset, np.ndarray],
     k_per_cluster: int,
     n_clusters: int = 10,
     seed: int = 0,
     max_side: Optional[int] = 512,
+    groups: Optional[Sequence[Hashable]] = None,
 ) -> List[int]:
-    """Indices of a K-Means-stratified subset (seed 002 appendix A.3.1).
+    """Indices of a K-Means-stratified subset (seed 002 appendix A.3.1), round-robin ordered.
 
     Args:
         dataset_or_features: a dataset (features computed with :func:`sampling_features`) or
@@ -195,22 +263,34 @@ def cluster_subset(
         k_per_cluster: images drawn per cluster (100 for the 1000-image KonIQ subset, 5 for
             the 50-image black-box subset of seed 002).
         n_clusters: number of K-Means clusters (10).
-        seed: seeds both ``KMeans`` and the per-cluster draw; the same seed gives the same subset.
+        seed: seeds ``KMeans``, the per-cluster draw and the cluster order; the same seed gives
+            the same subset in the same order.
         max_side: downscale cap used when features are computed from a dataset.
+        groups: ``[N]`` group of every image (e.g. its source photograph) that the order also
+            spreads over; default for a dataset whose every sample has a reference: the
+            reference (``ref_path``, the source photograph of KADID-style datasets), else none.
+            It changes the order only, never which indices are drawn.
 
     Returns:
-        Sorted distinct indices, ``min(k, |cluster|)`` from each cluster.
+        Distinct indices, ``min(k, |cluster|)`` from each cluster, in round-robin order over the
+        clusters (:func:`round_robin`): the first ``m`` indices come from ``min(m, c)``
+        different clusters, ``c`` the number of non-empty clusters; within a round, the
+        least-used groups first.
     """
     feats = _as_features(dataset_or_features, max_side)
     k = _check_int(k_per_cluster, "k_per_cluster", 1)
+    if groups is None and isinstance(dataset_or_features, Dataset):
+        refs = [s.ref_path for s in dataset_or_features]
+        groups = None if any(r is None for r in refs) else [str(r) for r in refs]
+    if groups is not None and len(groups) != feats.shape[0]:
+        raise InputError(f"groups: expected one group per image ({feats.shape[0]}), got {len(groups)}")
     labels = cluster_labels(feats, n_clusters, seed)
     rng = np.random.default_rng(seed)
-    picked: List[int] = []
+    picked: List[List[int]] = []
     for c in range(n_clusters):
         members = np.flatnonzero(labels == c)
-        if members.size:
-            picked += rng.choice(members, size=min(k, members.size), replace=False).tolist()
-    return sorted(int(i) for i in picked)
+        picked.append(rng.choice(members, size=min(k, members.size), replace=False).tolist() if members.size else [])
+    return round_robin(picked, rng, None if groups is None else dict(enumerate(groups)))
 
 
 def reference_subset(dataset: Dataset, n_references: int = 8, seed: int = 0) -> List[int]:
@@ -252,7 +332,7 @@ def repeated_subsets(
     seed + r)``, so the clustering and the draws both change between repeats.
 
     Returns:
-        ``repeats`` sorted index lists.
+        ``repeats`` index lists, each in :func:`cluster_subset`'s round-robin order.
     """
     feats = _as_features(dataset_or_features, max_side)
     repeats = _check_int(repeats, "repeats", 1)

@@ -27,7 +27,10 @@ class DefendedMetric(Metric):
     """``f(P(x))`` as a Metric (same kind, direction and bounds as ``f``); see :func:`defend`.
 
     The wrapped metric is a submodule, so ``.to(device)``, ``.eval()`` and ``.parameters()``
-    reach it (and the purification too when it is itself an ``nn.Module``).
+    reach it (and the purification too when it is itself an ``nn.Module``). Like every metric it
+    is in eval mode from construction (the wrapped metric, as ``create()`` returns it, already is),
+    and attacks on it run under :func:`iqaguard.metrics.base.frozen`: adaptive attacks never put
+    the wrapped metric's BatchNorm layers in training mode nor change their statistics.
     """
 
     def __init__(self, metric: Metric, purification: Purification, eot_samples: int = 1,

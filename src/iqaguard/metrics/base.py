@@ -2,11 +2,17 @@
 
 A metric is a ``torch.nn.Module``: ``m(x)`` (NR) or ``m(x, ref)`` (FR) returns ``[B]`` scores,
 differentiable with respect to ``x``. ``bounds`` follow seed 002 appendix A.3.2.
+
+Eval mode: every metric leaves its constructor in eval mode, itself and every submodule
+(DESIGN.md: "create() returns a metric in eval mode; nothing in the package changes its
+BatchNorm statistics"). Code that runs a metric as a fixed function (attacks, bounds
+calibration) wraps it in :func:`frozen`, which never switches a module to training mode.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import nn
@@ -41,8 +47,48 @@ class Bounds:
         return max(self.worst, self.best)
 
 
-class Metric(nn.Module):
-    """Base class of every IQA metric.
+class _EvalOnConstruction(type(nn.Module)):
+    """Metaclass of :class:`Metric`: a metric is in eval mode when its constructor returns.
+
+    ``nn.Module.__init__`` starts in training mode and submodules that a subclass assigns later
+    keep their own flag, so ``Metric.__init__`` alone cannot do it: the whole module tree is put
+    in eval mode once, after the outermost ``__init__`` has returned.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        obj = super().__call__(*args, **kwargs)
+        obj.eval()
+        return obj
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Run ``module`` as a fixed function: every submodule in eval mode, no parameter gradients.
+
+    Each submodule still in training mode gets ``training = False`` and each parameter with
+    ``requires_grad`` gets ``False``; on exit exactly those flags are restored. A metric in eval
+    mode (as ``create()`` returns it) keeps every flag as it is, no ``train()`` call is ever
+    made, so BatchNorm never runs on batch statistics nor updates its running statistics, and
+    no parameter ``.grad`` is computed or accumulated (gradients with respect to the input
+    still flow).
+    """
+    modes = [m for m in module.modules() if m.training]
+    params = [p for p in module.parameters() if p.requires_grad]
+    for m in modes:
+        m.training = False
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for m in modes:
+            m.training = True
+        for p in params:
+            p.requires_grad_(True)
+
+
+class Metric(nn.Module, metaclass=_EvalOnConstruction):
+    """Base class of every IQA metric (in eval mode from construction, see :func:`frozen`).
 
     Subclasses set ``kind`` (``"nr"``/``"fr"``), ``lower_better`` and ``bounds`` and implement
     :meth:`score` (inputs already validated). ``__call__`` validates at the public boundary.

@@ -18,7 +18,7 @@ import torch
 from ..data.io import jpeg_roundtrip
 from ..errors import InputError, ScoreError
 from ..validation import check_image
-from .base import Bounds, Metric
+from .base import Bounds, Metric, frozen
 
 Images = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -94,7 +94,7 @@ def collect_scores(
     imgs = _as_list(images)
     device = metric.device
     pristine, distorted = [], []
-    with torch.no_grad():
+    with torch.no_grad(), frozen(metric):  # eval mode; BatchNorm statistics are never updated
         for x in _batches(imgs, int(batch_size)):
             x = x.to(device=device, dtype=torch.float32)
             jpeg = jpeg_roundtrip(x, jpeg_quality)

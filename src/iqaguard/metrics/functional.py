@@ -19,14 +19,24 @@ appendix A.3):
   ``[0.0448, 0.2856, 0.3001, 0.2363, 0.1333]``, contrast-structure at scales 1..4 and the full
   SSIM at scale 5, 2x2 mean filter (symmetric borders) + subsampling by 2 between scales.
 
-``luma=False`` computes on the RGB channels instead of Y: PSNR uses the MSE over all three
-channels; SSIM and MS-SSIM run the grayscale algorithm on each channel (still on the
-0..255 scale with ``L = 255``) and average the three per-channel values.
+* PSNR: over all three RGB channels by default (``10 log10(peak^2 / MSE)`` with the MSE over
+  channels and pixels), as MATLAB ``psnr``, scikit-image ``peak_signal_noise_ratio`` and pyiqa
+  ``psnr`` compute it; ``y_channel=True`` gives the BT.601-luma variant of super-resolution
+  papers. The MSE is floored at the 8-bit quantisation-noise level
+  :data:`QUANTIZATION_MSE` ``= (1/255)^2 / 12`` (the MSE of uniform rounding to 8 bits), so
+  PSNR is finite for identical images: at most ``10 log10(12 * 255^2) = 58.92`` dB for peak 1
+  (:data:`PSNR_BEST`), with a finite (zero) gradient there. Above the floor the value is exactly
+  the unfloored PSNR.
+
+SSIM and MS-SSIM use the luma by default (``luma=True``); ``luma=False`` runs the grayscale
+algorithm on each RGB channel (still on the 0..255 scale with ``L = 255``) and averages the
+three per-channel values, so a gray image replicated into three channels gives the SSIM of the
+gray image (e.g. of MATLAB ``rgb2gray`` output).
 """
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +53,12 @@ SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 SSIM_L = 255.0
+
+#: MSE of uniform 8-bit rounding noise on the [0, 1] scale, ``(1/255)^2 / 12``: the floor of the
+#: PSNR's MSE (an error below what rounding to 8 bits adds cannot be measured on 8-bit images).
+QUANTIZATION_MSE = (1.0 / 255.0) ** 2 / 12.0
+#: PSNR (dB, peak 1) at the quantisation-noise floor: ``10 log10(12 * 255^2) = 58.92``.
+PSNR_BEST = 10.0 * math.log10(1.0 / QUANTIZATION_MSE)
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 #: msssim.m refuses images whose side divided by 2**(levels-1) is below the window size.
@@ -102,29 +118,52 @@ def linf(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).abs().flatten(1).amax(dim=1)
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, luma: bool = True) -> torch.Tensor:
-    """Peak signal-to-noise ratio ``10 log10(data_range^2 / MSE)`` in dB.
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, y_channel: bool = False, *,
+         luma: Optional[bool] = None) -> torch.Tensor:
+    """Peak signal-to-noise ratio ``10 log10(data_range^2 / max(MSE, (1/255)^2 / 12))`` in dB.
+
+    RGB by default: the MSE over all three channels and every pixel on the [0, 1] scale, equal to
+    ``skimage.metrics.peak_signal_noise_ratio(ref, dist, data_range=255)`` on the uint8 images
+    (and to MATLAB ``psnr`` / pyiqa ``psnr``) wherever the MSE is above the floor.
 
     Args:
         x: distorted ``[B, 3, H, W]`` in [0, 1].
         y: reference, same shape.
         data_range: peak value on the ``[0, 1]`` scale (1.0 = 255 on the 8-bit scale).
-        luma: compare the BT.601 luma Y (``rgb2ycbcr``, on the [0, 1] scale) when True, the MSE
-            over all RGB channels when False.
+        y_channel: compare the BT.601 luma Y (``rgb2ycbcr``, on the [0, 1] scale) instead of RGB.
+        luma: older name of ``y_channel`` (``luma=False`` = RGB), kept for existing callers.
 
     Returns:
-        ``[B]`` PSNR in dB; ``+inf`` for identical images (the gradient is then undefined).
+        ``[B]`` PSNR in dB, finite: the MSE is floored at :data:`QUANTIZATION_MSE`, so identical
+        images give ``PSNR_BEST + 20 log10(data_range)`` (58.92 dB for peak 1) and zero gradient.
+
+    Raises:
+        InputError: invalid images, a non-positive ``data_range``, or ``luma`` contradicting
+            ``y_channel``.
     """
     check_pair(x, y, "x", "y")
     if not data_range > 0:
         raise InputError(f"data_range: expected a positive peak value, got {data_range}")
-    return _psnr(x, y, data_range, luma)
+    return _psnr(x, y, data_range, _y_channel(y_channel, luma))
 
 
-def _psnr(x: torch.Tensor, y: torch.Tensor, data_range: float, luma: bool) -> torch.Tensor:
-    d = (_to255(x, luma) - _to255(y, luma)) / 255.0
-    err = d.pow(2).flatten(1).mean(dim=1)
-    return 10.0 * torch.log10(data_range**2 / err)
+def _y_channel(y_channel: bool, luma: Optional[bool]) -> bool:
+    """Resolve ``y_channel`` and its older alias ``luma`` (which wins when given)."""
+    if luma is None:
+        return bool(y_channel)
+    if y_channel and not luma:
+        raise InputError("luma: luma=False contradicts y_channel=True; pass only y_channel= (True = BT.601 luma)")
+    return bool(luma)
+
+
+def _psnr(x: torch.Tensor, y: torch.Tensor, data_range: float, y_channel: bool) -> torch.Tensor:
+    d = (_to255(x, y_channel) - _to255(y, y_channel)) / 255.0
+    return _psnr_from_mse(d.pow(2).flatten(1).mean(dim=1), data_range)
+
+
+def _psnr_from_mse(err: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """``10 log10(data_range^2 / max(err, QUANTIZATION_MSE))``: PSNR (dB) of MSE values on the [0, 1] scale."""
+    return 10.0 * torch.log10(data_range**2 / err.clamp(min=QUANTIZATION_MSE))
 
 
 def _gaussian_1d(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -309,6 +348,6 @@ def _ms_ssim(x: torch.Tensor, y: torch.Tensor, luma: bool) -> torch.Tensor:
 
 
 __all__ = [
-    "rgb_to_luma", "psnr", "ssim", "ms_ssim", "mse", "linf",
+    "QUANTIZATION_MSE", "PSNR_BEST", "rgb_to_luma", "psnr", "ssim", "ms_ssim", "mse", "linf",
     "ssim_downsample_factor", "check_ssim_size", "check_ms_ssim_size",
 ]

@@ -1,8 +1,10 @@
 """Statistics of certified defenses (seed 002 §3.5): Cert.R, Cert.RD and abstentions.
 
 Classification-based smoothing (RS, DRS, DDRS, DensePure) certifies a radius per image or
-abstains; regression-based smoothing (MS, DMS) certifies an interval ``[lower, upper]`` of the
-score within an L2 ball of radius ε.
+abstains; regression-based smoothing (MS, DMS) certifies a delta: within an L2 ball of radius ε
+the score changes by no more than delta (seed 002 appendix A.3.5). A certificate given as an
+interval ``[lower, upper]`` around the score has ``delta = max(upper - score, score - lower)``
+(:func:`certified_delta`).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import ScoreError
+from ..metrics.base import Bounds
 from ._arrays import BoundsLike, to_array, to_bounds, to_mask, to_pair
 
 
@@ -52,33 +55,69 @@ def cert_radius(radii: Any, abstain: Any) -> float:
     return float(used.mean())
 
 
-def cert_rel_delta(lower: Any, upper: Any, bounds: BoundsLike, abstain: Optional[Any] = None) -> float:
-    """Certified relative delta Cert.RD (seed 002 §3.5 and appendix A.3.5).
+def certified_delta(score: Any, lower: Any, upper: Any) -> np.ndarray:
+    """Per-image certified delta of a regression certificate: ``max(upper - score, score - lower)``.
 
-    ``Cert.RD = mean_i (upper_i - lower_i) / diam(f)``: the width of the certified score interval
-    (the certified delta) as a fraction of the metric range, averaged over non-abstained images.
-    Seed 002 prints both ↑ and ↓ for it; a narrower certified interval is a tighter guarantee, so
-    iqaguard reads it as lower-is-better (↓).
+    Seed 002 appendix A.3.5: a regression-based certified method returns the score and a
+    certified delta, and "guarantees that, within a l2 ball of radius epsilon, the metric score
+    changes by no more than delta". A certificate that bounds the score in ``[lower, upper]``
+    (e.g. median smoothing's quantile bounds) guarantees exactly that for the smallest delta
+    ``max(upper - score, score - lower)``; it is half the interval width when the interval is
+    centred on the score, never the whole width.
 
     Args:
-        lower: ``[N]`` certified lower score bounds.
-        upper: ``[N]`` certified upper score bounds, ``>= lower``.
-        bounds: the metric's bounds.
-        abstain: optional ``[N]`` abstention flags; abstained images are left out.
+        score: ``[N]`` certified (smoothed) scores.
+        lower: ``[N]`` certified lower bounds, ``<= score``.
+        upper: ``[N]`` certified upper bounds, ``>= score``.
+
+    Returns:
+        ``[N]`` float64 deltas ``>= 0``.
+
+    Raises:
+        ScoreError: NaN/empty/mismatched input, or a score outside its ``[lower, upper]``.
+    """
+    s, lo = to_pair(score, lower, "score", "lower")
+    _, hi = to_pair(score, upper, "score", "upper")
+    if (lo > s).any() or (hi < s).any():
+        raise ScoreError("score: every certified score must lie in its interval [lower, upper]; "
+                         "pass (score, lower, upper) in this order")
+    return np.maximum(hi - s, s - lo)
+
+
+def cert_rel_delta(delta: Any, bounds: BoundsLike, abstain: Optional[Any] = None) -> float:
+    """Certified relative delta Cert.RD (seed 002 §3.5 and appendix A.3.5).
+
+    ``Cert.RD = mean_i delta_i / diam(f)``: the certified delta (the largest change of the score
+    within the L2 ball of radius ε that the certificate allows; :func:`certified_delta` derives
+    it from a ``[lower, upper]`` interval) as a fraction of the metric range, averaged over the
+    images that did not abstain. Seed 002 A.3.5: "we define the certified relative delta by
+    dividing the certified delta by the metric range". Seed 002 prints both ↑ and ↓ for it; a
+    smaller delta is a tighter guarantee, so iqaguard reads it as lower-is-better (↓).
+
+    Args:
+        delta: ``[N]`` certified deltas ``>= 0`` (metric units).
+        bounds: the metric's bounds (``diam(f) = |best - worst|``).
+        abstain: optional ``[N]`` abstention flags; abstained images are left out (their delta
+            may be NaN).
 
     Returns:
         The mean relative delta, a fraction of ``diam(f)`` (0 = exact certificate).
 
     Raises:
-        ScoreError: NaN/empty/mismatched input, ``upper < lower``, zero diam, all abstained.
+        ScoreError: NaN/empty input, negative delta, zero diam, all abstained.
     """
-    lo, hi = to_pair(lower, upper, "lower", "upper")
+    if isinstance(abstain, Bounds) or (not isinstance(bounds, Bounds) and np.ndim(bounds) == 1
+                                         and np.size(bounds) != 2):
+        raise ScoreError("bounds: expected Bounds(worst, best); cert_rel_delta takes (delta, bounds), "
+                         "get delta from an interval with certified_delta(score, lower, upper)")
+    d = to_array(delta, "delta", allow_nan=True)
     diam = to_bounds(bounds).diam
-    keep = _kept(abstain, lo.size)
-    width = hi[keep] - lo[keep]
-    if (width < 0).any():
-        raise ScoreError("upper: every certified upper bound must be >= its lower bound")
-    return float(width.mean() / diam)
+    used = d[_kept(abstain, d.size)]
+    if not np.isfinite(used).all():
+        raise ScoreError("delta: NaN/Inf certified delta on an image that did not abstain")
+    if (used < 0).any():
+        raise ScoreError(f"delta: certified deltas must be >= 0, got minimum {used.min():.6g}")
+    return float(used.mean() / diam)
 
 
 def abstain_rate(abstain: Any) -> float:

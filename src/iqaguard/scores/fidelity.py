@@ -4,8 +4,13 @@ Seed 002 reports PSNR, SSIM, MSE and L∞ between defended (or attacked) images 
 originals. These wrappers fix the benchmark's conventions on top of
 :mod:`iqaguard.metrics.functional` and return plain ``float64`` numpy arrays for the result rows:
 
-* PSNR and SSIM use the functional defaults: BT.601 luma (MATLAB ``rgb2ycbcr``), peak 1.0 on the
-  [0, 1] scale, and ``ssim.m``'s automatic downsampling — the convention of published PSNR/SSIM.
+* PSNR uses the functional default: all three RGB channels, peak 1.0 on the [0, 1] scale (as
+  MATLAB ``psnr``, scikit-image ``peak_signal_noise_ratio`` and pyiqa), with the MSE floored at
+  the 8-bit quantisation noise ``(1/255)^2 / 12``: it is finite for identical images (58.92 dB,
+  :data:`iqaguard.metrics.functional.PSNR_BEST`), so stored rows and their averages never hold
+  ``+inf``. It is a function of the MSE column: ``psnr = 10 log10(1 / max(mse, (1/255)^2 / 12))``.
+* SSIM uses the functional defaults: BT.601 luma (MATLAB ``rgb2ycbcr``) and ``ssim.m``'s
+  automatic downsampling.
 * MSE and L∞ are computed on all three RGB channels on the [0, 1] scale (L∞ is the perturbation
   budget unit of the attacks, e.g. 4/255).
 """
@@ -39,14 +44,15 @@ def _per_image(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: Any,
 
 
 def psnr(x: Any, y: Any) -> np.ndarray:
-    """PSNR in dB of ``x`` against ``y`` on the BT.601 luma, peak 1.0 (↑).
+    """PSNR in dB of ``x`` against ``y`` over the RGB channels, peak 1.0 (↑).
 
     Args:
         x: processed images ``[B, 3, H, W]`` in [0, 1] (torch or numpy).
         y: original images, same shape.
 
     Returns:
-        ``[B]`` PSNR in dB; ``+inf`` where the two images are identical (zero error).
+        ``[B]`` PSNR in dB, at most 58.92 (the MSE is floored at ``(1/255)^2 / 12``, so identical
+        images give 58.92 dB, never ``+inf``).
     """
     return _per_image(F.psnr, x, y)
 
@@ -112,6 +118,7 @@ def fidelity(x: Any, y: Any) -> Dict[str, np.ndarray]:
     with torch.no_grad():
         x, y = x.detach(), y.detach()
         d = (x - y).flatten(1)
-        out = {"psnr": F._psnr(x, y, 1.0, True), "ssim": F._ssim(x, y, True, True),
-               "mse": d.pow(2).mean(dim=1), "linf": d.abs().amax(dim=1)}
+        err = d.pow(2).mean(dim=1)
+        out = {"psnr": F._psnr_from_mse(err), "ssim": F._ssim(x, y, True, True),
+               "mse": err, "linf": d.abs().amax(dim=1)}
         return {k: v.to("cpu", torch.float64).numpy() for k, v in out.items()}

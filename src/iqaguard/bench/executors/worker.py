@@ -5,6 +5,14 @@
 ``torch.set_num_threads(task.num_threads)`` and seeded generators, and returns plain Python
 data (floats, lists, PNG bytes). It never touches the store: the driver alone writes results.
 
+Fidelity columns (``psnr``, ``ssim``, ``mse``, ``linf`` of the scored image against the clean one)
+come from :func:`iqaguard.scores.fidelity`: PSNR over the RGB channels with the MSE floored at
+the 8-bit quantisation noise (58.92 dB for identical images, never ``+inf``), SSIM on the luma.
+
+Metrics are in eval mode from construction (``iqaguard.metrics.create``); attacks run them
+under :func:`iqaguard.metrics.base.frozen`, so no task changes a metric's BatchNorm statistics
+and a metric cached by the process scores an image the same way in every task.
+
 Randomness: a randomized defense draws from a generator seeded by
 ``gen_seed(seed, dataset, image, defense, preset)`` — one per image, the same for the clean and
 the attacked image of a pair and independent of the batch. Randomized attacks (and the EOT draws
