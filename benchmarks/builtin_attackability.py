@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import iqaguard
-from iqaguard.data.kadid_builtin import BuiltinKadid, split_sources
+from iqaguard.data.kadid_builtin import BuiltinKadid
 from iqaguard.data.sampling import cluster_subset
 from iqaguard.metrics.builtin import gaussian_blur
 

@@ -1,6 +1,7 @@
 """Shared test configuration: deterministic, CPU-only, quiet."""
 import importlib.util
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,18 @@ def load_synthetic():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def no_network(monkeypatch):
+    """Make every connection attempt fail at once (and record it): offline behaviour is tested
+    without the network. Returns the list of attempts."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts

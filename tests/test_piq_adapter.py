@@ -8,13 +8,14 @@ code that pyiqa publishes (chaofengc/IQA-PyTorch, ``ResultsCalibra/calibration_s
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import no_network
 import torch
 
 from calibra import calibration_pairs, rgb2gray_uint8
@@ -170,23 +171,10 @@ def test_small_images_are_one_line_input_errors(piq):
         PiqMetric("vif")(x, x)
 
 
-def _no_network(monkeypatch):
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network disabled by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    return attempts
-
-
 @pytest.mark.parametrize("name,first", [("lpips", "lpips_weights.pt"), ("dists", "dists_weights.pt")])
 def test_weights_missing_offline_is_a_one_line_error(piq, monkeypatch, tmp_path, capsys, name, first):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    attempts = _no_network(monkeypatch)
+    attempts = no_network(monkeypatch)
     with pytest.raises(MissingWeightsError) as err:
         create(f"piq:{name}")
     msg = str(err.value)
@@ -197,7 +185,7 @@ def test_weights_missing_offline_is_a_one_line_error(piq, monkeypatch, tmp_path,
 
 def test_backbone_missing_offline_names_torchvision_s_file(piq, monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    _no_network(monkeypatch)
+    no_network(monkeypatch)
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     (tmp_path / "hub" / "checkpoints" / "lpips_weights.pt").write_bytes(b"")
     with pytest.raises(MissingWeightsError, match=r"'vgg16-397923af\.pth'.*download\.pytorch\.org"):

@@ -9,10 +9,11 @@ The reference values are pyiqa's own published outputs on the TID2013 calibratio
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
+
+from conftest import no_network
 import torch
 
 from calibra import calibration_pairs
@@ -89,24 +90,11 @@ def test_global_grad_mode_is_the_same_before_and_after(pyiqa, pairs, enabled):
         assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
 
 
-def _no_network(monkeypatch):
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network disabled by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    return attempts
-
-
 @pytest.mark.parametrize("name", ["lpips", "dists", "lpips-vgg", "musiq"])
 def test_weight_needing_metric_offline_is_one_line_without_network(pyiqa, monkeypatch, tmp_path, capsys, name):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(_import_pyiqa().utils.download_util, "DEFAULT_CACHE_DIR", str(tmp_path / "hub" / "pyiqa"))
-    attempts = _no_network(monkeypatch)
+    attempts = no_network(monkeypatch)
     grad = torch.is_grad_enabled()
     with pytest.raises(MissingWeightsError) as err:
         create(f"pyiqa:{name}")

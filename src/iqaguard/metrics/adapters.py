@@ -82,7 +82,8 @@ class ModuleMetric(Metric):
 
     Args:
         module: maps ``x`` (NR) or ``(x, ref)`` (FR), ``[B, 3, H, W]`` in [0, 1], to scores
-            ``[B]``, ``[B, 1]`` or a scalar for a single image. Put it in eval mode yourself.
+            ``[B]``, ``[B, 1]`` or a scalar for a single image. Wrapping puts it in eval mode
+            (BatchNorm and dropout then behave as at inference).
         kind: ``"nr"`` or ``"fr"``.
         lower_better: True when lower scores mean better quality.
         bounds: ``Bounds(worst, best)`` (or a pair) of seed 002 appendix A.3.2; required. Use
