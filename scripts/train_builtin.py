@@ -25,6 +25,7 @@ import argparse
 import copy
 import hashlib
 import json
+import shutil
 import sys
 import time
 from datetime import date
@@ -43,7 +44,7 @@ from iqaguard.data.kadid_builtin import BuiltinKadid, distorted_name
 from iqaguard.metrics.bounds import calibrate_bounds
 from iqaguard.data.kadid_builtin import read_cells, read_labels, split_sources
 from iqaguard.metrics.cells import CELL, CHROMA_MAX, N_STATS, mos_from_cells
-from iqaguard.metrics.builtin import WEIGHTS_DIR, BuiltinFR, BuiltinNR, FRNet, NRNet, mean_std_pool
+from iqaguard.metrics.builtin import WEIGHTS_DIR, BuiltinFR, BuiltinNR, FRNet, NRNet, load_weights, mean_std_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 NR_LR = 2e-3  # peak learning rate of builtin-nr (OneCycle)
@@ -326,6 +327,13 @@ def main(argv=None) -> int:
     ap.add_argument("--fr-images", type=int, default=1000, help="training images used to fit builtin-fr")
     ap.add_argument("--fr-steps", type=int, default=600, help="full-batch Adam steps fitting builtin-fr")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--val-only", action="store_true",
+                    help="train builtin-nr, report its validation SROCC and save it; no test scoring, no builtin-fr")
+    ap.add_argument("--nr-lr", type=float, default=NR_LR, help="peak learning rate of builtin-nr (one-cycle)")
+    ap.add_argument("--nr-init", type=Path, default=None,
+                    help="initialise builtin-nr from this safetensors file and train it further")
+    ap.add_argument("--nr-weights", type=Path, default=None,
+                    help="skip training builtin-nr: load it from this safetensors file (fit builtin-fr only)")
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--mscn", type=int, default=1, help="1: add the MSCN luma channel to the backbone input")
     ap.add_argument("--val-levels", type=int, default=1,
@@ -341,6 +349,7 @@ def main(argv=None) -> int:
     t_start = time.time()
 
     data = {s: load_split(s, args.seed, args.val_levels if s == "val" else None) for s in ("train", "val", "test")}
+    load_s = time.time() - t_start
     tr, va, te = data["train"], data["val"], data["test"]
     x_tr, y_tr = tr.x, tr.y
     print({s: (len(v.y), len(set(v.src))) for s, v in data.items()}, "(images, sources)", flush=True)
@@ -361,19 +370,44 @@ def main(argv=None) -> int:
         return correlations(predict(nr, va.x), va.y.numpy())["srocc"]
 
     runs = []
-    for k in range(args.nr_restarts):
+    if args.nr_weights is not None:  # builtin-fr only: reuse a trained builtin-nr (its config and log)
+        state, nr_cfg = load_weights("builtin-nr", args.nr_weights)
+        nr = NRNet(widths=tuple(nr_cfg["widths"]), use_mscn=bool(nr_cfg["use_mscn"]))
+        nr.load_state_dict(state)
+        runs.append((nr.eval(), nr_cfg["best_val_srocc"], nr_cfg["log"]))
+    for k in range(args.nr_restarts if args.nr_weights is None else 0):
         torch.manual_seed(args.seed + k)
         nr = NRNet(use_mscn=bool(args.mscn)).to(memory_format=torch.channels_last)  # ~5% faster steps
+        if args.nr_init is not None:  # continue training a saved builtin-nr (a second one-cycle schedule)
+            nr.load_state_dict(load_weights("builtin-nr", args.nr_init)[0])
         aux_loss, detach = identification_head(nr) if args.aux_w else (None, lambda: None)
-        runs.append(train_loop(nr, nr_step, nr_val, args.nr_epochs, args.iters, NR_LR, args.seed + k,
+        runs.append(train_loop(nr, nr_step, nr_val, args.nr_epochs, args.iters, args.nr_lr, args.seed + k,
                                f"nr run {k + 1}", val_last=args.val_last))
         detach()
     nr, nr_best_val, nr_log = max(runs, key=lambda r: r[1])
     print(f"[nr] kept run {[r[1] for r in runs].index(nr_best_val) + 1} (val SROCC {nr_best_val:.4f})", flush=True)
     nr_time = time.time() - t0
+    if args.val_only:  # a candidate recipe: judged on validation only, the test split stays unseen
+        run_s, prior = time.time() - t_start, {"train_seconds": 0.0, "epochs": 0, "commands": []}
+        if args.nr_init is not None:  # the chain of runs that made this model, with their times
+            init_cfg = load_weights("builtin-nr", args.nr_init)[1]
+            prior = {"train_seconds": init_cfg["train_seconds"], "epochs": init_cfg["epochs"],
+                     "commands": init_cfg.get("commands", [init_cfg["command"]])}
+            run_s += previous_nr_run_s(Path(args.nr_init).parent)
+        cmd = "python scripts/train_builtin.py " + " ".join(a for a in sys.argv[1:])
+        cfg = dict(command=" && ".join(prior["commands"] + [cmd]), commands=prior["commands"] + [cmd],
+                   seed=args.seed, widths=list(nr.backbone.widths), use_mscn=nr.backbone.use_mscn,
+                   epochs=prior["epochs"] + args.nr_epochs, best_val_srocc=nr_best_val,
+                   train_seconds=round(prior["train_seconds"] + nr_time, 1), log=nr_log)
+        save(nr, "builtin-nr", cfg, args.out)
+        (args.out / "timing.json").write_text(json.dumps({"nr_run_s": round(run_s, 1), "nr_eval_s": 0.0}) + "\n")
+        print(f"[nr] --val-only: saved to {args.out} (val SROCC {nr_best_val:.4f}); test split not scored", flush=True)
+        return 0
     t_eval = time.time()  # scoring the hold-out split is timed apart from training
-    nr_test = correlations(predict(nr, te.x), te.y.numpy())
-    eval_s = time.time() - t_eval
+    # a reused builtin-nr keeps its one hold-out score (the test split is scored once per model)
+    reused_test = nr_cfg.get("test") if args.nr_weights is not None else None
+    nr_test = reused_test or correlations(predict(nr, te.x), te.y.numpy())
+    eval_s = nr_eval_s = time.time() - t_eval
 
     # ---- builtin-fr (backbone = the trained builtin-nr backbone, frozen) -------------------
     # Only the similarity weights are learned, so the per-channel similarities of full-size
@@ -409,6 +443,11 @@ def main(argv=None) -> int:
     for name, net, cls, test, best_val, log, secs, epochs in (
             ("builtin-nr", nr, BuiltinNR, nr_test, nr_best_val, nr_log, nr_time, args.nr_epochs),
             ("builtin-fr", fr, BuiltinFR, fr_test, fr_best_val, fr_log, fr_time, args.fr_steps)):
+        if name == "builtin-nr" and reused_test:  # a finished model: kept as trained, file and all
+            args.out.mkdir(parents=True, exist_ok=True)
+            if Path(args.nr_weights).resolve() != (args.out / f"{name}.safetensors").resolve():
+                shutil.copyfile(args.nr_weights, args.out / f"{name}.safetensors")
+            continue
         metric = cls(pretrained=False)
         metric.net = net
         metric.eval()
@@ -416,14 +455,35 @@ def main(argv=None) -> int:
         cfg = dict(cfg_common, fr_images=args.fr_images, widths=list(net.backbone.widths), use_mscn=net.backbone.use_mscn, epochs=epochs,
                    bounds=[b.worst, b.best], test=test, best_val_srocc=best_val,
                    train_seconds=round(secs, 1), log=log)
+        if name == "builtin-nr" and args.nr_weights is not None:  # trained by an earlier --val-only run
+            cfg.update(command=nr_cfg["command"], epochs=nr_cfg["epochs"], train_seconds=nr_cfg["train_seconds"])
         path = save(net, name, cfg, args.out)
         results[name] = dict(cfg, file=path.name, sha256=sha256(path), size_kb=round(path.stat().st_size / 1024, 1))
         print(f"{name}: test SROCC {test['srocc']:.4f} PLCC {test['plcc']:.4f} bounds {b} -> {path}", flush=True)
     timing = {"train_s": round(time.time() - t_start - eval_s, 1), "eval_s": round(eval_s, 1),
               "threads": torch.get_num_threads()}
+    if args.nr_weights is not None:  # this run fitted builtin-fr only: add builtin-nr's own run
+        folder = Path(args.nr_weights).parent
+        old = json.loads((folder / "timing.json").read_text())
+        old = dict(nr_run_s=previous_nr_run_s(folder), nr_eval_s=old.get("nr_eval_s", old.get("eval_s", 0.0)))
+        timing = {"train_s": round(timing["train_s"] + old["nr_run_s"], 1),
+                  "eval_s": round(timing["eval_s"] + old["nr_eval_s"], 1), "threads": timing["threads"],
+                  "nr_run_s": old["nr_run_s"], "nr_eval_s": old["nr_eval_s"], "fr_refit": True}
+    else:
+        timing.update(nr_run_s=round(nr_time + load_s, 1), nr_eval_s=round(nr_eval_s, 1))
     (args.out / "timing.json").write_text(json.dumps(timing) + "\n")
     write_card(args.out)
     return 0
+
+
+def previous_nr_run_s(folder: Path) -> float:
+    """Wall time of the run that trained the builtin-nr in ``folder`` (``timing.json``); for a run
+    that recorded only its total, that total minus its builtin-fr fit (an upper bound)."""
+    old = json.loads((folder / "timing.json").read_text())
+    if "nr_run_s" in old:
+        return float(old["nr_run_s"])
+    _, old_fr = load_weights("builtin-fr", folder / "builtin-fr.safetensors")
+    return float(old["train_s"]) - float(old_fr["train_seconds"])
 
 
 def card_results(out_dir: Path) -> Dict[str, dict]:
@@ -468,7 +528,8 @@ def model_card(results: Dict[str, dict], train_s: float, eval_s: float, threads:
                    "MEON-style multi-task) that is dropped after training" % r["aux_w"] if r.get("aux_w") else "")
                 if name == "builtin-nr" else
                 "DISTS-style weighted SSIM luminance/structure similarities of the image and of every "
-                "backbone channel (backbone = builtin-nr's, frozen; only the weights are fitted)")
+                "backbone channel, plus a CIE Lab chroma similarity (backbone = builtin-nr's, frozen; only "
+                "the weights are fitted)")
         lines += [f"## {name}", "",
                   f"- architecture: {arch}",
                   f"- command: `{r['command']}` (seed {r['seed']}; " + (
@@ -493,7 +554,7 @@ def model_card(results: Dict[str, dict], train_s: float, eval_s: float, threads:
 def baseline_lines(name: str, rows: Optional[Dict[str, dict]]) -> List[str]:
     """Model-card lines: the weightless baselines on the same hold-out test images."""
     if not rows:
-        return [f"- weightless baselines on the same test images: not computed (run `python scripts/builtin_baselines.py`)"]
+        return ["- weightless baselines on the same test images: not computed (run `python scripts/builtin_baselines.py`)"]
     out = ["- weightless baselines on the same test images (SROCC / PLCC of the quality direction"
            + (", full-reference):" if name == "builtin-fr" else ", no-reference):")]
     for metric, r in rows.items():

@@ -93,3 +93,22 @@ def test_shipped_nr_ranks_distortion_levels():
     noisy = (x + 0.15 * torch.randn(x.shape, generator=g)).clamp(0, 1)
     with torch.no_grad():
         assert float(m(x)) > float(m(noisy))
+
+
+def test_shipped_nr_is_attackable_with_gains_growing_with_eps():
+    """builtin-nr v2 has an unbounded, everywhere-differentiable score path (v1 clamped it, and
+    I-FGSM raised the score of only 3 of 8 pristine crops): I-FGSM raises every crop here, and a
+    larger budget gains more."""
+    import iqaguard
+
+    m = iqaguard.metrics.create("builtin-nr")
+    photos = [s.image for s in iqaguard.data.create("builtin")][:3]
+    x = torch.cat([p[..., :96, :96] for p in photos])
+    with torch.no_grad():
+        clean = m(x)
+    gains = []
+    for preset in ("weak", "strong"):
+        adv = iqaguard.attacks.create("ifgsm", preset=preset)(m, x)
+        with torch.no_grad():
+            gains.append(m(adv) - clean)
+    assert bool((gains[0] > 0).all()) and float(gains[1].mean()) > float(gains[0].mean())

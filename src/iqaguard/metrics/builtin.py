@@ -32,7 +32,7 @@ from torch import nn
 from ..errors import MissingWeightsError
 from ..registry import METRICS
 from .base import Bounds, Metric
-from .cells import CHROMA_MAX, N_STATS, luma, mos_from_cells
+from .cells import CHROMA_MAX, N_STATS, chroma_map, luma, mos_from_cells
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _MEAN = (0.485, 0.456, 0.406)
@@ -193,14 +193,18 @@ class FRNet(nn.Module):
     distance is ``exp(log_scale) * sum_k w_k (1 - sim_k)`` over all those terms with softmax-
     normalised learned weights ``w`` (non-negative, summing to 1; Ding et al. 2020, eq. 6, with
     local instead of global statistics). SSIM's constants ``(0.01)^2, (0.03)^2`` are used on the
-    image, ``1e-6`` on deep features (as DISTS).
+    image, ``1e-6`` on deep features (as DISTS). One more term compares colour, which luminance and
+    structure similarities of RGB channels barely see when the chroma of a whole image changes
+    (saturation): ``exp(-mean dC / 10)`` of the CIE Lab chroma difference map
+    (:func:`iqaguard.metrics.cells.chroma_map`), 1 for identical colours, as colour-aware FR
+    measures (FSIMc, VSI) add a chromatic similarity to a structural one.
     """
 
     def __init__(self, widths: Sequence[int] = DEFAULT_WIDTHS, use_mscn: bool = False) -> None:
         super().__init__()
         self.backbone = Backbone(widths, use_mscn)
         self.stage_channels = (4,) + tuple(widths)
-        self.logits = nn.Parameter(torch.zeros(2 * sum(self.stage_channels)))
+        self.logits = nn.Parameter(torch.zeros(2 * sum(self.stage_channels) + 1))
         self.log_scale = nn.Parameter(torch.zeros(()))
 
     @staticmethod
@@ -208,10 +212,12 @@ class FRNet(nn.Module):
         return torch.cat([x, luma(x)], dim=1)
 
     def similarities(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """All luminance and structure similarities ``[B, 2 * sum(stage_channels)]`` (1 = identical)."""
+        """All luminance and structure similarities and the colour similarity,
+        ``[B, 2 * sum(stage_channels) + 1]`` (1 = identical)."""
         terms = [torch.cat(local_similarity(self._stage0(x), self._stage0(ref), 1e-4, 9e-4), dim=1)]
         for a, b in zip(self.backbone(x), self.backbone(ref)):
             terms.append(torch.cat(local_similarity(a, b, 1e-6, 1e-6), dim=1))
+        terms.append(torch.exp(-chroma_map(x, ref).flatten(1).mean(dim=1, keepdim=True) / CHROMA_MAX))
         return torch.cat(terms, dim=1)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
