@@ -27,7 +27,7 @@ def test_the_score_path_has_no_clip_but_the_label_has():
     cells = torch.tensor([[[[1.2]], [[1.0]], [[0.0]], [[0.0]]]], requires_grad=True)
     score = mos_from_cells(cells)
     assert float(score.detach()) == pytest.approx(1 + 4 / 3 * 3.2, abs=1e-4) and float(score.detach()) > 5
-    assert float(mos_from_cells(cells, clip=True)) == pytest.approx(5.0, abs=1e-4)
+    assert float(mos_from_cells(cells, clip=True).detach()) == pytest.approx(5.0, abs=1e-4)
     score.backward()
     assert float(cells.grad[0, 0]) == pytest.approx(4 / 3) and float(cells.grad[0, 3]) == pytest.approx(-4 / 30)
 
