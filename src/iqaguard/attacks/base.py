@@ -5,6 +5,8 @@ normalised objective of seed 002 §3.1 (``L(f(x')) = f(x') / diam(f)``).
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import torch
@@ -14,6 +16,38 @@ from ..metrics.base import Metric, frozen
 from ..validation import check_image, check_pair
 
 PRESET_NAMES = ("weak", "medium", "strong")
+
+#: the largest plausible L∞ budget on the [0, 1] image scale: 64/255 (~0.251); seed 002 uses
+#: 2/255, 4/255 and 8/255, so anything above is almost surely a value on the 0..255 scale
+MAX_LINF_EPS = 64 / 255
+
+
+def check_budget(name: str, value: Any, upper: float, upper_text: str, alt: str = "") -> float:
+    """``value`` as a float if ``0 < value <= upper`` (a budget on the [0, 1] image scale).
+
+    Otherwise an :class:`InputError` with a one-line message naming ``name``, the value, the
+    plausible range (``upper_text`` spells ``upper``; ``alt`` adds other accepted values) and
+    the likely intent: a value in ``[1, 255]`` was most probably meant on the 0..255 scale, so
+    ``value/255`` is suggested when that is plausible.
+    """
+    rng = f"expected 0 < {name} <= {upper_text} on the [0, 1] image scale{alt}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name}: {rng} (e.g. {name}=4/255), got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise InputError(f"{name}={v!r} is not finite: {rng} (e.g. {name}=4/255)")
+    if v <= 0:
+        raise InputError(f"{name}={value!r} is not positive: {rng} (e.g. {name}=4/255)")
+    if v > upper:
+        if 1 <= v <= 255 and v / 255 <= upper:
+            raise InputError(f"{name}={value!r} is on the 0..255 scale? pass {name}={value!r}/255 "
+                             f"(={v / 255:.4g}); {rng}")
+        if 1 <= v <= 255:
+            raise InputError(f"{name}={value!r} is on the 0..255 scale? even {name}={value!r}/255 "
+                             f"(={v / 255:.4g}) is too large; {rng} (e.g. {name}=8/255)")
+        what = f"(={v * 255:.4g}/255) " if v < 1 else ""
+        raise InputError(f"{name}={value!r} {what}is outside the plausible range: {rng} (e.g. {name}=4/255)")
+    return v
 
 
 def linf_box(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:

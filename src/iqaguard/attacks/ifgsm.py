@@ -8,7 +8,6 @@ original image and onto the valid range [0, 1].
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import torch
@@ -16,7 +15,7 @@ import torch
 from ..errors import InputError
 from ..metrics.base import Metric
 from ..registry import ATTACKS
-from .base import Attack, linf_box
+from .base import MAX_LINF_EPS, Attack, check_budget, linf_box
 
 
 @ATTACKS.register("ifgsm")
@@ -28,10 +27,19 @@ class IFGSM(Attack):
 
     Args:
         preset: ``"weak"``, ``"medium"`` or ``"strong"`` (overridden by explicit kwargs).
-        eps: L∞ budget on the [0, 1] scale, > 0 (default 4/255).
+        eps: L∞ budget on the [0, 1] scale (default 4/255); plausible range
+            ``0 < eps <= 64/255`` (~0.251, eight times seed 002's largest budget 8/255).
         steps: number of iterations, >= 1 (default 10).
         alpha: step size on the [0, 1] scale; ``None`` uses ``eps / steps``, so that the last
             step can exactly reach the ball's surface and no step is wasted beyond it.
+            Plausible range ``0 < alpha <= 1``: a step above ``eps`` is allowed (the projection
+            clips it onto the ball, as in one-step FGSM), one above the whole range is not.
+
+    Budgets outside these ranges raise :class:`~iqaguard.errors.InputError` with a one-line
+    message; 0, negative, NaN and infinite values are rejected, and a value in ``[1, 255]``
+    (e.g. ``eps=4``) is taken as the 0..255 scale and the message suggests ``eps=4/255``.
+    The check runs in the constructor, so ``attacks.create`` and benchmark spec ``kwargs``
+    (built by the worker through the registry) get it too.
 
     Example:
         >>> x_adv = IFGSM(preset="medium")(metric, x)   # ||x_adv - x||_inf <= 4/255
@@ -47,17 +55,11 @@ class IFGSM(Attack):
 
     def __init__(self, preset: Optional[str] = None, **kwargs: Any) -> None:
         super().__init__(preset, **kwargs)
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not (
-            math.isfinite(self.eps) and self.eps > 0
-        ):
-            raise InputError(f"eps: expected a positive L-inf budget on the [0, 1] scale (e.g. 4/255), got {self.eps!r}")
+        check_budget("eps", self.eps, MAX_LINF_EPS, "0.251 (64/255)")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise InputError(f"steps: expected a positive integer number of iterations, got {self.steps!r}")
-        if self.alpha is not None and (
-            isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float))
-            or not (math.isfinite(self.alpha) and self.alpha > 0)
-        ):
-            raise InputError(f"alpha: expected a positive step size or None (eps / steps), got {self.alpha!r}")
+        if self.alpha is not None:
+            check_budget("alpha", self.alpha, 1.0, "1 (the whole range)", ", or None (eps / steps)")
 
     @property
     def step_size(self) -> float:
