@@ -22,6 +22,15 @@ primary key. DuckDB appends a committed transaction to its write-ahead log and `
 before ``COMMIT`` returns (checked with ``strace``), and replays the log on the next open, so a
 process killed at any moment (SIGKILL) loses no committed row and re-running never duplicates.
 One process at a time may open a store for writing (DuckDB holds a file lock).
+
+Identity: a store carries an ``iqaguard_meta`` table (``key``/``value``; ``schema_version``)
+written when it is created. Opening checks the file BEFORE anything is written: a file that is
+not a DuckDB database (SQLite, text, binary, empty) or a DuckDB database with tables but neither
+the marker nor the iqaguard tables is refused with one :class:`~iqaguard.errors.InputError` line,
+and left untouched. Stores written before the marker existed (all iqaguard tables with their
+columns, no marker) are recognised by their tables and get the marker when opened for writing.
+Every connection is opened with extension auto-install and auto-load off, so opening a store
+never reaches the network.
 """
 from __future__ import annotations
 
@@ -33,7 +42,7 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 import duckdb
 
 from .. import __version__
-from ..errors import ScoreError
+from ..errors import InputError, ScoreError
 
 KEY_COLUMNS = ("dataset", "image", "metric", "attack", "attack_preset", "defense", "defense_preset", "mode",
                "seed")
@@ -73,6 +82,17 @@ TABLES: Dict[str, Tuple[Dict[str, str], Tuple[str, ...]]] = {
     }, ("run_id",)),
 }
 
+#: the marker table of an iqaguard store and the schema version written into it
+META_TABLE = "iqaguard_meta"
+SCHEMA_VERSION = 1
+
+#: DuckDB settings of every connection the store opens: never install or load an extension
+#: behind the user's back (a foreign file, e.g. SQLite, would otherwise trigger a download)
+DUCKDB_CONFIG: Dict[str, Any] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+_DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of a DuckDB database file
+_FIX = "pass a new path or a store written by `iqaguard bench run`"
+
 _CHUNK_ROWS = 256  # rows per multi-row INSERT statement (bounded parameter count)
 
 
@@ -85,11 +105,117 @@ def check_finite(table: str, row: Dict[str, Any]) -> None:
                              "fix the metric or score that produced it (PSNR is floored at 58.92 dB)")
 
 
+def _not_a_store(path: Path, why: str) -> InputError:
+    return InputError(f"not an iqaguard store: {path} ({why}); {_FIX}")
+
+
+def _check_file(path: Path) -> None:
+    """Refuse an existing ``path`` that is not a DuckDB database file (read from its header only)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise InputError(f"cannot read store {path}: {e.strerror or e}; {_FIX}") from None
+    if len(head) < 12 or head[8:12] != _DUCKDB_MAGIC:
+        kind = ("a SQLite database" if head.startswith(b"SQLite format 3") else
+                "an empty file" if not head else "not a DuckDB database")
+        raise _not_a_store(path, kind)
+
+
+def _connect(path: Path, read_only: bool) -> "duckdb.DuckDBPyConnection":
+    try:
+        return duckdb.connect(str(path), read_only=read_only, config=dict(DUCKDB_CONFIG))
+    except duckdb.ConnectionException:
+        if not read_only:
+            raise
+        # already open read-write in this process: DuckDB refuses a second, read-only config
+        return duckdb.connect(str(path), config=dict(DUCKDB_CONFIG))
+    except duckdb.IOException as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "not a valid DuckDB database" in first:
+            raise _not_a_store(path, "not a DuckDB database") from None
+        raise  # a lock held by another process, a permission problem: DuckDB's own message
+
+
+def _layout(con: "duckdb.DuckDBPyConnection") -> Tuple[Dict[str, Dict[str, str]], str | None]:
+    """``({table: {column: type}}, schema_version or None)`` of the main schema of ``con``."""
+    tables: Dict[str, Dict[str, str]] = {}
+    for t, c, ty in con.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = current_database() AND table_schema = 'main' "
+            "ORDER BY table_name, ordinal_position").fetchall():
+        tables.setdefault(t, {})[c] = ty
+    version = None
+    if META_TABLE in tables and {"key", "value"} <= set(tables[META_TABLE]):
+        hit = con.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'").fetchall()
+        version = str(hit[0][0]) if hit else None
+    return tables, version
+
+
+def _is_legacy(tables: Dict[str, Dict[str, str]]) -> bool:
+    """True when every iqaguard table is there with all its columns (a store from before the marker)."""
+    return all(name in tables and {k.lower(): v.upper() for k, v in tables[name].items()}.items()
+               >= {k.lower(): v.upper() for k, v in cols.items()}.items()
+               for name, (cols, _) in TABLES.items())
+
+
+def check_store(con: "duckdb.DuckDBPyConnection", path: str | Path) -> str:
+    """Classify the database of ``con``: ``"new"`` (no tables), ``"marked"`` or ``"legacy"``.
+
+    Raises:
+        InputError: it has tables but is not an iqaguard store, or a newer schema version.
+    """
+    tables, version = _layout(con)
+    if version is not None:
+        try:
+            newer = int(version) > SCHEMA_VERSION
+        except ValueError:
+            newer = True
+        if newer:
+            raise InputError(f"store {path} has schema version {version}, this iqaguard ({__version__}) reads "
+                             f"up to {SCHEMA_VERSION}: upgrade iqaguard or {_FIX}")
+        return "marked"
+    if not tables:
+        return "new"
+    if _is_legacy(tables):
+        return "legacy"
+    shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    raise _not_a_store(Path(path), f"a DuckDB database with tables {shown} and no {META_TABLE} marker")
+
+
+def connect(path: str | Path, read_only: bool = True) -> "duckdb.DuckDBPyConnection":
+    """A checked connection to the existing iqaguard store at ``path`` (extension auto-load off).
+
+    Nothing is written: a store from before the marker is accepted as it is.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        InputError: ``path`` is not an iqaguard store (one line naming it and the fix).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no result store at {path}")
+    _check_file(path)
+    con = _connect(path, read_only)
+    try:
+        if check_store(con, path) == "new":
+            raise _not_a_store(path, "a DuckDB database without tables")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 class Store:
     """A DuckDB file holding benchmark rows.
 
     Args:
         path: the ``.duckdb`` file (created with its tables when missing; parent folders too).
+        read_only: open an existing store without writing anything (no tables, no marker).
+
+    Raises:
+        InputError: ``path`` exists but is not an iqaguard store (nothing is written to it), or
+            ``read_only`` and it does not exist.
 
     Example:
         >>> with Store("runs/demo.duckdb") as s:
@@ -98,13 +224,42 @@ class Store:
 
     table = "results"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(self.path))
-        for name, (cols, key) in TABLES.items():
-            body = ", ".join(f"{k} {v}" for k, v in cols.items())
-            self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({', '.join(key)}))")
+        self.read_only = read_only
+        if read_only:
+            if not self.path.is_file():
+                raise InputError(f"store not found: {self.path}; {_FIX}")
+            self.con = connect(self.path, read_only=True)
+            return
+        if self.path.exists():
+            _check_file(self.path)  # before DuckDB touches it
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = _connect(self.path, read_only=False)
+        try:
+            state = check_store(self.con, self.path)
+            if state != "marked":
+                self._create(state)
+        except BaseException:
+            self.con.close()
+            raise
+
+    def _create(self, state: str) -> None:
+        """Create the missing tables and the marker in one transaction (``state``: new / legacy)."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for name, (cols, key) in TABLES.items():
+                body = ", ".join(f"{k} {v}" for k, v in cols.items())
+                self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({', '.join(key)}))")
+            self.con.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            self.con.execute(f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?), (?, ?)",
+                             ["schema_version", str(SCHEMA_VERSION), "created_by", f"iqaguard {__version__}"
+                              + (" (marker added to an older store)" if state == "legacy" else "")])
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
 
     @property
     def cache_dir(self) -> Path:
