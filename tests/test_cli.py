@@ -83,3 +83,23 @@ def test_demo_tables_show_seed002_scores(tmp_path):
     # undefended: 100 * mean(1, .5, .2, 1.5) / 4 = 20.00
     jpeg_part = text[text.index("jpeg preset 2"):]
     assert "5.00" in jpeg_part and "20.00" in text[:text.index("jpeg preset 2")]
+
+
+def test_report_and_export_refuse_a_foreign_database_offline(tmp_path, monkeypatch):
+    """A SQLite file is refused in one line, before DuckDB could try to fetch an extension."""
+    import sqlite3
+
+    from conftest import no_network
+
+    attempts = no_network(monkeypatch)
+    path = tmp_path / "other.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("create table t(a)")
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    for args in (["bench", "report", str(path), "--out", str(tmp_path / "rep")],
+                 ["bench", "export", str(path), "--out", str(tmp_path / "rows.csv")]):
+        out = runner.invoke(app, args)
+        assert out.exit_code == 2 and "not an iqaguard store" in out.output and "Traceback" not in out.output
+    assert path.read_bytes() == before and attempts == []

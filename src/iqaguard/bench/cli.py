@@ -73,9 +73,12 @@ def export_cmd(store: Path = typer.Argument(..., help="DuckDB result file"),
         _fail(IqaguardError(f"--table: unknown table {table!r}; allowed: {', '.join(TABLES)}"))
     if not store.is_file():
         _fail(IqaguardError(f"store not found: {store}"))
-    with Store(store) as s:
-        s.export(out, table)
-        n = s.count(table)
+    try:
+        with Store(store, read_only=True) as s:
+            s.export(out, table)
+            n = s.count(table)
+    except IqaguardError as e:
+        _fail(e)
     console.print(f"[green]exported[/] {n} {table} rows -> {out}")
 
 

@@ -52,6 +52,7 @@ def opened(source: Source) -> Iterator[duckdb.DuckDBPyConnection]:
 
     Raises:
         FileNotFoundError: the path does not exist.
+        InputError: the path is not an iqaguard store.
         TypeError: anything else.
     """
     if isinstance(source, duckdb.DuckDBPyConnection):
@@ -66,10 +67,12 @@ def opened(source: Source) -> Iterator[duckdb.DuckDBPyConnection]:
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"source: no result store at {path}")
+    from .store import connect  # checks that it is an iqaguard store; extension auto-install off
+
     try:
-        con = duckdb.connect(str(path), read_only=True)
+        con = connect(path, read_only=True)
     except duckdb.ConnectionException:  # already open read-write in this process
-        con = duckdb.connect(str(path))
+        con = connect(path, read_only=False)
     try:
         yield con
     finally:
