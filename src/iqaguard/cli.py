@@ -45,32 +45,77 @@ def list_cmd(kind: str = typer.Argument(..., help="metrics | attacks | defenses 
         console.print(name)
 
 
+def _version_callback(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        console.print(escape(f"iqaguard {__version__}"))
+        raise typer.Exit(code=0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                       help="print the iqaguard version and exit")) -> None:
+    """iqaguard: attack, defend, certify and benchmark image quality metrics."""
+
+
+def _check_image_path(p: Path) -> None:
+    """Refuse a folder with its own message (``load_image`` would call it 'not found')."""
+    if p.is_dir():
+        raise IqaguardError(f"{p} is a directory, not an image file: pass the image files themselves "
+                            f"(e.g. a glob such as {p / '*.png'})")
+
+
+def _load(p: Path):
+    from .data import load_image
+
+    _check_image_path(p)
+    return load_image(p)
+
+
 @app.command()
 def score(images: List[Path] = typer.Argument(..., help="image files (PNG, JPEG, BMP, TIFF, WebP)"),
           metric: str = typer.Option("builtin-nr", "--metric", "-m", help="registered metric name"),
           ref: Optional[Path] = typer.Option(None, "--ref", help="reference image (full-reference metrics)"),
           device: str = typer.Option("cpu", help="cpu | cuda | auto")) -> None:
-    """Score images with a metric (FR metrics need --ref, an image of the same size)."""
+    """Score images with a metric (FR metrics need --ref, an image of the same size).
+
+    Every readable image is scored; each bad one (missing, a directory, unreadable, too small
+    for the metric, ...) gets one error line. Exit code: 0 all scored, 1 some images failed,
+    2 nothing could be scored (bad metric / reference, or every image failed).
+    """
     import torch
 
     from . import metrics
-    from .data import load_image
     from .validation import resolve_device
 
     try:
         m = metrics.create(metric).to(resolve_device(device))
         if m.kind == "fr" and ref is None:
             raise IqaguardError(f"metric {metric!r} is full-reference: pass --ref REFERENCE_IMAGE")
-        r = load_image(ref).to(m.device) if ref is not None else None
-        t = Table("image", f"{metric} ({'lower' if m.lower_better else 'higher'} is better)")
-        with torch.no_grad():
-            for p in images:
-                x = load_image(p).to(m.device)
-                s = m(x, r) if m.kind == "fr" else m(x)
-                t.add_row(str(p), f"{float(s[0]):.4f}")
-        console.print(t)
+        r = _load(ref).to(m.device) if ref is not None else None
     except IqaguardError as e:
         _fail(e)
+    t = Table("image", f"{escape(metric)} ({'lower' if m.lower_better else 'higher'} is better)")
+    failures: List[str] = []
+    with torch.no_grad():
+        for p in images:
+            try:
+                x = _load(p).to(m.device)
+                s = m(x, r) if m.kind == "fr" else m(x)
+                t.add_row(escape(str(p)), f"{float(s[0]):.4f}")
+            except (IqaguardError, ValueError, RuntimeError) as e:
+                msg = str(e).replace("\n", " ")
+                failures.append(msg if str(p) in msg else f"{p}: {msg}")
+    if t.row_count:
+        console.print(t)
+    for msg in failures:
+        console.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True)  # user text: no markup parsing
+    if failures:
+        scored = len(images) - len(failures)
+        if scored:
+            console.print(escape(f"{len(failures)} of {len(images)} images failed"))
+        raise typer.Exit(code=1 if scored else 2)
 
 
 @app.command()
