@@ -7,9 +7,11 @@ naming the key path (``attacks[0].presets[1]``) and the allowed values.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -120,6 +122,17 @@ class _Entry(_Strict):
             raise ValueError(f"{what} {name!r}; allowed: {allowed}")
         return name
 
+    @model_validator(mode="after")
+    def _known_kwargs(self) -> "_Entry":
+        allowed = _kwarg_names(self.registry, self.name)
+        for key in self.kwargs if allowed is not None else ():
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ";"
+                raise _PathError("kwargs", f"unknown key {key!r} for {self.registry.kind} {self.name!r}{hint} "
+                                 f"allowed: {', '.join(allowed) or '(none)'}")
+        return self
+
     @classmethod
     def _accepts(cls, reg: Registry, name: str) -> bool:
         return True
@@ -132,6 +145,27 @@ class _Entry(_Strict):
     def key(self) -> str:
         """The value written in result rows: ``label`` or ``name``."""
         return self.label or self.name
+
+
+def _kwarg_names(reg: Registry, name: str) -> Optional[List[str]]:
+    """Keyword arguments the factory of ``name`` accepts; None when any key may be valid.
+
+    None for factories taking ``**kwargs`` or whose signature cannot be read. A prefix factory
+    (``piq:<name>``) gets the name's rest as its first argument, which is not a spec kwarg.
+    """
+    hit = reg._lookup(name)
+    if hit is None:
+        return None
+    factory, rest = hit
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if rest is not None and params and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        params = params[1:]
+    if any(q.kind is q.VAR_KEYWORD for q in params):
+        return None
+    return [q.name for q in params if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)]
 
 
 class MetricEntry(_Entry):
@@ -354,6 +388,28 @@ def builtin_spec(name: str) -> Path:
     return path
 
 
+def _yaml_kind(data: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(data),
+                                                                                            type(data).__name__)
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    """The parser's problem with its line/column (1-based) and the offending lines' text, on one line."""
+    def at(mark: Any) -> str:
+        lines = (getattr(mark, "buffer", None) or "").rstrip("\0").splitlines()
+        text = lines[mark.line].strip() if mark.line < len(lines) else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}" + (f" ({text!r})" if text else " (end of file)")
+
+    problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
+    context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if not problem:
+        return " ".join(str(e).split())
+    out = f"{problem} at {at(mark)}" if mark is not None else str(problem)
+    if context:
+        out += f", {context}" + (f" started at {at(cmark)}" if cmark is not None and cmark is not mark else "")
+    return " ".join(out.split())
+
+
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a YAML spec (a builtin name like ``"demo"`` also works).
 
@@ -368,12 +424,25 @@ def load_spec(path: str | Path) -> Spec:
         p = builtin_spec(str(path))
     if not p.is_file():
         raise SpecError(f"spec file not found: {p}")
+    raw = p.read_bytes()
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+        bad = raw.find(b"\x00")
+    except UnicodeDecodeError as e:
+        bad = e.start
+    if bad >= 0:
+        raise SpecError(f"{p} is not a text YAML file (binary content at byte {bad}); pass a benchmark spec such "
+                        f"as {SPECS_DIR / 'demo.yaml'} (or the builtin name 'demo')")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SpecError(f"invalid benchmark spec {p}: not valid YAML ({e})") from None
+        raise SpecError(f"invalid benchmark spec {p}: not valid YAML: {_yaml_error(e)}") from None
+    if data is None:
+        raise SpecError(f"invalid benchmark spec {p}: the file is empty; give a mapping with metrics, datasets, "
+                        f"attacks (see {SPECS_DIR / 'demo.yaml'})")
     if not isinstance(data, dict):
-        raise SpecError(f"invalid benchmark spec {p}: expected a mapping with metrics, datasets, attacks, ...")
+        raise SpecError(f"invalid benchmark spec {p}: the top level is a {_yaml_kind(data)}, expected a mapping "
+                        f"with metrics, datasets, attacks (see {SPECS_DIR / 'demo.yaml'})")
     if isinstance(data.get("imports"), list):
         data["imports"] = [str((p.parent / i).resolve()) if str(i).endswith(".py") and not Path(i).is_absolute()
                            else i for i in data["imports"]]
