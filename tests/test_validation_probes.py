@@ -50,17 +50,14 @@ def test_uint8_message_names_argument_in_fix():
 
 # Metric.forward (src/iqaguard/metrics/base.py) must pass dtype=torch.float32 to check_image /
 # check_pair for these to pass; that file is outside this change. Remove the marker once it does.
-_NEEDS_BASE = pytest.mark.xfail(strict=True, reason="metrics/base.py does not pass dtype=torch.float32 yet")
 
 
-@_NEEDS_BASE
 def test_metric_psnr_rejects_float64():
     x = _img(1, 3, 16, 16, dtype=torch.float64)
     msg = _err(iqaguard.metrics.create("psnr"), x, x)
     assert msg.startswith("x: expected float32 ") and "got float64; convert with x.float()" in msg
 
 
-@_NEEDS_BASE
 def test_metric_builtin_nr_rejects_float64():
     msg = _err(iqaguard.metrics.create("builtin-nr"), _img(1, 3, 32, 32, dtype=torch.float64))
     assert msg.startswith("x: expected float32 ") and "got float64; convert with x.float()" in msg

@@ -104,9 +104,9 @@ class Metric(nn.Module, metaclass=_EvalOnConstruction):
         if self.kind == "fr":
             if ref is None:
                 raise InputError(f"ref: full-reference metric {self.name!r} needs a reference image: m(x, ref)")
-            check_pair(x, ref, "x", "ref")
+            check_pair(x, ref, "x", "ref", dtype=torch.float32)
         else:
-            check_image(x, "x")
+            check_image(x, "x", dtype=torch.float32)
             if ref is not None:
                 raise InputError(f"ref: no-reference metric {self.name!r} takes no reference; call m(x)")
         return self.score(x, ref)
