@@ -90,14 +90,19 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
 class Metric(nn.Module, metaclass=_EvalOnConstruction):
     """Base class of every IQA metric (in eval mode from construction, see :func:`frozen`).
 
-    Subclasses set ``kind`` (``"nr"``/``"fr"``), ``lower_better`` and ``bounds`` and implement
-    :meth:`score` (inputs already validated). ``__call__`` validates at the public boundary.
+    Subclasses set ``kind`` (``"nr"``/``"fr"``), ``lower_better``, ``bounds`` and ``min_size``
+    and implement :meth:`score` (inputs already validated). ``__call__`` validates at the public
+    boundary, including the minimum input size: an image with ``min(H, W) < min_size`` raises a
+    one-line :class:`InputError` naming the metric, the minimum and the received size (a metric
+    without a meaningful minimum keeps the default 1).
     """
 
     kind: str = "nr"
     lower_better: bool = False
     bounds: Bounds = Bounds(0.0, 1.0)
     name: str = "metric"
+    #: smallest ``H`` and ``W`` (pixels) the metric accepts; smaller inputs raise :class:`InputError`.
+    min_size: int = 1
 
     def forward(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Scores ``[B]`` of ``x`` (``[B, 3, H, W]`` in [0, 1]); FR metrics need ``ref``."""
@@ -109,7 +114,15 @@ class Metric(nn.Module, metaclass=_EvalOnConstruction):
             check_image(x, "x", dtype=torch.float32)
             if ref is not None:
                 raise InputError(f"ref: no-reference metric {self.name!r} takes no reference; call m(x)")
+        self.check_min_size(x)
         return self.score(x, ref)
+
+    def check_min_size(self, x: torch.Tensor) -> None:
+        """Raise :class:`InputError` naming the metric when ``min(H, W) < self.min_size``."""
+        minimum = int(self.min_size)
+        h, w = x.shape[-2:]
+        if min(h, w) < minimum:
+            raise InputError(f"x: {self.name} needs images of at least {minimum}x{minimum} pixels, got {h}x{w}")
 
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Unchecked scoring; override in subclasses."""

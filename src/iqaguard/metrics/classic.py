@@ -81,6 +81,7 @@ class PSNR(_ClassicFR):
     """
 
     name = "psnr"
+    min_size = 1  # a per-pixel MSE: defined for any size, 1x1 included
 
     def __init__(self, y_channel: bool = False, bounds: Optional[Bounds] = None, *,
                  luma: Optional[bool] = None) -> None:
@@ -106,6 +107,9 @@ class SSIM(_ClassicFR):
     """
 
     name = "ssim"
+    #: one 11x11 window; with ``downsample`` larger images are also checked after downsampling
+    #: by :func:`iqaguard.metrics.functional.check_ssim_size` (the factor is 1 below 384 pixels).
+    min_size = F.SSIM_WINDOW
 
     def __init__(self, luma: bool = True, downsample: bool = True, bounds: Optional[Bounds] = None) -> None:
         super().__init__(_bounds("ssim", (bool(luma), bool(downsample)), 1.0), bounds)
@@ -130,6 +134,7 @@ class MSSSIM(_ClassicFR):
     """
 
     name = "ms-ssim"
+    min_size = F.MS_SSIM_MIN_SIZE  # 176: an 11x11 window at the coarsest of 5 scales (msssim.m)
 
     def __init__(self, luma: bool = True, bounds: Optional[Bounds] = None) -> None:
         super().__init__(_bounds("ms-ssim", (bool(luma),), 1.0), bounds)
