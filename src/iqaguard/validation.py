@@ -175,7 +175,7 @@ def resolve_device(device: object = None) -> torch.device:
         if dev.index is not None and dev.index >= count:
             raise InputError(
                 f"device {shown!r} requested but only {count} CUDA device(s) are visible "
-                f"(cuda:0..cuda:{count - 1}); use device='cuda:0', 'cpu' or 'auto'"
+                f"(indices 0..{count - 1}); pass a visible index, or device='cpu' or 'auto'"
             )
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)

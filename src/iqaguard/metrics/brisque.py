@@ -221,7 +221,6 @@ class BRISQUE(Metric):
         self.bounds = CALIBRATED_BOUNDS if bounds is None else bounds
 
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
-        nss.check_min_size(x, self.min_size, self.name)
         f64 = torch.float64
         gray = nss.rgb2gray(x.to(f64), self.quantize)
         z = scale_features(brisque_features(gray), self.ranges.to(f64))          # [B, 36]

@@ -166,12 +166,21 @@ def _psnr_from_mse(err: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     return 10.0 * torch.log10(data_range**2 / err.clamp(min=QUANTIZATION_MSE))
 
 
-def _gaussian_1d(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Normalised 1-D factor of ``fspecial('gaussian', 11, 1.5)`` (the 2-D window is separable)."""
-    r = (SSIM_WINDOW - 1) / 2
-    t = torch.arange(SSIM_WINDOW, dtype=dtype, device=device) - r
-    g = torch.exp(-(t**2) / (2 * SSIM_SIGMA**2))
+def gaussian_taps(size: int, sigma: float, dtype: torch.dtype = torch.float32,
+                  device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """Normalised 1-D factor of ``fspecial('gaussian', size, sigma)`` (the 2-D window is separable).
+
+    The one Gaussian kernel of the package: SSIM (11, 1.5), the NSS metrics' MSCN window
+    (7, 7/6) and the builtin models' filters use it.
+    """
+    t = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    g = torch.exp(-(t * t) / (2 * sigma * sigma))
     return g / g.sum()
+
+
+def _gaussian_1d(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """SSIM's window factor: :func:`gaussian_taps` ``(11, 1.5)``."""
+    return gaussian_taps(SSIM_WINDOW, SSIM_SIGMA, dtype, device)
 
 
 def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -190,10 +199,10 @@ def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return y.reshape(*x.shape[:-2], *y.shape[-2:])
 
 
-def _symmetric_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
-    """Indices of MATLAB's ``'symmetric'`` padding (mirror including the border sample)."""
-    j = torch.arange(-before, n + after, device=device)
-    j = torch.where(j < 0, -j - 1, j)
+def symmetric_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
+    """Indices of MATLAB's ``'symmetric'`` padding (mirror including the border sample; also
+    for pads longer than ``n``, as ``imresize`` and ``imfilter`` repeat the mirror)."""
+    j = torch.remainder(torch.arange(-before, n + after, device=device), 2 * n)
     return torch.where(j >= n, 2 * n - 1 - j, j)
 
 
@@ -210,7 +219,7 @@ def _mean_downsample(x: torch.Tensor, f: int) -> torch.Tensor:
     for dim in (-2, -1):
         n = x.shape[dim]
         if before or n % f:  # otherwise no kept window reaches the padding (e.g. f = 2, even size)
-            x = x.index_select(dim, _symmetric_index(n, before, after, x.device))
+            x = x.index_select(dim, symmetric_index(n, before, after, x.device))
     return F.avg_pool2d(x, kernel_size=f, stride=f)
 
 
@@ -349,5 +358,5 @@ def _ms_ssim(x: torch.Tensor, y: torch.Tensor, luma: bool) -> torch.Tensor:
 
 __all__ = [
     "QUANTIZATION_MSE", "PSNR_BEST", "rgb_to_luma", "psnr", "ssim", "ms_ssim", "mse", "linf",
-    "ssim_downsample_factor", "check_ssim_size", "check_ms_ssim_size",
+    "ssim_downsample_factor", "check_ssim_size", "check_ms_ssim_size", "gaussian_taps", "symmetric_index",
 ]

@@ -208,7 +208,6 @@ class NIQE(Metric):
         self.bounds = CALIBRATED_BOUNDS if bounds is None else bounds
 
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
-        nss.check_min_size(x, self.min_size, self.name)
         h, w = (x.shape[-2] // PATCH) * PATCH, (x.shape[-1] // PATCH) * PATCH
         gray = nss.rgb2gray(x.to(torch.float64), self.quantize)[..., :h, :w]
         feats, valid = niqe_features(gray)

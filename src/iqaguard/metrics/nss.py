@@ -28,7 +28,8 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError, MissingDependencyError
+from ..errors import MissingDependencyError
+from .functional import gaussian_taps, symmetric_index
 
 #: MATLAB ``rgb2gray`` weights for R, G, B (Rec. 601 luma as MATLAB stores them).
 GRAY_WEIGHTS = (0.298936021293775, 0.587043074451121, 0.114020904255103)
@@ -69,13 +70,6 @@ def rgb2gray(x: torch.Tensor, quantize: bool = False) -> torch.Tensor:
     return round_ste(g) if quantize else g
 
 
-def _gaussian_1d(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Normalised 1-D factor of ``fspecial('gaussian', 7, 7/6)`` (the window is separable)."""
-    t = torch.arange(MSCN_WINDOW, dtype=dtype, device=device) - (MSCN_WINDOW - 1) / 2
-    g = torch.exp(-(t * t) / (2 * MSCN_SIGMA**2))
-    return g / g.sum()
-
-
 def correlate1d(x: torch.Tensor, taps, dim: int, stride: int = 1) -> torch.Tensor:
     """``'valid'`` correlation of ``x`` with the 1-D kernel ``taps`` along ``dim`` (-1 or -2).
 
@@ -102,7 +96,7 @@ def gaussian_filter(x: torch.Tensor, padding: str) -> torch.Tensor:
             for ``imfilter(x, w, 'replicate')`` (NIQE, PIQE).
     """
     r = (MSCN_WINDOW - 1) // 2
-    taps = _gaussian_1d(torch.float64, torch.device("cpu")).tolist()
+    taps = gaussian_taps(MSCN_WINDOW, MSCN_SIGMA, torch.float64).tolist()
     shape = x.shape
     y = x.reshape(-1, 1, *shape[-2:])
     y = F.pad(y, (r, r, r, r), mode="constant" if padding == "zeros" else "replicate")
@@ -297,13 +291,6 @@ def _half_kernel(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return (0.5 * _cubic(0.5 * d)).to(dtype=dtype, device=device)
 
 
-def _symmetric_pad_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
-    """Indices of MATLAB's mirror padding in ``imresize`` (``[1:n, n:-1:1]``, edge repeated)."""
-    j = torch.arange(-before, n + after, device=device)
-    j = torch.remainder(j, 2 * n)
-    return torch.where(j >= n, 2 * n - 1 - j, j)
-
-
 def imresize_half(x: torch.Tensor) -> torch.Tensor:
     """MATLAB ``imresize(x, 0.5)`` (bicubic, antialiasing) of ``[..., H, W]`` float maps.
 
@@ -314,7 +301,7 @@ def imresize_half(x: torch.Tensor) -> torch.Tensor:
     taps = _half_kernel(torch.float64, torch.device("cpu")).tolist()
     for dim in (-2, -1):
         n = x.shape[dim]
-        x = x.index_select(dim, _symmetric_pad_index(n, 3, 3 + n % 2, x.device))
+        x = x.index_select(dim, symmetric_index(n, 3, 3 + n % 2, x.device))
         x = correlate1d(x, taps, dim, stride=2)
     return x
 
@@ -328,13 +315,6 @@ def blocks(x: torch.Tensor, size: int) -> torch.Tensor:
     b, _, h, w = x.shape
     t = x.reshape(b, h // size, size, w // size, size).permute(0, 1, 3, 2, 4)
     return t.reshape(b, (h // size) * (w // size), size, size)
-
-
-def check_min_size(x: torch.Tensor, minimum: int, name: str) -> None:
-    """Raise :class:`InputError` naming the metric when ``min(H, W) < minimum``."""
-    h, w = x.shape[-2:]
-    if min(h, w) < minimum:
-        raise InputError(f"x: {name} needs images of at least {minimum}x{minimum} pixels, got {h}x{w}")
 
 
 def package_file(dist: str, rel: str, install: str) -> Path:
@@ -362,5 +342,5 @@ def package_file(dist: str, rel: str, install: str) -> Path:
 __all__ = [
     "GRAY_WEIGHTS", "MSCN_WINDOW", "MSCN_SIGMA", "MSCN_C", "round_ste", "rgb2gray",
     "correlate1d", "gaussian_filter", "mscn", "paired_products", "solve_shape", "fit_ggd", "fit_aggd",
-    "gamma_ratio", "imresize_half", "blocks", "safe_sqrt", "package_file", "check_min_size",
+    "gamma_ratio", "imresize_half", "blocks", "safe_sqrt", "package_file",
 ]

@@ -128,7 +128,6 @@ class PIQE(Metric):
         self.bounds = CALIBRATED_BOUNDS if bounds is None else bounds
 
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
-        nss.check_min_size(x, self.min_size, self.name)
         gray = nss.rgb2gray(x.to(torch.float64), self.quantize)
         return piqe_from_gray(gray, self.quantize).to(x.dtype)
 
