@@ -1,6 +1,6 @@
 """Is the undefended builtin-nr attackable, as a real IQA model is? (issue: substrate acceptance)
 
-Runs I-FGSM (10 iterations) at the three preset budgets (L-inf 2, 4, 8 /255; seed 002
+Runs I-FGSM (10 iterations) at the three preset budgets (L-inf 2, 4, 8 /255; Guardians of Image Quality
 appendix A.3.4) on three image sets and prints, per set and budget, the share of images whose
 score the attack raises and the mean gain in units of the metric's range (``diam``):
 

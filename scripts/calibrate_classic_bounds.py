@@ -1,4 +1,4 @@
-"""Calibrate the worst values of the weightless FR metrics (seed 002 appendix A.3.2).
+"""Calibrate the worst values of the weightless FR metrics (Guardians of Image Quality appendix A.3.2).
 
 For every option setting of ``psnr``, ``ssim`` and ``ms-ssim`` this runs
 :func:`iqaguard.metrics.bounds.calibrate_bounds` on a folder of pristine photographs (JPEG q=10

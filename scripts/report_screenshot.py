@@ -1,10 +1,10 @@
 """Build a realistic synthetic result store, render its report and screenshot it in Chromium.
 
-The store mimics seed 002's grid on a small scale: metrics with different bounds and directions,
+The store mimics Guardians of Image Quality's grid on a small scale: metrics with different bounds and directions,
 datasets with and without MOS (NIPS 2017 has none), three attacks x weak/medium/strong, purification
 defenses x five presets, both modes. Scores follow a simple generative model (a defense removes part
 of the attack's gain and blurs the metric's agreement with MOS; randomised defenses keep more of
-their strength against adaptive attacks), so the tables and plots have the shapes of seed 002.
+their strength against adaptive attacks), so the tables and plots have the shapes of Guardians of Image Quality.
 
 Usage::
 

@@ -15,7 +15,7 @@ level while it trains (:func:`identification_head`, as MEON, Ma et al. 2018; wei
 0 turns it off); the head is removed before saving. The FR model (DISTS-style similarities, :class:`FRNet`) reuses the
 trained NR backbone, frozen, and only fits its similarity weights to the normalised pseudo-DMOS
 ``(5 - MOS) / 4``. Hold-out SROCC/PLCC are computed on the full-size test images, whose
-photographs were never seen in training. Bounds follow seed 002 appendix A.3.2 on the builtin
+photographs were never seen in training. Bounds follow Guardians of Image Quality appendix A.3.2 on the builtin
 photographs. Weights are written as safetensors with the config, bounds and scores in the
 metadata, and ``MODEL_CARD.md`` is regenerated.
 """
@@ -427,7 +427,7 @@ def main(argv=None) -> int:
     fr_test = correlations(predict_pairs(fr, te), te.y.numpy(), lower_better=True)
     eval_s += time.time() - t_eval
 
-    # ---- bounds (seed 002 appendix A.3.2) on the builtin photographs ---------------------
+    # ---- bounds (Guardians of Image Quality appendix A.3.2) on the builtin photographs ---------------------
     # calibrated on the train + val photographs only: the test photographs stay unseen
     fit_sources = set(split_sources(args.seed)["train"]) | set(split_sources(args.seed)["val"])
     photos = [s.image for s in iqaguard.data.create("builtin") if Path(s.path).stem in fit_sources]
@@ -544,7 +544,7 @@ def model_card(results: Dict[str, dict], train_s: float, eval_s: float, threads:
                   f"(best val SROCC {r['best_val_srocc']:.4f})"
                   + (" — PLCC of the negated distance" if name == "builtin-fr" else ""),
                   ] + baseline_lines(name, (baselines or {}).get(name)) + [
-                  f"- bounds (seed 002 A.3.2 on the train + val builtin photographs, worst, best): "
+                  f"- bounds (Guardians of Image Quality A.3.2 on the train + val builtin photographs, worst, best): "
                   f"({r['bounds'][0]:.4f}, {r['bounds'][1]:.4f})",
                   f"- training time: {r['train_seconds'] / 60:.1f} min",
                   f"- file: `{r['file']}` ({r['size_kb']} KB), sha256 `{r['sha256']}`", ""]

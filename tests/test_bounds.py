@@ -1,4 +1,4 @@
-"""Tests of calibrate_bounds (seed 002 appendix A.3.2) on toy metrics with known ranges."""
+"""Tests of calibrate_bounds (Guardians of Image Quality appendix A.3.2) on toy metrics with known ranges."""
 from __future__ import annotations
 
 from typing import List, Optional, Tuple

@@ -79,7 +79,7 @@ def test_demo_tables_show_seed002_scores(tmp_path):
     print_tables(tmp_path / "s.duckdb", console)
     text = console.export_text()
     assert "no defense" in text and "jpeg preset 2 (q=50)" in text
-    # D_score (seed 002 eq. 6) = 100/n * sum |f(P(x')) - f(x)| / diam: 100 * 0.2 / 4 = 5.00 for jpeg;
+    # D_score (Guardians of Image Quality eq. 6) = 100/n * sum |f(P(x')) - f(x)| / diam: 100 * 0.2 / 4 = 5.00 for jpeg;
     # undefended: 100 * mean(1, .5, .2, 1.5) / 4 = 20.00
     jpeg_part = text[text.index("jpeg preset 2"):]
     assert "5.00" in jpeg_part and "20.00" in text[:text.index("jpeg preset 2")]

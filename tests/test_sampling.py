@@ -1,4 +1,4 @@
-"""Subset sampling of seed 002 appendix A.3.1: SI, CF, features and K-Means cluster subsets."""
+"""Subset sampling of Guardians of Image Quality appendix A.3.1: SI, CF, features and K-Means cluster subsets."""
 from __future__ import annotations
 
 import numpy as np

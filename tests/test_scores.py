@@ -1,4 +1,4 @@
-"""Scores: hand-computed values for every formula (seed 002 eqs. 5-7, seed 001 eqs. 8-9)."""
+"""Scores: hand-computed values for every formula (Guardians of Image Quality eqs. 5-7, Robustness as Architecture eqs. 8-9)."""
 import math
 
 import numpy as np
@@ -16,7 +16,7 @@ B10 = Bounds(0.0, 10.0)  # higher-better, diam 10
 L10 = Bounds(worst=10.0, best=0.0)  # lower-better, diam 10
 
 
-# ---------------------------------------------------------------- R score (seed 002 eq. 5)
+# ---------------------------------------------------------------- R score (Guardians of Image Quality eq. 5)
 def test_r_score_hand_values():
     # numerators max{10 - f, f - 0}: 8, 5, 8; changes |f(x) - f(P(x'))|: 1, 0.5, 1
     # log10 ratios: log10 8, log10 10 = 1, log10 8
@@ -51,7 +51,7 @@ def test_scores_accept_torch_numpy_and_lists_alike():
     assert a == pytest.approx(b, abs=1e-6)
 
 
-# ---------------------------------------------------------------- D score (seed 002 eqs. 6-7)
+# ---------------------------------------------------------------- D score (Guardians of Image Quality eqs. 6-7)
 def test_d_score_hand_value_and_over_correction():
     # |3-2| + |5.5-5| + |9-8| = 2.5 -> 100 * (2.5 / 3) / 10
     assert d_score([2, 5, 8], [3, 5.5, 9], B10) == pytest.approx(100 * 2.5 / 30)
@@ -68,7 +68,7 @@ def test_d_score_d_hand_value():
     assert d_score_d([0.0], [0.5], Bounds(worst=1.0, best=-1.0)) == pytest.approx(25.0)
 
 
-# ---------------------------------------------------------------- Abs.Gain (seed 001 eq. 8)
+# ---------------------------------------------------------------- Abs.Gain (Robustness as Architecture eq. 8)
 def test_abs_gain_signed_in_improvement_direction():
     # higher-better: mean(attacked - clean) = mean(1, 2) = 1.5; normalised by diam 10 -> 0.15
     assert abs_gain([4, 6], [5, 8]) == pytest.approx(1.5)
@@ -80,7 +80,7 @@ def test_abs_gain_signed_in_improvement_direction():
     assert abs_gain([4, 6], [3, 4]) == pytest.approx(-1.5)
 
 
-# ---------------------------------------------------------------- AUCs over eps (seed 001 §4)
+# ---------------------------------------------------------------- AUCs over eps (Robustness as Architecture §4)
 def test_abs_gain_auc_of_linear_curve_is_analytic_area():
     # gain = 0.01 * k at eps = k/255: in 1/255 units the area is int_2^10 0.01 k dk = 0.48
     k = np.array([10, 2, 6, 4, 8], dtype=float)  # unsorted on purpose
@@ -215,7 +215,7 @@ def test_cert_radius_and_abstentions():
 
 
 def test_cert_rel_delta_is_mean_certified_delta_over_diam():
-    # seed 002 A.3.5: the score changes by no more than delta; Cert.RD = mean(delta) / diam(f).
+    # Guardians of Image Quality A.3.5: the score changes by no more than delta; Cert.RD = mean(delta) / diam(f).
     # deltas 1, 0, 2 -> mean 1 -> / diam 10
     assert cert_rel_delta([1.0, 0.0, 2.0], B10) == pytest.approx(0.1)
     # the third image abstains (its delta may be NaN): deltas 1, 0 -> 0.5 / 10

@@ -1,4 +1,4 @@
-"""Benchmark statistics (seed 002 Table 2, A.4, Table 5, Figure 3a) against hand formulas and scipy."""
+"""Benchmark statistics (Guardians of Image Quality Table 2, A.4, Table 5, Figure 3a) against hand formulas and scipy."""
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -126,7 +126,7 @@ def test_best_preset_and_leaderboard(store):
         assert all(r["defense_preset"] == best[r["defense"]] for r in board)
         for a, b in zip(board, board[1:]):  # best SROCC_adv first, ties broken by lower D_score^(D)
             assert (-a["srocc_adv"], a["d_score_d"]) <= (-b["srocc_adv"], b["d_score_d"])
-    # the adaptive mode has no baseline rows: the non-adaptive ones stand in (seed 002 Table 2)
+    # the adaptive mode has no baseline rows: the non-adaptive ones stand in (Guardians of Image Quality Table 2)
     na = {r["defense"]: r for r in stats.leaderboard(store, "non-adaptive")}
     ad = {r["defense"]: r for r in stats.leaderboard(store, "adaptive")}
     assert ad["none"]["d_score"] == na["none"]["d_score"] and ad["blur"]["d_score"] > na["blur"]["d_score"]

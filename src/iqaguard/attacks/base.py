@@ -1,7 +1,7 @@
 """Attack base class (DESIGN.md §Attack).
 
 Attacks always *improve* predicted quality: they maximise ``sign * f(x') / diam(f)``, the
-normalised objective of seed 002 §3.1 (``L(f(x')) = f(x') / diam(f)``).
+normalised objective of Guardians of Image Quality §3.1 (``L(f(x')) = f(x') / diam(f)``).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ..validation import check_image, check_pair
 
 PRESET_NAMES = ("weak", "medium", "strong")
 
-#: the largest plausible L∞ budget on the [0, 1] image scale: 64/255 (~0.251); seed 002 uses
+#: the largest plausible L∞ budget on the [0, 1] image scale: 64/255 (~0.251); Guardians of Image Quality uses
 #: 2/255, 4/255 and 8/255, so anything above is almost surely a value on the 0..255 scale
 MAX_LINF_EPS = 64 / 255
 

@@ -1,9 +1,9 @@
 """I-FGSM: the iterative fast gradient sign method under an L∞ budget.
 
 Kurakin, Goodfellow & Bengio, "Adversarial examples in the physical world", ICLR workshop 2017
-(the "basic iterative method"), used on IQA metrics by seed 002 (§3.2, Table 7): each step moves
+(the "basic iterative method"), used on IQA metrics by Guardians of Image Quality (§3.2, Table 7): each step moves
 every pixel by ``alpha`` in the sign direction of the gradient of the normalised objective
-``sign · f(x') / diam(f)`` (seed 002 §3.1, eq. 1) and projects back onto the ε-ball around the
+``sign · f(x') / diam(f)`` (Guardians of Image Quality §3.1, eq. 1) and projects back onto the ε-ball around the
 original image and onto the valid range [0, 1].
 """
 from __future__ import annotations
@@ -22,13 +22,13 @@ from .base import MAX_LINF_EPS, Attack, check_budget, linf_box
 class IFGSM(Attack):
     """I-FGSM (Kurakin et al. 2017) raising the predicted quality within an L∞ ball.
 
-    Presets follow the L∞ budgets of seed 002 appendix A.3.4: ``weak`` ε = 2/255, ``medium``
+    Presets follow the L∞ budgets of Guardians of Image Quality appendix A.3.4: ``weak`` ε = 2/255, ``medium``
     4/255, ``strong`` 8/255, each with 10 steps.
 
     Args:
         preset: ``"weak"``, ``"medium"`` or ``"strong"`` (overridden by explicit kwargs).
         eps: L∞ budget on the [0, 1] scale (default 4/255); plausible range
-            ``0 < eps <= 64/255`` (~0.251, eight times seed 002's largest budget 8/255).
+            ``0 < eps <= 64/255`` (~0.251, eight times Guardians of Image Quality's largest budget 8/255).
         steps: number of iterations, >= 1 (default 10).
         alpha: step size on the [0, 1] scale; ``None`` uses ``eps / steps``, so that the last
             step can exactly reach the ball's surface and no step is wasted beyond it.

@@ -1,9 +1,9 @@
 """``iqaguard demo``: run the builtin demo spec, print one table per defense preset, write the report.
 
 The demo spec (``bench/specs/demo.yaml``) runs builtin-nr on 50 images of six builtin-kadid test
-photographs (seed 002 A.3.1 KMeans sampling) and builtin-fr on 5 of them: I-FGSM at the weak / medium / strong presets,
+photographs (Guardians of Image Quality A.3.1 KMeans sampling) and builtin-fr on 5 of them: I-FGSM at the weak / medium / strong presets,
 JPEG at its five presets, non-adaptive (attacks computed once, reused by every defense preset)
-and adaptive (BPDA through JPEG) on a few images. The tables follow seed 002 Table 2 (time,
+and adaptive (BPDA through JPEG) on a few images. The tables follow Guardians of Image Quality Table 2 (time,
 SROCC clean/adv, D_score, D_score^(D), R_score, PSNR, SSIM, MSE, L-inf).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Self-contained HTML leaderboard of a result store (seed 002 Table 2, Figures 2 and 3a, Table 10).
+"""Self-contained HTML leaderboard of a result store (Guardians of Image Quality Table 2, Figures 2 and 3a, Table 10).
 
 ``write_report(store, out_dir)`` writes ``out_dir/index.html``: inline CSS, inline vanilla JS (column
 sorting) and inline SVG charts; no external URL, so the page opens offline. The numbers come from
@@ -26,7 +26,7 @@ FAMILIES: Dict[str, Tuple[str, ...]] = {
                      "real-esrgan", "disco", "diffpure"),
 }
 OTHER_FAMILY = "other"
-#: Leaderboard columns: (key, header, scale, decimals, higher is better); seed 002 Table 2 order.
+#: Leaderboard columns: (key, header, scale, decimals, higher is better); Guardians of Image Quality Table 2 order.
 COLUMNS: Tuple[Tuple[str, str, float, int, Optional[bool]], ...] = (
     ("time_s", "Time (ms)", 1e3, 2, False), ("srocc_clean", "SROCC clear", 1.0, 3, True),
     ("srocc_adv", "SROCC adv", 1.0, 3, True),

@@ -46,7 +46,7 @@ class RunSummary:
 def select_images(spec: Spec, store: Store) -> Dict[Tuple[str, int], Selection]:
     """The images of every (dataset, seed), fixed in the store on first use (resumes reuse them).
 
-    KMeans sampling is :func:`iqaguard.data.sampling.cluster_subset` (seed 002 A.3.1) with the
+    KMeans sampling is :func:`iqaguard.data.sampling.cluster_subset` (Guardians of Image Quality A.3.1) with the
     subset's seed or, when it has none, the run seed; ``limit`` then keeps the first N images.
     """
     out = {}

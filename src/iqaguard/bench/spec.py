@@ -1,4 +1,4 @@
-"""The benchmark spec: a YAML file naming the grid of seed 002 (DESIGN.md §Benchmark).
+"""The benchmark spec: a YAML file naming the grid of Guardians of Image Quality (DESIGN.md §Benchmark).
 
 The format, with an example, is in ``docs/benchmark.md``; ``specs/demo.yaml`` is the builtin
 demo. Names are checked against the registries (after importing the spec's ``imports``) and
@@ -177,7 +177,7 @@ class MetricEntry(_Entry):
 
 
 class SubsetSpec(_Strict):
-    """Image selection: seed 002 A.3.1 KMeans sampling and/or the first ``limit`` images.
+    """Image selection: Guardians of Image Quality A.3.1 KMeans sampling and/or the first ``limit`` images.
 
     ``seed`` None uses the run seed, so ``seeds: [0..9]`` repeats the sampling (002 Table 5).
     """
@@ -236,7 +236,7 @@ class DefenseEntry(_Entry):
     """``{name, presets, adaptive_presets, kwargs, label, eot_samples}``.
 
     ``presets`` (indices or ``all``) are evaluated non-adaptively; ``adaptive_presets`` (default:
-    the same) are the presets attacked adaptively — seed 002 attacks one selected preset per
+    the same) are the presets attacked adaptively — Guardians of Image Quality attacks one selected preset per
     defense adaptively, which is 5x cheaper than all five.
     """
 

@@ -1,4 +1,4 @@
-"""Benchmark statistics as queries over the result rows (seed 002 §3.5, §4, Table 2, Figures 2-3).
+"""Benchmark statistics as queries over the result rows (Guardians of Image Quality §3.5, §4, Table 2, Figures 2-3).
 
 Every function takes a result source (a ``duckdb`` connection, a :class:`~iqaguard.bench.store.Store`
 or anything with a ``.con`` connection, or the path of a ``.duckdb`` file) and returns plain,
@@ -8,7 +8,7 @@ JSON-serialisable lists/dicts. Rows are grouped in SQL; the per-group formulas a
 A *group* is one (metric, dataset, attack, attack preset, defense, defense preset, mode, seed)
 cell: correlations with MOS are only meaningful within one metric and one dataset (and one image
 subset: the runner draws a subset per seed), so every aggregate is a mean of group values
-(seed 002 Table 2: "averaged for all images, attacks, IQA models").
+(Guardians of Image Quality Table 2: "averaged for all images, attacks, IQA models").
 Hypothesis tests (Wilcoxon, Kruskal-Wallis) live in :mod:`iqaguard.bench.stats_tests`.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ TABLE = "results"
 BASE_KEY = ("metric", "dataset", "attack", "attack_preset", "defense", "defense_preset", "mode", "seed")
 MODES = ("non-adaptive", "adaptive")
 BASELINE = "none"
-#: Group score columns and whether higher is better (seed 002 Table 2 arrows).
+#: Group score columns and whether higher is better (Guardians of Image Quality Table 2 arrows).
 HIGHER_BETTER: Dict[str, bool] = {
     "srocc_clean": True, "srocc_adv": True, "plcc_clean": True, "plcc_adv": True,
     "d_score": False, "d_score_d": False, "r_score": True, "r_score_d": True,
@@ -212,7 +212,7 @@ def average_groups(groups: Sequence[Row], by: Sequence[str]) -> List[Row]:
 def mode_groups(source: Source, mode: str, groups: Optional[Sequence[Row]] = None) -> List[Row]:
     """Groups of one mode; the undefended baseline falls back to its non-adaptive rows.
 
-    Without a defense there is nothing to adapt to, so seed 002 Table 2 reports one baseline for
+    Without a defense there is nothing to adapt to, so Guardians of Image Quality Table 2 reports one baseline for
     both modes ("66.68/66.68"). When a store holds the ``none`` rows only under ``non-adaptive``,
     they are reused (relabelled) for the adaptive mode.
 
@@ -252,7 +252,7 @@ def _rank_key(row: Row, key: str) -> tuple:
 
 def best_presets(source: Source, mode: str, key: str = "srocc_adv",
                  groups: Optional[Sequence[Row]] = None) -> Dict[str, str]:
-    """Best preset per defense by ``key`` (seed 002 §4: "we report the results of defenses with a
+    """Best preset per defense by ``key`` (Guardians of Image Quality §4: "we report the results of defenses with a
     hyperparameter set that provides the best SROCC_adv"; the same rule picks Figure 2's red dots).
 
     Defenses whose ``key`` is ``None`` everywhere (no MOS) fall back to the lowest D_score^(D).
@@ -302,7 +302,7 @@ def leaderboard(source: Source, mode: str, key: str = "srocc_adv", preset_from: 
 
 def breakdown(source: Source, by: str, mode: Optional[str] = None,
               groups: Optional[Sequence[Row]] = None) -> List[Row]:
-    """Scores per ``by`` value (seed 002 Figure 3b per dataset, Table 11 per attack strength).
+    """Scores per ``by`` value (Guardians of Image Quality Figure 3b per dataset, Table 11 per attack strength).
 
     Args:
         source: connection, Store or path.
@@ -322,7 +322,7 @@ def breakdown(source: Source, by: str, mode: Optional[str] = None,
 
 
 def pareto_front(points: Sequence[Row], x: str = "d_score_d", y: str = "srocc_adv") -> List[Row]:
-    """Flag the non-dominated points: minimise ``x``, maximise ``y`` (seed 002 Figure 3a).
+    """Flag the non-dominated points: minimise ``x``, maximise ``y`` (Guardians of Image Quality Figure 3a).
 
     A point is dominated when another has ``x`` <= and ``y`` >= with at least one strict. Points
     missing ``x`` or ``y`` are never on the front.

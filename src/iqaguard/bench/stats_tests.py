@@ -1,5 +1,5 @@
-"""Hypothesis tests over benchmark rows: Wilcoxon win rates with Bonferroni correction (seed 002
-appendix A.4, Tables 10 and 15-17) and the sampling-validity check of seed 002 Table 5:
+"""Hypothesis tests over benchmark rows: Wilcoxon win rates with Bonferroni correction (Guardians of Image Quality
+appendix A.4, Tables 10 and 15-17) and the sampling-validity check of Guardians of Image Quality Table 5:
 Kruskal-Wallis (as the seed) and, beside it, the Friedman test that pairs the samplings by
 configuration.
 
@@ -83,7 +83,7 @@ def _one_sided(a: np.ndarray, b: np.ndarray, higher_better: bool) -> Tuple[float
 def win_rate_matrix(source: Source, mode: str, score: str = "d_score", alpha: float = 0.05,
                     within: Optional[Sequence[str]] = None, presets: Optional[Mapping[str, str]] = None,
                     groups: Optional[Sequence[Row]] = None) -> Dict[str, Any]:
-    """Pairwise one-sided Wilcoxon signed-rank tests with Bonferroni correction (seed 002 A.4).
+    """Pairwise one-sided Wilcoxon signed-rank tests with Bonferroni correction (Guardians of Image Quality A.4).
 
     Samples: per-image values for :data:`PER_IMAGE` scores and fidelity columns, paired by
     (dataset, metric, attack, attack_preset, seed, image); per-group values (one per dataset,
@@ -244,7 +244,7 @@ def sampling_blocks(source: Source, subsets: Optional[Subsets] = None, columns: 
 
 def sampling_values(source: Source, subsets: Optional[Subsets] = None, columns: Sequence[str] = SAMPLING_SCORES,
                     where: Optional[Mapping[str, Any]] = None) -> Dict[str, List[List[float]]]:
-    """Per-sampling distributions of group scores (seed 002 Figure 6, one box per sampling).
+    """Per-sampling distributions of group scores (Guardians of Image Quality Figure 6, one box per sampling).
 
     A sampling's values are its group scores (one per metric, dataset, attack, preset, defense,
     preset, mode: "for each IQA model, attack and defense method, we calculated four scores per
@@ -260,7 +260,7 @@ def sampling_validity(source: Source, subsets: Optional[Subsets] = None,
                       where: Optional[Mapping[str, Any]] = None) -> List[Row]:
     """Seed 002 Table 5: Kruskal-Wallis over repeated samplings of the images, and Friedman.
 
-    Kruskal-Wallis (``statistic``/``p_value``, as seed 002) treats the samplings as independent
+    Kruskal-Wallis (``statistic``/``p_value``, as Guardians of Image Quality) treats the samplings as independent
     samples; the samplings share their configurations, so a shift of one sampling on every
     configuration can pass it unnoticed. The Friedman test (``friedman_statistic``/
     ``friedman_p_value``, blocks = configurations, treatments = samplings, :func:`friedman_table`)

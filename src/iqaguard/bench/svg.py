@@ -1,4 +1,4 @@
-"""Tiny inline-SVG charts for the offline report: scatter with a highlighted front (seed 002
+"""Tiny inline-SVG charts for the offline report: scatter with a highlighted front (Guardians of Image Quality
 Figure 3a), bars with dots (Figure 2) and a heat map (Tables 10, 15-17 as pictures).
 
 Every function returns one ``<svg>`` element as a string, without an ``xmlns`` attribute (inline
@@ -154,7 +154,7 @@ def _free_y(y: float, x: float, w: float, placed: List[tuple], h: float = 11.0) 
 def bars_with_dots(categories: Sequence[str], bars: Sequence[Optional[float]], dots: Sequence[Sequence[float]],
                    marked: Sequence[Optional[float]], y_label: str, title: str,
                    width: int = 560, height: int = 360) -> str:
-    """One bar per category plus hollow dots (one per preset) and a red marked dot (seed 002 Fig. 2).
+    """One bar per category plus hollow dots (one per preset) and a red marked dot (Guardians of Image Quality Fig. 2).
 
     Args:
         categories: x-axis labels (defenses).

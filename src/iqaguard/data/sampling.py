@@ -1,4 +1,4 @@
-"""Content-diverse subset sampling (seed 002 §4 and appendix A.3.1).
+"""Content-diverse subset sampling (Guardians of Image Quality §4 and appendix A.3.1).
 
 Seed 002 partitions a dataset "into 10 clusters using K-Means based on 3 parameters: Spatial
 Information (SI), Colorfulness (CF), and Mean Opinion Scores (MOS)" and draws k random images
@@ -26,7 +26,7 @@ Procedure implemented here:
    clusters, and then photographs, as it can: N <= n_clusters images come from N different
    clusters. The set of indices is the same as with sorted output; sort it for index order.
 
-For full-reference KADID, seed 002 instead keeps every distortion of 8 randomly chosen
+For full-reference KADID, Guardians of Image Quality instead keeps every distortion of 8 randomly chosen
 references (:func:`reference_subset`).
 """
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _downscale(x: torch.Tensor, max_side: Optional[int]) -> torch.Tensor:
 
 
 def sampling_features(dataset: Dataset, max_side: Optional[int] = 512, use_mos: Optional[bool] = None) -> np.ndarray:
-    """Per-image clustering features of seed 002 appendix A.3.1: SI, CF and (where possible) MOS.
+    """Per-image clustering features of Guardians of Image Quality appendix A.3.1: SI, CF and (where possible) MOS.
 
     Every image is loaded once (the distorted image for FR datasets), area-downscaled so its
     long side is at most ``max_side`` (``None`` keeps full resolution), then SI and CF are
@@ -170,7 +170,7 @@ def cluster_labels(features: np.ndarray, n_clusters: int = 10, seed: int = 0) ->
 
     Args:
         features: ``[N, D]`` array (e.g. from :func:`sampling_features`), ``N >= n_clusters``.
-        n_clusters: number of clusters (10 in seed 002).
+        n_clusters: number of clusters (10 in Guardians of Image Quality).
         seed: ``random_state`` of ``KMeans`` (``n_init=10``).
 
     Returns:
@@ -255,13 +255,13 @@ def cluster_subset(
     max_side: Optional[int] = 512,
     groups: Optional[Sequence[Hashable]] = None,
 ) -> List[int]:
-    """Indices of a K-Means-stratified subset (seed 002 appendix A.3.1), round-robin ordered.
+    """Indices of a K-Means-stratified subset (Guardians of Image Quality appendix A.3.1), round-robin ordered.
 
     Args:
         dataset_or_features: a dataset (features computed with :func:`sampling_features`) or
             an ``[N, D]`` feature array.
         k_per_cluster: images drawn per cluster (100 for the 1000-image KonIQ subset, 5 for
-            the 50-image black-box subset of seed 002).
+            the 50-image black-box subset of Guardians of Image Quality).
         n_clusters: number of K-Means clusters (10).
         seed: seeds ``KMeans``, the per-cluster draw and the cluster order; the same seed gives
             the same subset in the same order.

@@ -2,7 +2,7 @@
 
 A purification ``P`` maps images to images. It declares whether it is differentiable (exact
 gradients for adaptive attacks) or not (BPDA), whether it is randomized (then it takes a
-``torch.Generator``; EOT for adaptive attacks), and its five presets (seed 002 Table 8).
+``torch.Generator``; EOT for adaptive attacks), and its five presets (Guardians of Image Quality Table 8).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class Purification:
 
     differentiable: ClassVar[bool] = False
     randomized: ClassVar[bool] = False
-    #: the five presets of seed 002 Table 8, weakest first, as kwargs dicts
+    #: the five presets of Guardians of Image Quality Table 8, weakest first, as kwargs dicts
     presets: ClassVar[List[Dict[str, Any]]] = []
     defaults: ClassVar[Dict[str, Any]] = {}
 

@@ -1,7 +1,7 @@
 """``defend(metric, purification)``: a metric evaluated on purified inputs, ``f(P(x))``.
 
 The result is itself a :class:`~iqaguard.metrics.base.Metric`, so attacks on it are *adaptive*
-(seed 002 §3.3: the attacker knows the defense). Its gradient with respect to ``x`` is
+(Guardians of Image Quality §3.3: the attacker knows the defense). Its gradient with respect to ``x`` is
 
 * exact when the purification is differentiable (autograd through ``P``);
 * BPDA — Backward Pass Differentiable Approximation (Athalye, Carlini & Wagner, "Obfuscated

@@ -1,7 +1,7 @@
 """Adapters: any ``torch.nn.Module`` as a metric, and pyiqa metrics (``"pyiqa:<name>"``).
 
 * :class:`ModuleMetric` wraps a user module; the user states the kind, the direction and the
-  bounds (seed 002 appendix A.3.2 ranges, see :func:`iqaguard.metrics.bounds.calibrate_bounds`).
+  bounds (Guardians of Image Quality appendix A.3.2 ranges, see :func:`iqaguard.metrics.bounds.calibrate_bounds`).
 * :class:`PyiqaMetric` wraps ``pyiqa.create_metric(name, as_loss=True, loss_reduction="none")``
   so gradients flow and one score per image comes back. pyiqa is an optional extra (its licence
   is non-commercial): it is imported lazily and only called, never copied.
@@ -86,7 +86,7 @@ class ModuleMetric(Metric):
             (BatchNorm and dropout then behave as at inference).
         kind: ``"nr"`` or ``"fr"``.
         lower_better: True when lower scores mean better quality.
-        bounds: ``Bounds(worst, best)`` (or a pair) of seed 002 appendix A.3.2; required. Use
+        bounds: ``Bounds(worst, best)`` (or a pair) of Guardians of Image Quality appendix A.3.2; required. Use
             :meth:`calibrated` to measure them.
         name: display name (default: the module's class name).
     """
@@ -108,7 +108,7 @@ class ModuleMetric(Metric):
             bounds,
             "a wrapped module needs its score range: pass bounds=Bounds(worst, best), or measure it with "
             "ModuleMetric.calibrated(module, images, ...) (runs iqaguard.metrics.calibrate_bounds, "
-            "seed 002 appendix A.3.2).",
+            "Guardians of Image Quality appendix A.3.2).",
         )
         self.name = name or type(module).__name__
         self.module = module
@@ -354,7 +354,7 @@ def _bounds_from_range(score_range: Any, lower_better: bool, name: str) -> Bound
     """``Bounds`` from pyiqa's ``score_range`` string ``"lo, hi"`` (``~`` marks approximate ends)."""
     hint = (
         f"pyiqa metric {name!r} publishes no finite score range; pass bounds=Bounds(worst, best) or "
-        "calibrate them with iqaguard.metrics.calibrate_bounds (seed 002 appendix A.3.2)."
+        "calibrate them with iqaguard.metrics.calibrate_bounds (Guardians of Image Quality appendix A.3.2)."
     )
     try:
         lo, hi = (float(part.strip().lstrip("~")) for part in str(score_range).split(","))

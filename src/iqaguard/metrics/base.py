@@ -1,7 +1,7 @@
 """The IQA metric interface (DESIGN.md §Metric).
 
 A metric is a ``torch.nn.Module``: ``m(x)`` (NR) or ``m(x, ref)`` (FR) returns ``[B]`` scores,
-differentiable with respect to ``x``. ``bounds`` follow seed 002 appendix A.3.2.
+differentiable with respect to ``x``. ``bounds`` follow Guardians of Image Quality appendix A.3.2.
 
 Eval mode: every metric leaves its constructor in eval mode, itself and every submodule
 (DESIGN.md: "create() returns a metric in eval mode; nothing in the package changes its
@@ -23,7 +23,7 @@ from ..validation import check_image, check_pair
 
 @dataclass(frozen=True)
 class Bounds:
-    """Metric range of seed 002 appendix A.3.2.
+    """Metric range of Guardians of Image Quality appendix A.3.2.
 
     Attributes:
         worst: lowest quality value (the metric's value on JPEG q=10 / noise images).
@@ -35,7 +35,7 @@ class Bounds:
 
     @property
     def diam(self) -> float:
-        """``diam(f) = |best - worst|`` (seed 002 §3.1)."""
+        """``diam(f) = |best - worst|`` (Guardians of Image Quality §3.1)."""
         return abs(self.best - self.worst)
 
     @property

@@ -1,4 +1,4 @@
-"""Metric bounds calibration (seed 002, appendix A.3.2).
+"""Metric bounds calibration (Guardians of Image Quality, appendix A.3.2).
 
 Seed 002 normalises every robustness score by the metric's range ``diam(f) = |best - worst|``
 (§3.1) and fixes that range empirically (appendix A.3.2): the *best* value is the best score
@@ -112,7 +112,7 @@ def calibrate_bounds(
     jpeg_quality: int = 10,
     batch_size: int = 4,
 ) -> Bounds:
-    """Empirical metric range of seed 002 appendix A.3.2.
+    """Empirical metric range of Guardians of Image Quality appendix A.3.2.
 
     ``best`` = the best score over the pristine images (the maximum for higher-better metrics,
     the minimum for lower-better ones; for FR metrics the pristine score is ``f(x, x)``);

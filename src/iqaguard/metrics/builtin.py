@@ -1,7 +1,7 @@
 """Builtin offline IQA models: ``builtin-nr`` and ``builtin-fr``.
 
-Both are small CNNs in the spirit of the seeds' models (seed 002 Table 6: a convolutional
-backbone, pooled features and an MLP regression head; seed 000 §3: backbone features feed a
+Both are small CNNs in the spirit of the seeds' models (Guardians of Image Quality Table 6: a convolutional
+backbone, pooled features and an MLP regression head; FS-IQA §3: backbone features feed a
 scorer). They are trained from scratch by ``scripts/train_builtin.py`` on ``builtin-kadid`` and
 their weights ship in ``iqaguard/metrics/weights`` (safetensors, about 1 MB each) together with
 ``MODEL_CARD.md``.

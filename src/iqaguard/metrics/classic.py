@@ -2,7 +2,7 @@
 
 They wrap :mod:`iqaguard.metrics.functional` (PSNR; SSIM of Wang et al. 2004 as ``ssim.m``;
 MS-SSIM of Wang, Simoncelli & Bovik 2003 as ``msssim.m``), are differentiable with respect to
-the distorted image, and carry bounds that follow seed 002 appendix A.3.2 adapted to FR metrics:
+the distorted image, and carry bounds that follow Guardians of Image Quality appendix A.3.2 adapted to FR metrics:
 
 * ``best`` is the value of a pristine image against itself: 1.0 for SSIM and MS-SSIM. PSNR of
   identical images would be infinite, so PSNR (here and in :func:`iqaguard.metrics.functional.psnr`

@@ -4,7 +4,7 @@ All functions take a distorted batch ``x`` and a reference batch ``y`` (``[B, 3,
 float in ``[0, 1]``, RGB, same shape) and return one value per image, ``[B]``.
 
 They follow the conventions of the original reference implementations so that the numbers
-match published results (seed 002 reports PSNR/SSIM/MS-SSIM as fidelity scores, §4 and
+match published results (Guardians of Image Quality reports PSNR/SSIM/MS-SSIM as fidelity scores, §4 and
 appendix A.3):
 
 * luma: ITU-R BT.601 as MATLAB ``rgb2ycbcr`` (``Y = 16 + 65.481 R + 128.553 G + 24.966 B``).
@@ -112,7 +112,7 @@ def linf(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         y: reference, same shape.
 
     Returns:
-        ``[B]`` values in ``[0, 1]`` (seed 002 reports the L-inf norm of the perturbation).
+        ``[B]`` values in ``[0, 1]`` (Guardians of Image Quality reports the L-inf norm of the perturbation).
     """
     check_pair(x, y, "x", "y")
     return (x - y).abs().flatten(1).amax(dim=1)

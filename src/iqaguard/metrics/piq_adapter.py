@@ -19,7 +19,7 @@ exponent in (0, 1), and ``atan2`` exactly as torch does in the forward pass but 
 zero (minimum-norm) subgradient at the singular points in the backward pass; everywhere else
 the gradient is torch's own.
 
-Bounds (seed 002 appendix A.3.2 adapted to FR metrics, as in ``classic.py``): ``best`` is the
+Bounds (Guardians of Image Quality appendix A.3.2 adapted to FR metrics, as in ``classic.py``): ``best`` is the
 value of an image against itself (1 for the similarity indices, 0 for the deviations and
 distances); ``worst`` is the worst value over the JPEG q=10 versions and the uniform-noise
 images of the builtin photographs against their references, measured by
@@ -238,7 +238,7 @@ class PiqMetric(Metric):
         elif options:
             raise InputError(
                 f"bounds: options {sorted(options)} change {self.name}'s range; pass bounds=Bounds(worst, best), "
-                "e.g. measured with iqaguard.metrics.calibrate_bounds (seed 002 appendix A.3.2)"
+                "e.g. measured with iqaguard.metrics.calibrate_bounds (Guardians of Image Quality appendix A.3.2)"
             )
         else:
             self.bounds = spec.bounds

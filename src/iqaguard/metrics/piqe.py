@@ -95,7 +95,7 @@ def piqe_from_gray(gray: torch.Tensor, quantize: bool) -> torch.Tensor:
     return (dist.sum(dim=1) + C) / (a.sum(dim=1) + C) * 100.0
 
 
-#: Bounds of seed 002 appendix A.3.2 (``iqaguard.metrics.bounds.calibrate_bounds``, seed 0, default
+#: Bounds of Guardians of Image Quality appendix A.3.2 (``iqaguard.metrics.bounds.calibrate_bounds``, seed 0, default
 #: options) on the 135 builtin train+val photographs (``src/iqaguard/data/photos`` less the
 #: builtin-kadid test split): best = the best pristine value, worst = the worst value over their
 #: JPEG q=10 versions and uniform-noise images. See docs/nss_metrics.md.

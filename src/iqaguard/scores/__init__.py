@@ -1,4 +1,4 @@
-"""Scores: pure functions on arrays (seed 002 eqs. 5-7, seed 001 eqs. 8-9, fidelity, certification).
+"""Scores: pure functions on arrays (Guardians of Image Quality eqs. 5-7, Robustness as Architecture eqs. 8-9, fidelity, certification).
 
 Robustness: :func:`r_score`, :func:`r_score_d`, :func:`d_score`, :func:`d_score_d`,
 :func:`abs_gain`, :func:`abs_gain_auc`, :func:`r_score_auc`. Correlation with MOS: :func:`srocc`,

@@ -1,8 +1,8 @@
-"""Statistics of certified defenses (seed 002 §3.5): Cert.R, Cert.RD and abstentions.
+"""Statistics of certified defenses (Guardians of Image Quality §3.5): Cert.R, Cert.RD and abstentions.
 
 Classification-based smoothing (RS, DRS, DDRS, DensePure) certifies a radius per image or
 abstains; regression-based smoothing (MS, DMS) certifies a delta: within an L2 ball of radius ε
-the score changes by no more than delta (seed 002 appendix A.3.5). A certificate given as an
+the score changes by no more than delta (Guardians of Image Quality appendix A.3.5). A certificate given as an
 interval ``[lower, upper]`` around the score has ``delta = max(upper - score, score - lower)``
 (:func:`certified_delta`).
 """
@@ -29,7 +29,7 @@ def _kept(abstain: Optional[Any], n: int) -> np.ndarray:
 
 
 def cert_radius(radii: Any, abstain: Any) -> float:
-    """Mean certified radius Cert.R (seed 002 §3.5), higher is better (↑).
+    """Mean certified radius Cert.R (Guardians of Image Quality §3.5), higher is better (↑).
 
     The mean is over the images that did not abstain; abstained entries are ignored and may hold
     any value, NaN included.
@@ -85,7 +85,7 @@ def certified_delta(score: Any, lower: Any, upper: Any) -> np.ndarray:
 
 
 def cert_rel_delta(delta: Any, bounds: BoundsLike, abstain: Optional[Any] = None) -> float:
-    """Certified relative delta Cert.RD (seed 002 §3.5 and appendix A.3.5).
+    """Certified relative delta Cert.RD (Guardians of Image Quality §3.5 and appendix A.3.5).
 
     ``Cert.RD = mean_i delta_i / diam(f)``: the certified delta (the largest change of the score
     within the L2 ball of radius ε that the certificate allows; :func:`certified_delta` derives
@@ -121,7 +121,7 @@ def cert_rel_delta(delta: Any, bounds: BoundsLike, abstain: Optional[Any] = None
 
 
 def abstain_rate(abstain: Any) -> float:
-    """Percentage of abstentions Abst. (seed 002 §3.5), lower is better (↓), in [0, 100].
+    """Percentage of abstentions Abst. (Guardians of Image Quality §3.5), lower is better (↓), in [0, 100].
 
     Args:
         abstain: ``[N]`` bool (or 0/1) abstention flags.

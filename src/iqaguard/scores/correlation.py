@@ -1,6 +1,6 @@
-"""Correlation of metric scores with subjective scores: SROCC and PLCC (seed 002 §3.5).
+"""Correlation of metric scores with subjective scores: SROCC and PLCC (Guardians of Image Quality §3.5).
 
-``SROCC_clear`` / ``SROCC_adv`` of seed 002 are :func:`srocc` of the clean / (defended) attacked
+``SROCC_clear`` / ``SROCC_adv`` of Guardians of Image Quality are :func:`srocc` of the clean / (defended) attacked
 scores against MOS; PLCC is reported in its appendix A.6.
 """
 from __future__ import annotations

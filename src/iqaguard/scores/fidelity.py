@@ -1,4 +1,4 @@
-"""Per-image fidelity of a processed image to its original (seed 002 §3.5, "Quality scores").
+"""Per-image fidelity of a processed image to its original (Guardians of Image Quality §3.5, "Quality scores").
 
 Seed 002 reports PSNR, SSIM, MSE and L∞ between defended (or attacked) images and their clean
 originals. These wrappers fix the benchmark's conventions on top of

@@ -1,5 +1,5 @@
-"""Robustness scores: R_score (seed 002 eq. 5), D_score (eqs. 6-7), Abs.Gain (seed 001 eq. 8) and
-their areas under the curve over the attack budget ε (seed 001 §4).
+"""Robustness scores: R_score (Guardians of Image Quality eq. 5), D_score (eqs. 6-7), Abs.Gain (Robustness as Architecture eq. 8) and
+their areas under the curve over the attack budget ε (Robustness as Architecture §4).
 
 Notation: f = metric, P = defense (purification), x = clean image, x' = attacked image. Every
 function takes *per-image metric scores* (``[N]`` numpy arrays, torch tensors or sequences), not
@@ -30,7 +30,7 @@ def _r_per_image(anchor: np.ndarray, moved: np.ndarray, bounds: BoundsLike, floo
 
 
 def r_score(clean: Any, defended_attacked: Any, bounds: BoundsLike, floor: float = R_FLOOR) -> float:
-    """Robustness score R (seed 002 §3.5 eq. 5; Zhang et al. 2022), higher is more robust (↑).
+    """Robustness score R (Guardians of Image Quality §3.5 eq. 5; Zhang et al. 2022), higher is more robust (↑).
 
     ``R = 1/N Σ_i log10( max{β1 - f(x_i), f(x_i) - β2} / |f(x_i) - f(P(x'_i))| )`` with
     ``β1 = bounds.upper`` and ``β2 = bounds.lower``: the log ratio of the largest change the score
@@ -59,7 +59,7 @@ def r_score(clean: Any, defended_attacked: Any, bounds: BoundsLike, floor: float
 
 def r_score_d(defended_clean: Any, defended_attacked: Any, bounds: BoundsLike,
               floor: float = R_FLOOR) -> float:
-    """R^(D) (seed 002 §3.5): eq. 5 with P applied to both x and x', higher is better (↑).
+    """R^(D) (Guardians of Image Quality §3.5): eq. 5 with P applied to both x and x', higher is better (↑).
 
     ``R^(D) = 1/N Σ_i log10( max{β1 - f(P(x_i)), f(P(x_i)) - β2} / |f(P(x_i)) - f(P(x'_i))| )``;
     base 10 and the zero-change floor as in :func:`r_score`.
@@ -78,7 +78,7 @@ def r_score_d(defended_clean: Any, defended_attacked: Any, bounds: BoundsLike,
 
 
 def d_score(clean: Any, defended_attacked: Any, bounds: BoundsLike) -> float:
-    """D_score (seed 002 §3.5 eq. 6), lower is better (↓).
+    """D_score (Guardians of Image Quality §3.5 eq. 6), lower is better (↓).
 
     ``D = 100/n Σ_i |f(P(x'_i)) - f(x_i)| / diam(f)``: how far the defended attacked score still
     is from the clean score, in percent of the metric range. The absolute value makes a defense
@@ -97,7 +97,7 @@ def d_score(clean: Any, defended_attacked: Any, bounds: BoundsLike) -> float:
 
 
 def d_score_d(defended_clean: Any, defended_attacked: Any, bounds: BoundsLike) -> float:
-    """D_score^(D) (seed 002 §3.5 eq. 7), lower is better (↓).
+    """D_score^(D) (Guardians of Image Quality §3.5 eq. 7), lower is better (↓).
 
     ``D^(D) = 100/n Σ_i |f(P(x'_i)) - f(P(x_i))| / diam(f)``: the same as :func:`d_score` with the
     clean image purified too (the defense's own shift of the score does not count).
@@ -116,12 +116,12 @@ def d_score_d(defended_clean: Any, defended_attacked: Any, bounds: BoundsLike) -
 
 def abs_gain(clean: Any, attacked: Any, lower_better: bool = False,
              bounds: Optional[BoundsLike] = None) -> float:
-    """Absolute gain (seed 001 §4 eq. 8), lower is more robust (↓).
+    """Absolute gain (Robustness as Architecture §4 eq. 8), lower is more robust (↓).
 
     ``Abs.Gain = 1/n Σ_i s · (f(x~_i) - f(x_i))`` with ``s = +1`` for higher-better metrics and
     ``s = -1`` for lower-better ones, so a successful attack (which always improves the predicted
     quality) gives a positive gain. With ``bounds`` the gain is min-max normalised by the metric
-    range (seed 001 §4), i.e. divided by ``diam(f)``; without, it is in the metric's own units.
+    range (Robustness as Architecture §4), i.e. divided by ``diam(f)``; without, it is in the metric's own units.
 
     Args:
         clean: ``[N]`` scores ``f(x)``.
@@ -154,11 +154,11 @@ def _auc(eps: Any, values: Any, values_name: str, eps_unit: float) -> float:
 
 
 def abs_gain_auc(eps: Any, gains: Any, eps_unit: float = 1.0 / 255.0) -> float:
-    """AbsGainAUC (seed 001 §4): area under the Abs.Gain-vs-ε curve, lower is better (↓).
+    """AbsGainAUC (Robustness as Architecture §4): area under the Abs.Gain-vs-ε curve, lower is better (↓).
 
     Conventions: ``eps`` are L∞ budgets in image units ([0, 1] scale, e.g. ``4/255``); the x axis
     is measured in multiples of ``eps_unit`` (default 1/255, so budgets 2..10/255 span 8 units as
-    in seed 001). The points are sorted by ε and joined by straight lines (trapezoid rule) from
+    in Robustness as Architecture). The points are sorted by ε and joined by straight lines (trapezoid rule) from
     the smallest to the largest budget given; the curve is *not* extended to (0, 0): pass
     ``eps=0`` with gain 0 yourself to include that segment.
 
@@ -174,7 +174,7 @@ def abs_gain_auc(eps: Any, gains: Any, eps_unit: float = 1.0 / 255.0) -> float:
 
 
 def r_score_auc(eps: Any, rscores: Any, eps_unit: float = 1.0 / 255.0) -> float:
-    """R-ScoreAUC (seed 001 §4): area under the R-vs-ε curve, higher is better (↑).
+    """R-ScoreAUC (Robustness as Architecture §4): area under the R-vs-ε curve, higher is better (↑).
 
     Same conventions as :func:`abs_gain_auc` (ε in image units, x axis in multiples of
     ``eps_unit``, trapezoid over the given budgets only). No (0, 0) point is added: R at ε = 0

@@ -25,7 +25,7 @@ class DIV2K(ReleaseDataset):
     Args:
         root: the ``DIV2K_valid_HR/`` folder itself, or a folder containing it (directly or
             one folder below).
-        split: ``"valid"`` (``DIV2K_valid_HR``, 0801..0900, the bounds protocol of seed 002) or
+        split: ``"valid"`` (``DIV2K_valid_HR``, 0801..0900, the bounds protocol of Guardians of Image Quality) or
             ``"train"`` (``DIV2K_train_HR``, 0001..0800).
         limit: keep only the first ``limit`` images in name order.
 

@@ -26,7 +26,7 @@ class KonIQ10k(ReleaseDataset):
             ``1024x768/`` and/or ``512x384/`` (each may also sit one folder below ``root``,
             e.g. ``koniq10k_1024x768/1024x768/`` as unpacked from the official zip).
         resolution: ``"1024x768"`` (full release), ``"512x384"`` (half-size release, the one
-            seed 002 Table 4 uses) or ``None``: the first of the two that is present.
+            Guardians of Image Quality Table 4 uses) or ``None``: the first of the two that is present.
         scale: ``"mos"``: column ``MOS`` on the 1..5 ACR scale (default); ``"zscore"``: column
             ``MOS_zscore`` on 0..100.
         limit: keep only the first ``limit`` rows of the table (only those are validated).

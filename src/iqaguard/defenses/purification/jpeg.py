@@ -1,7 +1,7 @@
-"""JPEG compression as an adversarial purification (Guo et al. 2018; seed 002 Table 1 and 8).
+"""JPEG compression as an adversarial purification (Guo et al. 2018; Guardians of Image Quality Table 1 and 8).
 
 Re-encoding an image as JPEG discards the high-frequency detail in which most adversarial
-perturbations live (seed 002 §4). The round trip is libjpeg's (via PIL), so it has no useful
+perturbations live (Guardians of Image Quality §4). The round trip is libjpeg's (via PIL), so it has no useful
 gradient: adaptive attacks go through :func:`iqaguard.defend`, which uses BPDA for it.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..base import Purification
 class JPEG(Purification):
     """Baseline JPEG encode/decode at quality ``q`` (PIL/libjpeg, 4:2:0 chroma subsampling).
 
-    Presets are the five qualities of seed 002 Table 8 (q = 10, 30, 50, 70, 90), ordered weakest
+    Presets are the five qualities of Guardians of Image Quality Table 8 (q = 10, 30, 50, 70, 90), ordered weakest
     purification first as the :class:`Purification` contract asks: index 0 -> q=90, 1 -> 70,
     2 -> 50, 3 -> 30, 4 -> 10.
 
@@ -37,7 +37,7 @@ class JPEG(Purification):
     def __init__(self, preset: Optional[int] = None, **kwargs: Any) -> None:
         super().__init__(preset, **kwargs)
         if isinstance(self.q, bool) or not isinstance(self.q, int) or not 1 <= self.q <= 100:
-            raise InputError(f"q: expected an integer JPEG quality in 1..100 (seed 002 uses 10..90), got {self.q!r}")
+            raise InputError(f"q: expected an integer JPEG quality in 1..100 (Guardians of Image Quality uses 10..90), got {self.q!r}")
 
     def apply(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Compress and decompress every image of ``x``.
