@@ -1,4 +1,8 @@
-"""Build a realistic synthetic result store, render its report and screenshot it in Chromium.
+"""Render the report of a result store and screenshot it in headless Chromium.
+
+By default the store is the one of a real builtin run, ``iqaguard demo`` (``runs/demo/demo.duckdb``):
+the screenshot in ``docs/report_screenshot.png`` shows measured numbers. ``--synthetic`` instead
+builds the synthetic store below (also used by the report tests to exercise every section).
 
 The store mimics Guardians of Image Quality's grid on a small scale: metrics with different bounds and directions,
 datasets with and without MOS (NIPS 2017 has none), three attacks x weak/medium/strong, purification
@@ -8,7 +12,8 @@ their strength against adaptive attacks), so the tables and plots have the shape
 
 Usage::
 
-    python scripts/report_screenshot.py [--out docs/report_screenshot.png] [--html-dir DIR]
+    iqaguard demo && python scripts/report_screenshot.py [--store runs/demo/demo.duckdb]
+    python scripts/report_screenshot.py --synthetic [--out FILE.png] [--html-dir DIR]
 """
 from __future__ import annotations
 
@@ -152,11 +157,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/report_screenshot.png"))
     ap.add_argument("--html-dir", type=Path, default=None, help="keep the report here (default: a temp dir)")
     ap.add_argument("--height", type=int, default=None, help="screenshot height in px (default: full page)")
+    ap.add_argument("--store", type=Path, default=Path("runs/demo/demo.duckdb"),
+                    help="result store to render (default: the store of `iqaguard demo`)")
+    ap.add_argument("--synthetic", action="store_true", help="render a synthetic store instead (made-up numbers)")
     args = ap.parse_args(argv)
     from iqaguard.bench.report import write_report
 
     work = Path(tempfile.mkdtemp(prefix="iqaguard-report-"))
-    store = build_store(work / "synthetic.duckdb")
+    if args.synthetic:
+        store = build_store(work / "synthetic.duckdb")
+    elif args.store.is_file():
+        store = args.store
+    else:
+        raise SystemExit(f"error: no result store at {args.store}: run `iqaguard demo` first or pass --store")
     html = write_report(store, args.html_dir or work / "report")
     print(f"report: {html}")
     print(f"screenshot: {screenshot(html, args.out, height=args.height)}")
