@@ -53,3 +53,30 @@ def test_default_workers_fill_the_usable_cores(monkeypatch):
 
     monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
     assert [local.default_workers(t) for t in (1, 2, 3, 8)] == [5, 2, 1, 1]
+
+
+def test_close_terminates_busy_workers():
+    """Old behaviour: ``shutdown(wait=False)`` let each worker finish its task (here: 60 s) and the
+    interpreter waited for them at exit; a SIGTERMed driver left them running as orphans."""
+    import threading
+    import time
+
+    ex = LocalExecutor(workers=2)
+    results = ex.map(time.sleep, [60.0, 60.0, 60.0])
+    def consume():  # submits, then waits; the abandoned tasks end as a TaskError (a broken pool)
+        with pytest.raises(TaskError, match="BrokenProcessPool"):
+            next(results)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    deadline = time.monotonic() + 60
+    while (ex._pool is None or len(ex._pool._processes or {}) < 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = list(ex._pool._processes.values())
+    time.sleep(0.5)  # let them pick up the sleeping tasks
+    t0 = time.monotonic()
+    ex.close()
+    assert time.monotonic() - t0 < 10 and not [p for p in workers if p.is_alive()]
+    assert ex._pool is None
+    assert list(ex.map(math.sqrt, [9.0])) == [(9.0, 3.0)]  # a new pool for the next map
+    ex.close()

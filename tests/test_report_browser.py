@@ -21,10 +21,9 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 
-SMALL = dict(n_images=6, defenses=["jpeg", "flip", "diffpure"], metrics=["builtin-nr", "lpips-like"],
+# 12 images per group (>= MIN_N_CORRELATION): every row is ranked, as in tests/test_report.py
+SMALL = dict(n_images=12, defenses=["jpeg", "flip", "diffpure"], metrics=["builtin-nr", "lpips-like"],
              datasets=["koniq10k", "nips2017"], attacks=["ifgsm"])
-
-
 
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -73,14 +72,18 @@ def test_page_loads_sorts_and_screenshots(driver, page, tmp_path):
     rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
     assert sorted(r.get_attribute("data-defense") for r in rows) == ["diffpure", "flip", "jpeg", "none"]
 
+    # the page opens in rank order (the "#" column; the ranks follow SROCC adv). Before, the SROCC adv
+    # header claimed the order, which is wrong once unranked (n < 10) rows are listed last.
+    head, ranks = _column(table, "rank")
+    assert head.get_attribute("aria-sort") == "ascending" and ranks == sorted(ranks) == [1.0, 2.0, 3.0, 4.0]
     head, before = _column(table, "srocc_adv")
-    assert head.get_attribute("aria-sort") == "descending" and before == sorted(before, reverse=True)
+    assert head.get_attribute("aria-sort") == "none" and before == sorted(before, reverse=True)
 
     head, _ = _column(table, "d_score_d")
     head.click()
     head, values = _column(table, "d_score_d")
     assert head.get_attribute("aria-sort") == "ascending" and values == sorted(values)
-    assert _column(table, "srocc_adv")[0].get_attribute("aria-sort") == "none"
+    assert _column(table, "rank")[0].get_attribute("aria-sort") == "none"
     head.click()
     head, values = _column(table, "d_score_d")
     assert head.get_attribute("aria-sort") == "descending" and values == sorted(values, reverse=True)

@@ -2,7 +2,8 @@
 
 * every row reported committed before the kill survives it (DuckDB WAL replay);
 * after the re-run: no duplicate key, rows from before the kill unchanged, the full grid present;
-* finished tasks are not recomputed and unfinished ones are, exactly (attack-call log).
+* finished tasks are not recomputed and unfinished ones are, exactly (attack-call log);
+* the killed run's ``runs`` row ends ``interrupted``, not ``running``.
 """
 from __future__ import annotations
 
@@ -80,7 +81,9 @@ def test_sigkill_then_resume(tmp_path):
     with Store(store) as s:
         assert s.query("SELECT COUNT(*) FROM (SELECT DISTINCT * EXCLUDE (run_id) FROM results)")[0][0] == full
         runs = s.df("SELECT status, tasks_run, tasks_skipped FROM runs ORDER BY started")
-    assert [r["status"] for r in runs] == ["running", "finished"]  # the killed run never finished
+    # the killed run never finished; the next open for writing marks it interrupted (it used to
+    # stay "running" forever)
+    assert [r["status"] for r in runs] == ["interrupted", "finished"]
     missing = set(after) - set(before)
     assert Counter(log2.read_text().split("\n")[:-1]) == _expected_attack_calls(missing, toys)
     assert runs[1]["tasks_skipped"] > 0

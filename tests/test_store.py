@@ -169,3 +169,47 @@ def test_newer_schema_version_is_refused(tmp_path):
     con.close()
     with pytest.raises(IqaguardError, match="schema version"):
         Store(p)
+
+
+# --- runs left "running" by a dead process -------------------------------------------------------
+
+def _run_row(run_id, status):
+    return {"run_id": run_id, "status": status, "spec_hash": "h", "executor": "local"}
+
+
+def _raw_status(p):
+    con = duckdb.connect(str(p), read_only=True)
+    try:
+        return dict(con.execute("SELECT run_id, status FROM runs").fetchall())
+    finally:
+        con.close()
+
+
+def test_running_rows_of_a_dead_process_read_as_interrupted(tmp_path):
+    from iqaguard.bench.stats import opened
+
+    p = tmp_path / "s.duckdb"
+    with Store(p) as s:  # a run that was SIGKILLed: its row says "running" and nobody updates it
+        s.log_run(_run_row("dead", "running"))
+        s.log_run(_run_row("ok", "finished"))
+    store_mod._LIVE_RUNS.discard("dead")  # its process is gone
+    before = p.read_bytes()
+    # old behaviour: "running" forever, in every reader and after every reopen
+    with Store(p, read_only=True) as s:
+        assert dict(s.query("SELECT run_id, status FROM runs")) == {"dead": "interrupted", "ok": "finished"}
+    with opened(p) as con:  # what stats and the report use
+        assert dict(con.execute("SELECT run_id, status FROM runs").fetchall())["dead"] == "interrupted"
+    assert p.read_bytes() == before and _raw_status(p)["dead"] == "running"  # reading wrote nothing
+    with Store(p):  # opening for writing: only one process can, so "running" means dead
+        pass
+    assert _raw_status(p) == {"dead": "interrupted", "ok": "finished"}
+
+
+def test_a_live_run_of_this_process_is_left_running(tmp_path):
+    p = tmp_path / "s.duckdb"
+    with Store(p) as writer:
+        writer.log_run(_run_row("live", "running"))
+        with Store(p) as again:  # a second Store on the same file in the same process
+            assert dict(again.query("SELECT run_id, status FROM runs")) == {"live": "running"}
+        writer.log_run(_run_row("live", "finished"))
+    assert "live" not in store_mod._LIVE_RUNS

@@ -5,9 +5,13 @@ photographs (Guardians of Image Quality A.3.1 KMeans sampling) and builtin-fr on
 JPEG at its five presets, non-adaptive (attacks computed once, reused by every defense preset)
 and adaptive (BPDA through JPEG) on a few images. The tables follow Guardians of Image Quality Table 2 (time,
 SROCC clean/adv, D_score, D_score^(D), R_score, PSNR, SSIM, MSE, L-inf).
+
+Ctrl-C or SIGTERM stops the demo like any run (:mod:`iqaguard.bench.runner`): the line it prints
+names the command that resumes it, which never includes ``--fresh`` (that would delete the store).
 """
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -81,7 +85,7 @@ def run_demo(out: Path, executor: str = "local", workers: Optional[int] = None, 
     from .executors import make_executor
     from .executors.local import default_workers
     from .report import write_report
-    from .runner import run_spec
+    from .runner import resume_command, run_spec
     from .spec import load_spec
 
     console = console or Console()
@@ -92,11 +96,14 @@ def run_demo(out: Path, executor: str = "local", workers: Optional[int] = None, 
             p.unlink()
     t0 = time.time()
     spec = load_spec("demo")
+    resume = resume_command(drop=("--fresh",)) or shlex.join(
+        ["iqaguard", "demo", "--out", str(out)] + (["--executor", executor] if executor != "local" else [])
+        + (["--workers", str(workers)] if workers is not None else []))
     if workers is None and executor == "local":
         workers = default_workers(spec.num_threads)
     ex = make_executor(executor, workers=workers, device=spec.device, cpus_per_task=spec.num_threads)
     try:
-        summary = run_spec(spec, store, executor=ex, progress=True, console=console)
+        summary = run_spec(spec, store, executor=ex, progress=True, console=console, resume=resume)
     finally:
         ex.close()
     print_tables(store, console)

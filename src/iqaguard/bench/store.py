@@ -11,6 +11,9 @@ Tables (created on open when missing):
   :meth:`Store.cache_dir`), with the attack time, so defenses added later reuse them.
 * ``subsets`` — the image selection of every (dataset, seed, selector), fixed on first use.
 * ``runs`` — one row per engine run (spec version and hash, executor, task counts).
+* ``skipped`` — the images of a dataset that could not be used (unreadable, too small for a
+  metric, ...), one row per (dataset, seed, image) with the reason; they are left out of every
+  task and listed in the report.
 
 Values: every number stored is finite. PSNR is floored at the 8-bit quantisation noise
 (58.92 dB for identical images, never ``+inf``) and R-scores at ``floor · diam``, so aggregates
@@ -22,6 +25,22 @@ primary key. DuckDB appends a committed transaction to its write-ahead log and `
 before ``COMMIT`` returns (checked with ``strace``), and replays the log on the next open, so a
 process killed at any moment (SIGKILL) loses no committed row and re-running never duplicates.
 One process at a time may open a store for writing (DuckDB holds a file lock).
+
+Runs: a ``runs`` row says ``running`` while its run is alive. Because only one process can hold a
+store open for writing, every ``running`` row found when a store is opened for writing belongs to
+a process that died (SIGKILL, power loss): that open marks them ``interrupted``, in the same
+transaction as any table it creates. A read-only open never writes; its connection sees those rows
+as ``interrupted`` through a temporary ``runs`` view (no writer can be alive while it holds its
+shared lock), so ``bench report`` and the statistics show the truth.
+
+Concurrent readers: a writer connection never checkpoints on its own
+(``checkpoint_threshold`` and ``auto_checkpoint_skip_wal_threshold`` out of reach, optimistic
+writes off), so while a run writes, the main file does not change and every commit only appends
+to the ``.wal`` file; the checkpoint happens when the store is closed. A reader that finds the
+store locked by a writer copies the main file, then the ``.wal``, to a temporary folder and opens
+the copy read-only: DuckDB replays the committed WAL records and ignores a torn last one, so the
+reader sees the rows of one commit point (it logs "reading a snapshot: a run (PID N) is writing
+this store"). A second writer gets one line naming the PID of the process that holds the store.
 
 Identity: a store carries an ``iqaguard_meta`` table (``key``/``value``; ``schema_version``)
 written when it is created. Opening checks the file BEFORE anything is written: a file that is
@@ -35,7 +54,11 @@ never reaches the network.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
@@ -80,7 +103,14 @@ TABLES: Dict[str, Tuple[Dict[str, str], Tuple[str, ...]]] = {
         "spec_version": "VARCHAR", "spec_hash": "VARCHAR", "version": "VARCHAR", "executor": "VARCHAR",
         "tasks_total": "BIGINT", "tasks_skipped": "BIGINT", "tasks_run": "BIGINT",
     }, ("run_id",)),
+    "skipped": ({
+        "dataset": "VARCHAR", "seed": "BIGINT", "image": "VARCHAR", "reason": "VARCHAR", "run_id": "VARCHAR",
+    }, ("dataset", "seed", "image")),
 }
+
+#: tables added after schema version 1 was first written: created when missing on every open for
+#: writing, and optional when a store is classified (older stores simply lack them)
+OPTIONAL_TABLES = ("skipped",)
 
 #: the marker table of an iqaguard store and the schema version written into it
 META_TABLE = "iqaguard_meta"
@@ -89,6 +119,24 @@ SCHEMA_VERSION = 1
 #: DuckDB settings of every connection the store opens: never install or load an extension
 #: behind the user's back (a foreign file, e.g. SQLite, would otherwise trigger a download)
 DUCKDB_CONFIG: Dict[str, Any] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+#: settings of a connection that writes: no automatic checkpoint while it is open (the main file
+#: stays as it was and commits only append to the WAL, which readers can snapshot); DuckDB
+#: checkpoints when the last connection closes
+WRITER_CONFIG: Dict[str, Any] = {**DUCKDB_CONFIG, "checkpoint_threshold": "1000 TB",
+                                 "auto_checkpoint_skip_wal_threshold": 2 ** 62, "enable_optimistic_write": False}
+
+#: how the ``runs`` table of a read-only connection shows a run whose process is gone
+RUN_STATUS_SQL = "CASE WHEN status = 'running' THEN 'interrupted' ELSE status END"
+
+_LOCK = re.compile(r"Could not set lock on file .*?Conflicting lock is held in .*?\(PID (\d+)\)", re.S)
+_SNAPSHOT_TRIES = 5
+
+#: ids of the runs of this process that are running now (a second Store on the same file in this
+#: process must not mark them interrupted)
+_LIVE_RUNS: set = set()
+
+log = logging.getLogger(__name__)
 
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of a DuckDB database file
 _FIX = "pass a new path or a store written by `iqaguard bench run`"
@@ -122,19 +170,76 @@ def _check_file(path: Path) -> None:
         raise _not_a_store(path, kind)
 
 
-def _connect(path: Path, read_only: bool) -> "duckdb.DuckDBPyConnection":
+def _connect(path: Path, read_only: bool) -> Tuple["duckdb.DuckDBPyConnection", str]:
+    """Open ``path``; returns the connection and how: ``"write"``, ``"read"`` (a shared read-only
+    lock: no writer is alive), ``"shared"`` (read-only asked, but this process already has the
+    store open for writing) or ``"snapshot"`` (another process writes it: a copy is open)."""
     try:
-        return duckdb.connect(str(path), read_only=read_only, config=dict(DUCKDB_CONFIG))
+        con = duckdb.connect(str(path), read_only=read_only, config=dict(DUCKDB_CONFIG if read_only else WRITER_CONFIG))
+        return con, "read" if read_only else "write"
     except duckdb.ConnectionException:
         if not read_only:
             raise
         # already open read-write in this process: DuckDB refuses a second, read-only config
-        return duckdb.connect(str(path), config=dict(DUCKDB_CONFIG))
+        return duckdb.connect(str(path), config=dict(WRITER_CONFIG)), "shared"
     except duckdb.IOException as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "not a valid DuckDB database" in first:
             raise _not_a_store(path, "not a DuckDB database") from None
-        raise  # a lock held by another process, a permission problem: DuckDB's own message
+        lock = _LOCK.search(str(e))
+        if lock is None:
+            raise  # a permission problem, a full disk: DuckDB's own message
+        if read_only:
+            return _snapshot(path, int(lock.group(1))), "snapshot"
+        raise _busy(path, int(lock.group(1))) from None
+
+
+def _busy(path: Path, pid: int) -> InputError:
+    """The one-line refusal of a second writer (readers share the lock: say which kind holds it)."""
+    try:
+        duckdb.connect(str(path), read_only=True, config=dict(DUCKDB_CONFIG)).close()
+    except duckdb.Error:
+        doing = "written"  # a read-only open fails only against a writer
+    else:
+        doing = "read"
+    return InputError(f"store {path} is being {doing} by another process (PID {pid}): wait for it or pass "
+                      "another --store")
+
+
+def _stamp(path: Path) -> Tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _snapshot(path: Path, pid: int) -> "duckdb.DuckDBPyConnection":
+    """A read-only connection to a copy of the store that process ``pid`` is writing.
+
+    The main file is copied first, then the WAL (which only grows while the writer is open, see
+    the module docstring); a copy during which the main file changed (the writer checkpointed
+    or closed) is discarded and taken again, or the store itself is opened once it is free.
+    The copy is deleted as soon as DuckDB has opened it (it keeps its file handles).
+    """
+    log.warning("reading a snapshot: a run (PID %d) is writing this store (%s)", pid, path)
+    wal = path.with_name(path.name + ".wal")
+    for _ in range(_SNAPSHOT_TRIES):
+        tmp = Path(tempfile.mkdtemp(prefix="iqaguard-snapshot-"))
+        try:
+            before = _stamp(path)
+            shutil.copyfile(path, tmp / path.name)
+            if wal.is_file():
+                shutil.copyfile(wal, tmp / wal.name)
+            if _stamp(path) == before:
+                return duckdb.connect(str(tmp / path.name), read_only=True, config=dict(DUCKDB_CONFIG))
+        except FileNotFoundError:
+            pass  # the WAL went away mid-copy: the writer checkpointed
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            return duckdb.connect(str(path), read_only=True, config=dict(DUCKDB_CONFIG))
+        except duckdb.IOException:
+            continue  # still written: copy again
+    raise InputError(f"store {path} changed during each of {_SNAPSHOT_TRIES} copies while process {pid} wrote "
+                     "it: retry, or wait until that run ends")
 
 
 def _layout(con: "duckdb.DuckDBPyConnection") -> Tuple[Dict[str, Dict[str, str]], str | None]:
@@ -156,7 +261,7 @@ def _is_legacy(tables: Dict[str, Dict[str, str]]) -> bool:
     """True when every iqaguard table is there with all its columns (a store from before the marker)."""
     return all(name in tables and {k.lower(): v.upper() for k, v in tables[name].items()}.items()
                >= {k.lower(): v.upper() for k, v in cols.items()}.items()
-               for name, (cols, _) in TABLES.items())
+               for name, (cols, _) in TABLES.items() if name not in OPTIONAL_TABLES)
 
 
 def check_store(con: "duckdb.DuckDBPyConnection", path: str | Path) -> str:
@@ -196,14 +301,25 @@ def connect(path: str | Path, read_only: bool = True) -> "duckdb.DuckDBPyConnect
     if not path.is_file():
         raise FileNotFoundError(f"no result store at {path}")
     _check_file(path)
-    con = _connect(path, read_only)
+    con, how = _connect(path, read_only)
     try:
         if check_store(con, path) == "new":
+            if how == "snapshot":
+                raise InputError(f"store {path} is being created by another process: retry in a moment")
             raise _not_a_store(path, "a DuckDB database without tables")
+        if how == "read" and "runs" in _layout(con)[0]:
+            _interrupted_view(con)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _interrupted_view(con: "duckdb.DuckDBPyConnection") -> None:
+    """Shadow ``runs`` by a temporary view that shows ``running`` rows as ``interrupted``
+    (read-only connections only: no writer is alive while they hold their lock)."""
+    catalog = con.execute("SELECT current_database()").fetchone()[0].replace('"', '""')
+    con.execute(f'CREATE TEMP VIEW runs AS SELECT * REPLACE ({RUN_STATUS_SQL} AS status) FROM "{catalog}".main.runs')
 
 
 class Store:
@@ -236,26 +352,35 @@ class Store:
             _check_file(self.path)  # before DuckDB touches it
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = _connect(self.path, read_only=False)
+        self.con, _ = _connect(self.path, read_only=False)
         try:
-            state = check_store(self.con, self.path)
-            if state != "marked":
-                self._create(state)
+            self._prepare(check_store(self.con, self.path))
         except BaseException:
             self.con.close()
             raise
 
-    def _create(self, state: str) -> None:
-        """Create the missing tables and the marker in one transaction (``state``: new / legacy)."""
+    def _prepare(self, state: str) -> None:
+        """In one transaction: create the missing tables (and the marker unless ``state`` is
+        "marked") and mark ``interrupted`` the runs left ``running`` by a process that is gone."""
+        tables = set(_layout(self.con)[0])
+        create = state != "marked" or not set(OPTIONAL_TABLES) <= tables
+        stale = ("status = 'running' AND NOT list_contains(?::VARCHAR[], run_id)", [sorted(_LIVE_RUNS)])
+        dead = "runs" in tables and self.query(f"SELECT count(*) FROM runs WHERE {stale[0]}", stale[1])[0][0] > 0
+        if not (create or dead):
+            return
         self.con.execute("BEGIN TRANSACTION")
         try:
-            for name, (cols, key) in TABLES.items():
-                body = ", ".join(f"{k} {v}" for k, v in cols.items())
-                self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({', '.join(key)}))")
-            self.con.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR)")
-            self.con.execute(f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?), (?, ?)",
-                             ["schema_version", str(SCHEMA_VERSION), "created_by", f"iqaguard {__version__}"
-                              + (" (marker added to an older store)" if state == "legacy" else "")])
+            if create:
+                for name, (cols, key) in TABLES.items():
+                    body = ", ".join(f"{k} {v}" for k, v in cols.items())
+                    self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({', '.join(key)}))")
+                self.con.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR)")
+            if create and state != "marked":
+                self.con.execute(f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?), (?, ?)",
+                                 ["schema_version", str(SCHEMA_VERSION), "created_by", f"iqaguard {__version__}"
+                                  + (" (marker added to an older store)" if state == "legacy" else "")])
+            if dead:
+                self.con.execute(f"UPDATE runs SET status = 'interrupted' WHERE {stale[0]}", stale[1])
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -361,10 +486,15 @@ class Store:
         return out
 
     def log_run(self, run: Dict[str, Any]) -> None:
-        """Insert or replace the ``runs`` row of ``run["run_id"]`` (committed immediately)."""
+        """Insert or replace the ``runs`` row of ``run["run_id"]`` (committed immediately).
+
+        A run logged as ``running`` is remembered as alive in this process until it is logged
+        with another status, so another :class:`Store` opened on the same file here leaves it be.
+        """
         cols = list(TABLES["runs"][0])
         self.con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
                          [run.get(c) for c in cols])
+        (_LIVE_RUNS.add if run.get("status") == "running" else _LIVE_RUNS.discard)(run["run_id"])
 
     def subset(self, dataset: str, seed: int, selector: str) -> Tuple[List[int], List[str]] | None:
         """The stored image selection (indices, names) of ``(dataset, seed, selector)``, or None."""
@@ -373,7 +503,7 @@ class Store:
         return (json.loads(hit[0][0]), json.loads(hit[0][1])) if hit else None
 
     def close(self) -> None:
-        """Close the connection (checkpointing the write-ahead log)."""
+        """Close the connection (DuckDB checkpoints the write-ahead log when the last one closes)."""
         self.con.close()
 
     def __enter__(self) -> "Store":

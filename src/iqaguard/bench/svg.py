@@ -112,7 +112,8 @@ def scatter(points: Sequence[Dict], x_label: str, y_label: str, title: str,
     """Scatter plot; points with ``highlight`` are red and joined by a red line (a Pareto front).
 
     Args:
-        points: dicts with ``x``, ``y`` (floats), ``label`` (tooltip) and optional ``highlight``.
+        points: dicts with ``x``, ``y`` (floats), ``label`` (tooltip and front label), optional
+            ``tip`` (tooltip instead of ``label``, e.g. with the sample size) and ``highlight``.
         x_label, y_label, title: axis labels and caption.
 
     Returns:
@@ -130,8 +131,9 @@ def scatter(points: Sequence[Dict], x_label: str, y_label: str, title: str,
         body.append(f'<polyline class="front" points="{coords}" fill="none" stroke="{RED}" stroke-width="2"/>')
     for p in sorted(pts, key=lambda p: bool(p.get("highlight"))):
         color = RED if p.get("highlight") else BLUE
+        tip = escape(str(p.get("tip", p.get("label", ""))))
         body.append(f'<circle cx="{_num(f.px(p["x"]))}" cy="{_num(f.py(p["y"]))}" r="4.5" fill="{color}" '
-                    f'fill-opacity="0.8" stroke="white"><title>{escape(str(p.get("label", "")))}</title></circle>')
+                    f'fill-opacity="0.8" stroke="white"><title>{tip}</title></circle>')
     placed: List[tuple] = []
     for p in front:
         text = str(p.get("label", ""))
@@ -151,9 +153,15 @@ def _free_y(y: float, x: float, w: float, placed: List[tuple], h: float = 11.0) 
     return y - 7.0
 
 
+def _note(notes: Sequence[str], i: int) -> str:
+    """``notes[i]`` (escaped) after a space, or ``""`` when there is no such note."""
+    return f" {escape(notes[i])}" if i < len(notes) and notes[i] else ""
+
+
 def bars_with_dots(categories: Sequence[str], bars: Sequence[Optional[float]], dots: Sequence[Sequence[float]],
                    marked: Sequence[Optional[float]], y_label: str, title: str,
-                   width: int = 560, height: int = 360) -> str:
+                   width: int = 560, height: int = 360, bar_notes: Sequence[str] = (),
+                   dot_notes: Sequence[Sequence[str]] = (), marked_notes: Sequence[str] = ()) -> str:
     """One bar per category plus hollow dots (one per preset) and a red marked dot (Guardians of Image Quality Fig. 2).
 
     Args:
@@ -162,6 +170,8 @@ def bars_with_dots(categories: Sequence[str], bars: Sequence[Optional[float]], d
         dots: values drawn as hollow grey dots per category (non-adaptive presets).
         marked: one red dot per category (the selected preset), or ``None``.
         y_label, title: axis label and caption.
+        bar_notes, dot_notes, marked_notes: optional text appended to each tooltip (e.g. the
+            sample size), shaped like ``bars``, ``dots`` and ``marked``.
     """
     values = [v for v in bars if v is not None] + [v for ds in dots for v in ds] + [v for v in marked if v is not None]
     if not categories or not values:
@@ -180,13 +190,15 @@ def bars_with_dots(categories: Sequence[str], bars: Sequence[Optional[float]], d
             top, bottom = sorted((f.py(bar), zero))
             body.append(f'<rect class="bar" x="{_num(cx - slot * 0.35)}" y="{_num(top)}" width="{_num(slot * 0.7)}" '
                         f'height="{_num(bottom - top)}" fill="{BLUE}" fill-opacity="0.75">'
-                        f'<title>{escape(name)}: {bar:.4g}</title></rect>')
-        for v in dots[i] if i < len(dots) else ():
+                        f'<title>{escape(name)}: {bar:.4g}{_note(bar_notes, i)}</title></rect>')
+        for k, v in enumerate(dots[i] if i < len(dots) else ()):
             body.append(f'<circle class="dot" cx="{_num(cx)}" cy="{_num(f.py(v))}" r="3.5" fill="white" '
-                        f'stroke="{INK}" stroke-width="1.2"><title>{escape(name)}: {v:.4g}</title></circle>')
+                        f'stroke="{INK}" stroke-width="1.2"><title>{escape(name)}: {v:.4g}'
+                        f'{_note(dot_notes[i] if i < len(dot_notes) else (), k)}</title></circle>')
         if i < len(marked) and marked[i] is not None:
             body.append(f'<circle class="marked" cx="{_num(cx)}" cy="{_num(f.py(marked[i]))}" r="4" fill="{RED}">'
-                        f'<title>{escape(name)} (selected preset): {marked[i]:.4g}</title></circle>')
+                        f'<title>{escape(name)} (selected preset): {marked[i]:.4g}{_note(marked_notes, i)}'
+                        f'</title></circle>')
         body.append(f'<text x="{_num(cx)}" y="{base + 14}" text-anchor="end" '
                     f'transform="rotate(-35 {_num(cx)} {base + 14})">{escape(name)}</text>')
     return _wrap(width, height, title, body, "chart bars")
@@ -213,6 +225,7 @@ def heatmap(row_labels: Sequence[str], col_labels: Sequence[str], values: Sequen
     left = 12 + 7 * max((len(s) for s in row_labels), default=4)
     top = 40 + 6 * max((len(s) for s in col_labels), default=4)
     width, height = left + cell * len(col_labels) + 16, top + cell * len(row_labels) + 12
+    width = max(width, int(7.5 * len(title)) + 20)  # room for the caption of a small matrix
     body = []
     for j, name in enumerate(col_labels):
         x = left + cell * j + cell / 2

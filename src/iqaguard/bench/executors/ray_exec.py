@@ -4,13 +4,22 @@ The driver (the process calling :meth:`RayExecutor.map`) keeps at most ``max_in_
 submitted, collects each result as soon as it finishes and hands it to the runner, which alone
 writes the store. Tasks request ``num_cpus`` (and ``num_gpus`` when the spec's device is CUDA),
 so Ray packs as many concurrent tasks on each node as its resources allow.
+
+Ray is joined or started lazily, on the first :meth:`RayExecutor.map`. An ``address`` where no
+cluster answers (``"auto"`` with no ``ray start --head`` on this machine) is one
+:class:`~iqaguard.errors.InputError` line saying how to start one or to drop ``--address``.
+``ray.init`` replaces the driver's SIGTERM handler; one that the caller installed (the runner's,
+which stops a run cleanly) is put back, so SIGTERM stops a Ray run like a local one.
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
+from ...errors import InputError
 from . import TaskError
 
 
@@ -42,17 +51,34 @@ class RayExecutor:
         self._started = False
 
     def _init(self) -> None:
-        """Join or start Ray unless this process is already connected."""
+        """Join or start Ray unless this process is already connected.
+
+        Raises:
+            InputError: no Ray cluster answers at ``address``.
+        """
         import ray
 
         if ray.is_initialized():
             return
+        main = threading.current_thread() is threading.main_thread()
+        handler = signal.getsignal(signal.SIGTERM) if main else None
+        try:
+            self._start(ray)
+        finally:
+            if callable(handler):  # a Python handler of the caller, e.g. the runner's clean stop
+                signal.signal(signal.SIGTERM, handler)
+        self._started = True
+
+    def _start(self, ray: Any) -> None:
         if self.address is not None:
-            ray.init(address=self.address, logging_level=logging.WARNING)
+            try:
+                ray.init(address=self.address, logging_level=logging.WARNING)
+            except ConnectionError as e:  # what ray.init raises when no cluster answers
+                raise InputError(f"no Ray cluster at {self.address!r}: start one with `ray start --head` or omit "
+                                 "--address to start a local Ray instance") from e
         else:
             ray.init(num_cpus=self.workers or os.cpu_count() or 1, include_dashboard=False,
                      logging_level=logging.WARNING)
-        self._started = True
 
     def close(self) -> None:
         """Shut down the Ray session if this executor started it."""
