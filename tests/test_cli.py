@@ -15,13 +15,14 @@ runner = CliRunner()
 
 
 def test_list_every_kind():
-    out = runner.invoke(app, ["list", "metrics"])
+    # --names / -q keep the plain list of names, one per line
+    out = runner.invoke(app, ["list", "metrics", "--names"])
     assert out.exit_code == 0 and {"builtin-nr", "psnr", "ssim", "ms-ssim"} <= set(out.stdout.split())
-    assert "ifgsm" in runner.invoke(app, ["list", "attacks"]).stdout.split()
-    assert "jpeg" in runner.invoke(app, ["list", "defenses"]).stdout.split()
-    assert "builtin-kadid" in runner.invoke(app, ["list", "datasets"]).stdout.split()
+    assert "ifgsm" in runner.invoke(app, ["list", "attacks", "-q"]).stdout.split()
+    assert "jpeg" in runner.invoke(app, ["list", "defenses", "--names"]).stdout.splitlines()
+    assert "builtin-kadid" in runner.invoke(app, ["list", "datasets", "-q"]).stdout.splitlines()
     bad = runner.invoke(app, ["list", "metric"])
-    assert bad.exit_code == 2 and "metrics" in bad.stdout
+    assert bad.exit_code == 2 and "metrics" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_score_fr_metric_against_hand_value(tmp_path):
@@ -41,18 +42,19 @@ def test_score_fr_metric_against_hand_value(tmp_path):
 
 
 def test_score_errors_name_the_problem(tmp_path):
+    # errors go to stderr (before: stdout, mixed with the score table)
     out = runner.invoke(app, ["score", str(tmp_path / "missing.png")])
-    assert out.exit_code == 2 and "missing.png" in out.stdout
+    assert out.exit_code == 2 and "missing.png" in out.stderr and out.stdout == ""
     save_png(torch.zeros(1, 3, 8, 8), tmp_path / "a.png")
     out = runner.invoke(app, ["score", str(tmp_path / "a.png"), "--metric", "ssim"])
-    assert out.exit_code == 2 and "--ref" in out.stdout
+    assert out.exit_code == 2 and "--ref" in out.stderr
     out = runner.invoke(app, ["score", str(tmp_path / "a.png"), "--metric", "ssimm"])
-    assert out.exit_code == 2 and "Did you mean" in out.stdout
+    assert out.exit_code == 2 and "Did you mean" in out.stderr
     out = runner.invoke(app, ["bench", "report", str(tmp_path / "nope.duckdb")])
-    assert out.exit_code == 2 and "nope.duckdb" in out.stdout
+    assert out.exit_code == 2 and "nope.duckdb" in out.stderr
     # user text is printed without markup parsing: square brackets survive
     out = runner.invoke(app, ["score", str(tmp_path / "[draft] missing.png")])
-    assert out.exit_code == 2 and "[draft] missing.png" in out.stdout
+    assert out.exit_code == 2 and "[draft] missing.png" in out.stderr
 
 
 def test_preset_label_names_the_parameters():

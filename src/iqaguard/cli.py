@@ -1,55 +1,215 @@
-"""The ``iqaguard`` command line (typer).
+"""The ``iqaguard`` command line (typer); every command with an example is in ``docs/cli.md``.
 
+    iqaguard list metrics|attacks|defenses|datasets [--names]   # a table of details (or names only)
+    iqaguard score IMAGE|FOLDER|"GLOB"... [--metric builtin-nr] [--ref REF] [--format table|json|csv]
+    iqaguard defend IMAGE --defense jpeg [--preset 2] --out OUT.png
     iqaguard demo                       # the builtin demo benchmark (+ HTML report)
-    iqaguard bench run SPEC --store F   # a benchmark grid (local or Ray); bench report / export
-    iqaguard list metrics|attacks|defenses|datasets
-    iqaguard score IMAGE... [--metric builtin-nr] [--ref REF]
+    iqaguard bench specs|validate|run|report|export ...         # see iqaguard.bench.cli
+
+Results go to stdout, errors to stderr, one ``error:`` line each; user text is printed without
+rich markup parsing (:func:`iqaguard.bench.cli.print_error`, :func:`~iqaguard.bench.cli.say`).
 """
 from __future__ import annotations
 
+import csv
+import glob
+import inspect
+import io
+import json
+import re
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .bench.cli import bench_app
-from .errors import IqaguardError
+from .bench.cli import WORKERS_HELP, bench_app, console, fail, out_console, print_error, say
+from .errors import IqaguardError, ImageFileError
 
 app = typer.Typer(help="iqaguard: attack, defend, certify and benchmark image quality metrics.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, rich_markup_mode="markdown")
 app.add_typer(bench_app, name="bench")
-# a pipe or a file gets wide tables instead of rich's 80-column default
-console = Console() if sys.stdout.isatty() else Console(width=200)
 
 KINDS = ("metrics", "attacks", "defenses", "datasets")
+FORMATS = ("table", "json", "csv")
 
 
-def _fail(e: Exception) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(e))}")  # user text: no markup parsing
-    raise typer.Exit(code=2)
+# ---- iqaguard list: details from the registered classes' attributes ----------------------------------------
+
+def _summary(obj: Any) -> str:
+    """The first line of ``obj``'s docstring, without reST markup (double backticks, ``:role:`x```)."""
+    doc = (inspect.getdoc(obj) or "").strip()
+    return re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", doc.splitlines()[0]).replace("``", "") if doc else ""
+
+
+def _value(v: Any, per_255: bool) -> str:
+    """A parameter value; with ``per_255`` a float that is a whole number of 8-bit levels reads ``k/255``."""
+    if per_255 and isinstance(v, float) and 0 < v < 1 and abs(v * 255 - round(v * 255)) < 1e-6:
+        return f"{round(v * 255)}/255"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def kwargs_text(params: Dict[str, Any], per_255: bool = False) -> str:
+    """``{"eps": 2/255, "steps": 10}`` -> ``"eps=2/255, steps=10"``."""
+    return ", ".join(f"{k}={_value(v, per_255)}" for k, v in params.items())
+
+
+def _entries(kind: str) -> List[Tuple[str, Any]]:
+    """``(listed name, factory)`` of every entry of a registry (prefix factories as ``prefix:<name>``)."""
+    from .registry import REGISTRIES
+
+    reg = REGISTRIES[kind]
+    return [(n, reg._lookup(n)[0]) for n in reg.names()]
+
+
+def _extra_note(extra: str) -> str:
+    """Whether iqaguard's optional extra ``extra`` is installed (``""`` when there is no such extra)."""
+    from importlib import metadata
+
+    try:
+        reqs = metadata.requires("iqaguard") or []
+    except metadata.PackageNotFoundError:
+        return ""
+    marker = re.compile(r"extra\s*==\s*['\"]" + re.escape(extra) + r"['\"]")
+    dists = [re.match(r"[A-Za-z0-9._-]+", r).group(0) for r in reqs if marker.search(r)]
+    if not dists:
+        return ""
+    try:
+        for d in dists:
+            metadata.version(d)
+    except metadata.PackageNotFoundError:
+        return f'needs the [{extra}] extra: pip install "iqaguard[{extra}]"'
+    return f"[{extra}] extra installed"
+
+
+def _declared(cls: Any, attr: str) -> Any:
+    """``attr`` as a subclass of Metric declares it (``None`` when only the base class default exists)."""
+    from .metrics.base import Metric
+
+    for c in getattr(cls, "__mro__", ()):
+        if c is Metric:
+            return None
+        if attr in vars(c):
+            return vars(c)[attr]
+    return None
+
+
+def _metric_rows() -> Tuple[Sequence[str], List[List[str]]]:
+    from . import metrics
+
+    rows = []
+    for name, factory in _entries("metrics"):
+        notes = [_summary(factory)]
+        m: Any = None
+        if name.endswith("<name>"):
+            notes.insert(0, _extra_note(name.split(":", 1)[0]))
+        else:
+            try:
+                m = metrics.create(name)  # cheap: bounds and sizes may be set by the constructor
+            except Exception as e:  # noqa: BLE001 - listed as a note; `score` reports it as an error
+                notes.insert(0, f"cannot be built here: {e}".replace("\n", " "))
+        kind = m.kind if m is not None else _declared(factory, "kind")
+        lower = m.lower_better if m is not None else _declared(factory, "lower_better")
+        size = m.min_size if m is not None else _declared(factory, "min_size")
+        b = m.bounds if m is not None else _declared(factory, "bounds")
+        rows.append([name, kind.upper() if kind else "per name",
+                     "per name" if lower is None else ("lower better" if lower else "higher better"),
+                     f"({b.worst:.4g}, {b.best:.4g})" if b is not None else "per name",
+                     f"{size}x{size}" if size is not None else "per name", "; ".join(n for n in notes if n)])
+    return ("metric", "type", "direction", "bounds (worst, best)", "min size", "notes"), rows
+
+
+def _attack_rows() -> Tuple[Sequence[str], List[List[str]]]:
+    rows = []
+    for name, factory in _entries("attacks"):
+        norm = getattr(factory, "restriction", "?")
+        presets = getattr(factory, "presets", {}) or {}
+        text = "\n".join(f"{p}: {kwargs_text(kw, per_255=norm == 'linf')}" for p, kw in presets.items())
+        rows.append([name, str(norm), text or "(none)", _summary(factory)])
+    return ("attack", "norm", "presets (budgets)", "notes"), rows
+
+
+def _defense_family(factory: Any) -> str:
+    """The defenses sub-package a defense lives in (``purification``, ``certified``, ...), else its base class."""
+    parts = getattr(factory, "__module__", "").split(".")
+    if len(parts) >= 4 and parts[:2] == ["iqaguard", "defenses"]:
+        return parts[2]
+    bases = [c.__name__ for c in getattr(factory, "__mro__", ())[1:] if c.__module__.startswith("iqaguard.defenses")]
+    return bases[0].lower() if bases else "?"
+
+
+def _defense_rows() -> Tuple[Sequence[str], List[List[str]]]:
+    rows = []
+    for name, factory in _entries("defenses"):
+        presets = getattr(factory, "presets", []) or []
+        text = "\n".join(f"{i}: {kwargs_text(kw)}" for i, kw in enumerate(presets))
+        grad = "exact" if getattr(factory, "differentiable", False) else "BPDA (not differentiable)"
+        rnd = "randomized (EOT)" if getattr(factory, "randomized", False) else "deterministic"
+        rows.append([name, _defense_family(factory), text or "(none)", f"{grad}; {rnd}", _summary(factory)])
+    return ("defense", "family", "presets", "adaptive gradient", "notes"), rows
+
+
+def _dataset_source(factory: Any) -> str:
+    """builtin, or the folder / download a dataset needs (a required ``root`` argument)."""
+    try:
+        root = inspect.signature(factory).parameters.get("root")
+    except (TypeError, ValueError):
+        root = None
+    if root is None:
+        return "builtin" if getattr(factory, "__module__", "").startswith("iqaguard.") else "plugin (no root argument)"
+    if root.default is not inspect.Parameter.empty:
+        return "builtin (generated into the cache on first use)"
+    source = getattr(factory, "SOURCE", "")
+    return f"download, then root=FOLDER: {source}" if source else "your folder: root=FOLDER"
+
+
+def _dataset_rows() -> Tuple[Sequence[str], List[List[str]]]:
+    rows = []
+    for name, factory in _entries("datasets"):
+        fr = getattr(factory, "full_reference", None)
+        mos = getattr(factory, "mos_range", None)
+        rows.append([name, "?" if fr is None else ("FR" if fr else "NR"),
+                     f"{mos[0]:g}..{mos[1]:g}" if mos else "none", _dataset_source(factory), _summary(factory)])
+    return ("dataset", "type", "MOS", "source", "notes"), rows
+
+
+DESCRIBE: Dict[str, Callable[[], Tuple[Sequence[str], List[List[str]]]]] = {
+    "metrics": _metric_rows, "attacks": _attack_rows, "defenses": _defense_rows, "datasets": _dataset_rows}
 
 
 @app.command("list")
-def list_cmd(kind: str = typer.Argument(..., help="metrics | attacks | defenses | datasets")) -> None:
-    """List the registered names of one pluggable kind."""
-    import iqaguard  # noqa: F401  (fills the registries)
-    from .registry import REGISTRIES
+def list_cmd(kind: str = typer.Argument(..., help="metrics | attacks | defenses | datasets"),
+             names: bool = typer.Option(False, "--names", "-q", help="only the registered names, one per line")) -> None:
+    """List the registered metrics, attacks, defenses or datasets with their details, as a table.
 
-    if kind not in REGISTRIES:
-        _fail(IqaguardError(f"unknown kind {kind!r}; choose one of: {', '.join(KINDS)}"))
-    for name in REGISTRIES[kind].names():
-        console.print(name)
+    metrics: NR/FR, direction, bounds (worst, best), minimum input size, notes (e.g. an optional
+    extra to install); attacks: norm and presets with their budgets; defenses: family, presets,
+    gradient used by adaptive attacks; datasets: NR/FR, MOS scale, builtin or download/folder.
+    """
+    import iqaguard  # noqa: F401  (fills the registries)
+
+    if kind not in KINDS:
+        fail(IqaguardError(f"unknown kind {kind!r}; choose one of: {', '.join(KINDS)}"))
+    if names:
+        for name, _ in _entries(kind):
+            typer.echo(name)
+        return
+    header, rows = DESCRIBE[kind]()
+    t = Table()
+    for h in header:
+        t.add_column(h, overflow="fold")  # long URLs wrap instead of being cut
+    for row in rows:
+        t.add_row(*(escape(c) for c in row))
+    out_console.print(t)
 
 
 def _version_callback(value: bool) -> None:
     if value:
         from . import __version__
 
-        console.print(escape(f"iqaguard {__version__}"))
+        say(f"iqaguard {__version__}")
         raise typer.Exit(code=0)
 
 
@@ -59,11 +219,12 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version_cal
     """iqaguard: attack, defend, certify and benchmark image quality metrics."""
 
 
+# ---- iqaguard score ----------------------------------------------------------------------------------------
+
 def _check_image_path(p: Path) -> None:
-    """Refuse a folder with its own message (``load_image`` would call it 'not found')."""
+    """Refuse a folder where one image file is expected (``load_image`` would call it 'not found')."""
     if p.is_dir():
-        raise IqaguardError(f"{p} is a directory, not an image file: pass the image files themselves "
-                            f"(e.g. a glob such as {p / '*.png'})")
+        raise ImageFileError(f"{p} is a directory, not an image file: pass one image file")
 
 
 def _load(p: Path):
@@ -73,78 +234,164 @@ def _load(p: Path):
     return load_image(p)
 
 
+_GLOB_CHARS = re.compile(r"[*?]|\[.+\]")
+
+
+def expand_images(arg: str) -> List[Path]:
+    """The image files an argument of ``score`` stands for: a file, every image of a folder, or a glob.
+
+    A path that exists is taken as it is; one that does not and contains ``*``, ``?`` or ``[...]``
+    is expanded as a glob (``**`` recurses), keeping image files (:data:`IMAGE_EXTENSIONS`).
+
+    Raises:
+        ImageFileError: a folder without images, or a ``*`` / ``?`` pattern that matches none.
+    """
+    from .data.io import IMAGE_EXTENSIONS, list_images
+
+    p = Path(arg).expanduser()
+    if p.is_dir():
+        found = list_images(p)
+        if not found:
+            raise ImageFileError(f"{p} is a directory with no image files ({' '.join(IMAGE_EXTENSIONS)}): put "
+                                 f"images in it, or pass image files or a quoted glob such as \"{p / '*.png'}\"")
+        return found
+    if not p.exists() and _GLOB_CHARS.search(arg):
+        hits = sorted(Path(h) for h in glob.glob(str(p), recursive=True)
+                      if Path(h).is_file() and Path(h).suffix.lower() in IMAGE_EXTENSIONS)
+        if hits:
+            return hits
+        if "*" in arg or "?" in arg:
+            raise ImageFileError(f"no image file matches the pattern {arg} (extensions {' '.join(IMAGE_EXTENSIONS)})")
+    return [p]
+
+
+def _write_scores(records: List[Dict[str, Any]], fmt: str, title: str) -> None:
+    if fmt == "json":
+        typer.echo(json.dumps(records, indent=2))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["image", "metric", "score"], lineterminator="\n")
+        w.writeheader()
+        w.writerows(records)
+        typer.echo(buf.getvalue(), nl=False)
+    elif records:
+        t = Table("image", escape(title))
+        for r in records:
+            t.add_row(escape(r["image"]), f"{r['score']:.4f}")
+        out_console.print(t)
+
+
 @app.command()
-def score(images: List[Path] = typer.Argument(..., help="image files (PNG, JPEG, BMP, TIFF, WebP)"),
-          metric: str = typer.Option("builtin-nr", "--metric", "-m", help="registered metric name"),
+def score(images: List[str] = typer.Argument(..., help="image files (PNG, JPEG, BMP, TIFF, WebP), folders (every "
+                                             "image in them) or quoted globs such as \"photos/*.jpg\""),
+          metric: str = typer.Option("builtin-nr", "--metric", "-m", help="registered metric name (iqaguard list metrics)"),
           ref: Optional[Path] = typer.Option(None, "--ref", help="reference image (full-reference metrics)"),
-          device: str = typer.Option("cpu", help="cpu | cuda | auto")) -> None:
+          device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+          fmt: str = typer.Option("table", "--format", "-f", help="table | json (a list of {image, metric, score}) "
+                                  "| csv (header image,metric,score)")) -> None:
     """Score images with a metric (FR metrics need --ref, an image of the same size).
 
-    Every readable image is scored; each bad one (missing, a directory, unreadable, too small
-    for the metric, ...) gets one error line. Exit code: 0 all scored, 1 some images failed,
-    2 nothing could be scored (bad metric / reference, or every image failed).
+    Every readable image is scored; each bad one (missing, unreadable, too small for the metric,
+    a folder without images, a glob that matches nothing, ...) gets one error line on stderr.
+    Exit code: 0 all scored, 1 some images failed, 2 nothing could be scored (bad metric /
+    reference, or every image failed).
     """
     import torch
 
     from . import metrics
     from .validation import resolve_device
 
+    if fmt not in FORMATS:
+        fail(IqaguardError(f"--format: unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}"))
     try:
         m = metrics.create(metric).to(resolve_device(device))
         if m.kind == "fr" and ref is None:
             raise IqaguardError(f"metric {metric!r} is full-reference: pass --ref REFERENCE_IMAGE")
         r = _load(ref).to(m.device) if ref is not None else None
     except IqaguardError as e:
-        _fail(e)
-    t = Table("image", f"{escape(metric)} ({'lower' if m.lower_better else 'higher'} is better)")
+        fail(e)
+    records: List[Dict[str, Any]] = []
     failures: List[str] = []
     with torch.no_grad():
-        for p in images:
+        for arg in images:
             try:
-                x = _load(p).to(m.device)
-                s = m(x, r) if m.kind == "fr" else m(x)
-                t.add_row(escape(str(p)), f"{float(s[0]):.4f}")
-            except (IqaguardError, ValueError, RuntimeError) as e:
-                msg = str(e).replace("\n", " ")
-                failures.append(msg if str(p) in msg else f"{p}: {msg}")
-    if t.row_count:
-        console.print(t)
+                paths = expand_images(arg)
+            except IqaguardError as e:
+                failures.append(str(e))
+                continue
+            for p in paths:
+                try:
+                    x = _load(p).to(m.device)
+                    s = m(x, r) if m.kind == "fr" else m(x)
+                    records.append({"image": str(p), "metric": metric, "score": float(s[0])})
+                except (IqaguardError, ValueError, RuntimeError) as e:
+                    msg = str(e)
+                    failures.append(msg if str(p) in msg else f"{p}: {msg}")
+    _write_scores(records, fmt, f"{metric} ({'lower' if m.lower_better else 'higher'} is better)")
     for msg in failures:
-        console.print(f"[bold red]error:[/] {escape(msg)}", soft_wrap=True)  # user text: no markup parsing
+        print_error(msg, fold=True)
     if failures:
-        scored = len(images) - len(failures)
-        if scored:
-            console.print(escape(f"{len(failures)} of {len(images)} images failed"))
-        raise typer.Exit(code=1 if scored else 2)
+        if records:
+            console.print(escape(f"{len(failures)} of {len(failures) + len(records)} images failed"))
+        raise typer.Exit(code=1 if records else 2)
 
+
+# ---- iqaguard defend ---------------------------------------------------------------------------------------
+
+@app.command()
+def defend(image: Path = typer.Argument(..., help="input image file"),
+           defense: str = typer.Option(..., "--defense", "-d", help="purification defense (iqaguard list defenses)"),
+           preset: Optional[int] = typer.Option(None, "--preset", "-p", help="preset index (iqaguard list defenses); "
+                                                "default: the defense's default parameters"),
+           out: Path = typer.Option(..., "--out", "-o", help="output file, an 8-bit PNG (.png)"),
+           seed: int = typer.Option(0, "--seed", min=0, help="seed of a randomized defense")) -> None:
+    """Purify IMAGE with a defense (P(x) -> x'), write x' as an 8-bit PNG and print its PSNR / SSIM to IMAGE."""
+    import torch
+
+    from . import defenses, scores
+    from .bench.executors.worker import quantise
+    from .data.io import save_png
+    from .defenses.base import Purification
+    from .registry import DEFENSES
+
+    try:
+        if out.suffix.lower() != ".png":
+            raise IqaguardError(f"--out: expected a .png file (the purified image is written as an 8-bit PNG), got {out}")
+        if not (isinstance(DEFENSES.get(defense), type) and issubclass(DEFENSES.get(defense), Purification)):
+            raise IqaguardError(f"--defense: {defense!r} is not a purification P(x) -> x' (it needs a metric); "
+                                "purifications: " + ", ".join(n for n, f in _entries("defenses")
+                                                              if isinstance(f, type) and issubclass(f, Purification)))
+        p = defenses.create(defense, preset=preset)
+        x = _load(image)
+        g = torch.Generator().manual_seed(seed) if p.randomized else None
+        with torch.no_grad():
+            px = quantise(p(x, generator=g))  # exactly the 8-bit values the PNG holds
+        fid = scores.fidelity(px, x) if px.shape == x.shape else None
+        save_png(px, out)
+    except IqaguardError as e:
+        fail(e)
+    what = f"{defense}" + (f" preset {preset}" if preset is not None else "") + f": {kwargs_text(p.params)}"
+    if fid is None:
+        say(f"wrote {out} ({what}); the defense changed the size from {tuple(x.shape[-2:])} to "
+            f"{tuple(px.shape[-2:])}, so PSNR / SSIM to the input are not defined")
+    else:
+        say(f"wrote {out} ({what}): PSNR {float(fid['psnr'][0]):.2f} dB, SSIM {float(fid['ssim'][0]):.4f} to {image}")
+
+
+# ---- iqaguard demo -----------------------------------------------------------------------------------------
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="output folder (DuckDB store, adversarial PNGs, report)"),
          executor: str = typer.Option("local", help="local | ray"),
-         workers: Optional[int] = typer.Option(None, min=1, help="worker processes of the local executor "
-                                               "(default: one per core; 1 = in-process)"),
+         workers: Optional[int] = typer.Option(None, min=1, help=WORKERS_HELP),
          fresh: bool = typer.Option(False, help="delete an existing demo store first instead of resuming")) -> None:
     """Run the builtin demo benchmark (builtin metrics x I-FGSM x JPEG, both modes) and write the report."""
     from .bench.demo import run_demo
 
-    try:
-        run_demo(out, executor=executor, workers=workers, fresh=fresh, console=console)
+    try:  # workers=None: run_demo applies the same default as bench run (resolve_workers)
+        run_demo(out, executor=executor, workers=workers, fresh=fresh, console=out_console)
     except IqaguardError as e:
-        _fail(e)
-
-
-@bench_app.command("report")
-def bench_report(store: Path = typer.Argument(..., help="DuckDB result file"),
-                 out: Path = typer.Option(Path("runs/report"), "--out", help="output folder for index.html")) -> None:
-    """Write the self-contained HTML leaderboard of a result store."""
-    from .bench.report import write_report
-
-    if not store.is_file():
-        _fail(IqaguardError(f"store not found: {store} (create it with `iqaguard bench run SPEC --store {store}`)"))
-    try:
-        console.print(f"report: [bold]{escape(str(write_report(store, out)))}[/]")
-    except IqaguardError as e:
-        _fail(e)
+        fail(e)
 
 
 def main() -> None:  # pragma: no cover - console entry point
