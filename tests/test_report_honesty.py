@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from iqaguard.bench import report, stats, stats_tests
+from iqaguard.bench import bootstrap, report, stats, stats_tests
 from iqaguard.bench.store import Store
 from iqaguard.errors import InputError
 
@@ -185,9 +185,9 @@ def _one_group_store(path, n, noise=0.08, seed=0):
 def test_intervals_contain_the_estimate_and_are_deterministic(tmp_path):
     path = _one_group_store(tmp_path / "b.duckdb", 40)
     board = stats.leaderboard(path, "non-adaptive")
-    first = stats_tests.aggregate_intervals(path, "non-adaptive", board)
-    assert first == stats_tests.aggregate_intervals(path, "non-adaptive", board)  # seeded
-    other = stats_tests.aggregate_intervals(path, "non-adaptive", board, seed=1)
+    first = bootstrap.aggregate_intervals(path, "non-adaptive", board)
+    assert first == bootstrap.aggregate_intervals(path, "non-adaptive", board)  # seeded
+    other = bootstrap.aggregate_intervals(path, "non-adaptive", board, seed=1)
     assert other[0]["ci"]["srocc_adv"] != first[0]["ci"]["srocc_adv"]
     for row in first:
         assert row["ci_level"] == 0.95 and row["ci_resamples"] == 1000
@@ -197,16 +197,16 @@ def test_intervals_contain_the_estimate_and_are_deterministic(tmp_path):
     jpeg = next(r for r in first if r["defense"] == "jpeg")
     assert jpeg["ci"]["srocc_adv"][1] - jpeg["ci"]["srocc_adv"][0] > 0.01  # noisy: a real interval
     with pytest.raises(InputError, match="n_resamples"):
-        stats_tests.aggregate_intervals(path, "non-adaptive", board, n_resamples=0)
+        bootstrap.aggregate_intervals(path, "non-adaptive", board, n_resamples=0)
     with pytest.raises(InputError, match="confidence"):
-        stats_tests.aggregate_intervals(path, "non-adaptive", board, confidence=95)
+        bootstrap.aggregate_intervals(path, "non-adaptive", board, confidence=95)
 
 
 def test_intervals_shrink_with_more_images(tmp_path):
     widths = {}
     for n in (20, 320):
         path = _one_group_store(tmp_path / f"w{n}.duckdb", n)
-        row = stats_tests.aggregate_intervals(path, "non-adaptive", stats.leaderboard(path, "non-adaptive"))
+        row = bootstrap.aggregate_intervals(path, "non-adaptive", stats.leaderboard(path, "non-adaptive"))
         jpeg = next(r for r in row if r["defense"] == "jpeg")
         widths[n] = {c: jpeg["ci"][c][1] - jpeg["ci"][c][0] for c in ("srocc_adv", "d_score_d", "psnr")}
     for col, small in widths[20].items():  # 16x the images: about 1/4 of the width
@@ -216,7 +216,7 @@ def test_intervals_shrink_with_more_images(tmp_path):
 def test_correlation_interval_matches_scipy_percentile_bootstrap(tmp_path):
     path = _one_group_store(tmp_path / "sp.duckdb", 30)
     row = next(r for r in stats.leaderboard(path, "non-adaptive") if r["defense"] == "jpeg")
-    ours = stats_tests.aggregate_intervals(path, "non-adaptive", [row], n_resamples=4000)[0]["ci"]["srocc_adv"]
+    ours = bootstrap.aggregate_intervals(path, "non-adaptive", [row], n_resamples=4000)[0]["ci"]["srocc_adv"]
     data = Store(path, read_only=True)
     try:
         pts = data.query("SELECT defended_attacked, mos FROM results WHERE defense = 'jpeg' ORDER BY image")
@@ -240,7 +240,7 @@ def test_mean_over_groups_matches_scipy_multi_sample_bootstrap(tmp_path, shared)
     path = _store(tmp_path / "two.duckdb", rows)
     row = stats.leaderboard(path, "non-adaptive")[0]
     assert row["n_groups"] == 2 and row["n"] == (25 if shared else 50)
-    ours = stats_tests.aggregate_intervals(path, "non-adaptive", [row], n_resamples=4000)[0]["ci"]["d_score_d"]
+    ours = bootstrap.aggregate_intervals(path, "non-adaptive", [row], n_resamples=4000)[0]["ci"]["d_score_d"]
     per = []
     for p in ("weak", "strong"):
         rs = sorted((r for r in rows if r["attack_preset"] == p), key=lambda r: r["image"])
@@ -256,7 +256,7 @@ def test_leaderboard_cells_show_the_interval(tmp_path):
     path = _one_group_store(tmp_path / "c.duckdb", 40)
     html = report.write_report(path, tmp_path / "out").read_text(encoding="utf-8")
     cells = dict(_lb(html, "lb-purification-non-adaptive"))["jpeg"]
-    row = stats_tests.aggregate_intervals(path, "non-adaptive", stats.leaderboard(path, "non-adaptive"))
+    row = bootstrap.aggregate_intervals(path, "non-adaptive", stats.leaderboard(path, "non-adaptive"))
     lo, hi = next(r for r in row if r["defense"] == "jpeg")["ci"]["srocc_adv"]
     value, cls, title, text = cells["srocc_adv"]
     assert f'<span class="ci">[{lo:.3f}, {hi:.3f}]</span>' in text and f"95% CI [{lo:.3f}, {hi:.3f}]" in title

@@ -153,10 +153,20 @@ def test_snapshot_retries_when_the_main_file_changes(tmp_path, monkeypatch):
     p = tmp_path / "s.duckdb"
     with Store(p) as s:
         s.write(subsets=_subsets(0, BATCH))
+    from iqaguard.bench import store_lock
+
     stamps = iter([(1, 1), (2, 2)])  # the main file "changed" during the first copy
-    monkeypatch.setattr(store_mod, "_stamp", lambda path: next(stamps, (3, 3)))
-    con = store_mod._snapshot(p, os.getpid())
+    calls = []
+
+    def stamp(path):
+        calls.append(path)
+        return next(stamps, (3, 3))
+
+    monkeypatch.setattr(store_lock, "_stamp", stamp)
+    con = store_lock._snapshot(p, os.getpid())
     try:
         assert con.execute("SELECT count(*) FROM subsets").fetchone()[0] == BATCH
+        # the changed copy was discarded (two stamps taken, differing) and the free store opened itself
+        assert len(calls) == 2
     finally:
         con.close()

@@ -13,171 +13,29 @@ from __future__ import annotations
 
 import csv
 import glob
-import inspect
 import io
 import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from .bench.cli import WORKERS_HELP, bench_app, console, fail, out_console, print_error, say
+from .cli_list import DESCRIBE, KINDS, _entries, kwargs_text
 from .errors import IqaguardError, ImageFileError
 
 app = typer.Typer(help="iqaguard: attack, defend, certify and benchmark image quality metrics.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode="markdown")
 app.add_typer(bench_app, name="bench")
 
-KINDS = ("metrics", "attacks", "defenses", "datasets")
 FORMATS = ("table", "json", "csv")
 
 
-# ---- iqaguard list: details from the registered classes' attributes ----------------------------------------
-
-def _summary(obj: Any) -> str:
-    """The first line of ``obj``'s docstring, without reST markup (double backticks, ``:role:`x```)."""
-    doc = (inspect.getdoc(obj) or "").strip()
-    return re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", doc.splitlines()[0]).replace("``", "") if doc else ""
-
-
-def _value(v: Any, per_255: bool) -> str:
-    """A parameter value; with ``per_255`` a float that is a whole number of 8-bit levels reads ``k/255``."""
-    if per_255 and isinstance(v, float) and 0 < v < 1 and abs(v * 255 - round(v * 255)) < 1e-6:
-        return f"{round(v * 255)}/255"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def kwargs_text(params: Dict[str, Any], per_255: bool = False) -> str:
-    """``{"eps": 2/255, "steps": 10}`` -> ``"eps=2/255, steps=10"``."""
-    return ", ".join(f"{k}={_value(v, per_255)}" for k, v in params.items())
-
-
-def _entries(kind: str) -> List[Tuple[str, Any]]:
-    """``(listed name, factory)`` of every entry of a registry (prefix factories as ``prefix:<name>``)."""
-    from .registry import REGISTRIES
-
-    reg = REGISTRIES[kind]
-    return [(n, reg._lookup(n)[0]) for n in reg.names()]
-
-
-def _extra_note(extra: str) -> str:
-    """Whether iqaguard's optional extra ``extra`` is installed (``""`` when there is no such extra)."""
-    from importlib import metadata
-
-    try:
-        reqs = metadata.requires("iqaguard") or []
-    except metadata.PackageNotFoundError:
-        return ""
-    marker = re.compile(r"extra\s*==\s*['\"]" + re.escape(extra) + r"['\"]")
-    dists = [re.match(r"[A-Za-z0-9._-]+", r).group(0) for r in reqs if marker.search(r)]
-    if not dists:
-        return ""
-    try:
-        for d in dists:
-            metadata.version(d)
-    except metadata.PackageNotFoundError:
-        return f'needs the [{extra}] extra: pip install "iqaguard[{extra}]"'
-    return f"[{extra}] extra installed"
-
-
-def _declared(cls: Any, attr: str) -> Any:
-    """``attr`` as a subclass of Metric declares it (``None`` when only the base class default exists)."""
-    from .metrics.base import Metric
-
-    for c in getattr(cls, "__mro__", ()):
-        if c is Metric:
-            return None
-        if attr in vars(c):
-            return vars(c)[attr]
-    return None
-
-
-def _metric_rows() -> Tuple[Sequence[str], List[List[str]]]:
-    from . import metrics
-
-    rows = []
-    for name, factory in _entries("metrics"):
-        notes = [_summary(factory)]
-        m: Any = None
-        if name.endswith("<name>"):
-            notes.insert(0, _extra_note(name.split(":", 1)[0]))
-        else:
-            try:
-                m = metrics.create(name)  # cheap: bounds and sizes may be set by the constructor
-            except Exception as e:  # noqa: BLE001 - listed as a note; `score` reports it as an error
-                notes.insert(0, f"cannot be built here: {e}".replace("\n", " "))
-        kind = m.kind if m is not None else _declared(factory, "kind")
-        lower = m.lower_better if m is not None else _declared(factory, "lower_better")
-        size = m.min_size if m is not None else _declared(factory, "min_size")
-        b = m.bounds if m is not None else _declared(factory, "bounds")
-        rows.append([name, kind.upper() if kind else "per name",
-                     "per name" if lower is None else ("lower better" if lower else "higher better"),
-                     f"({b.worst:.4g}, {b.best:.4g})" if b is not None else "per name",
-                     f"{size}x{size}" if size is not None else "per name", "; ".join(n for n in notes if n)])
-    return ("metric", "type", "direction", "bounds (worst, best)", "min size", "notes"), rows
-
-
-def _attack_rows() -> Tuple[Sequence[str], List[List[str]]]:
-    rows = []
-    for name, factory in _entries("attacks"):
-        norm = getattr(factory, "restriction", "?")
-        presets = getattr(factory, "presets", {}) or {}
-        text = "\n".join(f"{p}: {kwargs_text(kw, per_255=norm == 'linf')}" for p, kw in presets.items())
-        rows.append([name, str(norm), text or "(none)", _summary(factory)])
-    return ("attack", "norm", "presets (budgets)", "notes"), rows
-
-
-def _defense_family(factory: Any) -> str:
-    """The defenses sub-package a defense lives in (``purification``, ``certified``, ...), else its base class."""
-    parts = getattr(factory, "__module__", "").split(".")
-    if len(parts) >= 4 and parts[:2] == ["iqaguard", "defenses"]:
-        return parts[2]
-    bases = [c.__name__ for c in getattr(factory, "__mro__", ())[1:] if c.__module__.startswith("iqaguard.defenses")]
-    return bases[0].lower() if bases else "?"
-
-
-def _defense_rows() -> Tuple[Sequence[str], List[List[str]]]:
-    rows = []
-    for name, factory in _entries("defenses"):
-        presets = getattr(factory, "presets", []) or []
-        text = "\n".join(f"{i}: {kwargs_text(kw)}" for i, kw in enumerate(presets))
-        grad = "exact" if getattr(factory, "differentiable", False) else "BPDA (not differentiable)"
-        rnd = "randomized (EOT)" if getattr(factory, "randomized", False) else "deterministic"
-        rows.append([name, _defense_family(factory), text or "(none)", f"{grad}; {rnd}", _summary(factory)])
-    return ("defense", "family", "presets", "adaptive gradient", "notes"), rows
-
-
-def _dataset_source(factory: Any) -> str:
-    """builtin, or the folder / download a dataset needs (a required ``root`` argument)."""
-    try:
-        root = inspect.signature(factory).parameters.get("root")
-    except (TypeError, ValueError):
-        root = None
-    if root is None:
-        return "builtin" if getattr(factory, "__module__", "").startswith("iqaguard.") else "plugin (no root argument)"
-    if root.default is not inspect.Parameter.empty:
-        return "builtin (generated into the cache on first use)"
-    source = getattr(factory, "SOURCE", "")
-    return f"download, then root=FOLDER: {source}" if source else "your folder: root=FOLDER"
-
-
-def _dataset_rows() -> Tuple[Sequence[str], List[List[str]]]:
-    rows = []
-    for name, factory in _entries("datasets"):
-        fr = getattr(factory, "full_reference", None)
-        mos = getattr(factory, "mos_range", None)
-        rows.append([name, "?" if fr is None else ("FR" if fr else "NR"),
-                     f"{mos[0]:g}..{mos[1]:g}" if mos else "none", _dataset_source(factory), _summary(factory)])
-    return ("dataset", "type", "MOS", "source", "notes"), rows
-
-
-DESCRIBE: Dict[str, Callable[[], Tuple[Sequence[str], List[List[str]]]]] = {
-    "metrics": _metric_rows, "attacks": _attack_rows, "defenses": _defense_rows, "datasets": _dataset_rows}
-
+# ---- iqaguard list: the tables are built in cli_list -------------------------------------------------------
 
 @app.command("list")
 def list_cmd(kind: str = typer.Argument(..., help="metrics | attacks | defenses | datasets"),

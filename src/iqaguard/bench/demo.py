@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..registry import DEFENSES
@@ -108,7 +109,7 @@ def run_demo(out: Path, executor: str = "local", workers: Optional[int] = None, 
         ex.close()
     print_tables(store, console)
     report = write_report(store, out / "report")
-    console.print(f"{summary.rows_written} new rows ({summary.tasks_skipped} tasks already done) in "
-                  f"[bold]{store}[/]; {time.time() - t0:.0f} s")
-    console.print(f"report: [bold]{report}[/]")
+    console.print(escape(f"{summary.rows_written} new rows ({summary.tasks_skipped} tasks already done) in "
+                         f"{store}; {time.time() - t0:.0f} s"), soft_wrap=True)  # paths: no markup parsing
+    console.print("report: [bold]" + escape(str(report)) + "[/]", soft_wrap=True)
     return report

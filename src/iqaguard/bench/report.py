@@ -2,8 +2,8 @@
 
 ``write_report(store, out_dir)`` writes ``out_dir/index.html``: inline CSS, inline vanilla JS (column
 sorting) and inline SVG charts; no external URL, so the page opens offline. The numbers come from
-:mod:`iqaguard.bench.stats` and :mod:`iqaguard.bench.stats_tests`; the charts from
-:mod:`iqaguard.bench.svg`. See ``docs/report.md`` for what each section shows.
+:mod:`iqaguard.bench.stats`, :mod:`iqaguard.bench.stats_tests` and :mod:`iqaguard.bench.bootstrap`;
+the charts from :mod:`iqaguard.bench.svg`. See ``docs/report.md`` for what each section shows.
 
 What the page promises (the rules of :mod:`iqaguard.bench.stats`): every aggregate shows its n
 (distinct images) and its number of groups, in the tables and in the chart tooltips; a value
@@ -23,9 +23,10 @@ import jinja2
 
 from .. import __version__
 from . import svg
+from .bootstrap import BOOTSTRAP_CONFIDENCE, BOOTSTRAP_RESAMPLES, aggregate_intervals
 from .stats import (BASELINE, BREAKDOWN_BY, MIN_N_CORRELATION, MODES, Row, Source, breakdown, defense_table,
                     leaderboard, mode_groups, opened, pareto_front, rankable)
-from .stats_tests import (BOOTSTRAP_CONFIDENCE, BOOTSTRAP_RESAMPLES, aggregate_intervals, win_rate_matrix)
+from .stats_tests import win_rate_matrix
 
 #: Defense family -> registry names (DESIGN.md); a new family is one more entry.
 FAMILIES: Dict[str, Tuple[str, ...]] = {

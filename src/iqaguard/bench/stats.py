@@ -23,8 +23,8 @@ Honest aggregates:
   the (dataset, image, metric, attack, attack preset, seed) keys of that mode's defended rows
   (:func:`mode_groups`).
 
-Hypothesis tests (Wilcoxon, Kruskal-Wallis) and bootstrap intervals live in
-:mod:`iqaguard.bench.stats_tests`.
+Hypothesis tests (Wilcoxon, Kruskal-Wallis) live in :mod:`iqaguard.bench.stats_tests`, bootstrap
+intervals in :mod:`iqaguard.bench.bootstrap`.
 """
 from __future__ import annotations
 

@@ -30,17 +30,12 @@ Runs: a ``runs`` row says ``running`` while its run is alive. Because only one p
 store open for writing, every ``running`` row found when a store is opened for writing belongs to
 a process that died (SIGKILL, power loss): that open marks them ``interrupted``, in the same
 transaction as any table it creates. A read-only open never writes; its connection sees those rows
-as ``interrupted`` through a temporary ``runs`` view (no writer can be alive while it holds its
-shared lock), so ``bench report`` and the statistics show the truth.
+as ``interrupted`` (:mod:`iqaguard.bench.store_lock`), so ``bench report`` and the statistics show
+the truth.
 
-Concurrent readers: a writer connection never checkpoints on its own
-(``checkpoint_threshold`` and ``auto_checkpoint_skip_wal_threshold`` out of reach, optimistic
-writes off), so while a run writes, the main file does not change and every commit only appends
-to the ``.wal`` file; the checkpoint happens when the store is closed. A reader that finds the
-store locked by a writer copies the main file, then the ``.wal``, to a temporary folder and opens
-the copy read-only: DuckDB replays the committed WAL records and ignores a torn last one, so the
-reader sees the rows of one commit point (it logs "reading a snapshot: a run (PID N) is writing
-this store"). A second writer gets one line naming the PID of the process that holds the store.
+Concurrent readers and a second writer (a store locked by a running benchmark): see
+:mod:`iqaguard.bench.store_lock`. Readers read a snapshot; a second writer gets one line naming
+the PID of the process that holds the store.
 
 Identity: a store carries an ``iqaguard_meta`` table (``key``/``value``; ``schema_version``)
 written when it is created. Opening checks the file BEFORE anything is written: a file that is
@@ -54,11 +49,7 @@ never reaches the network.
 from __future__ import annotations
 
 import json
-import logging
 import math
-import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
@@ -66,6 +57,8 @@ import duckdb
 
 from .. import __version__
 from ..errors import InputError, ScoreError
+# the lock / snapshot part of opening a store
+from .store_lock import DUCKDB_CONFIG, WRITER_CONFIG, _busy, _interrupted_view, _lock_pid, _snapshot
 
 KEY_COLUMNS = ("dataset", "image", "metric", "attack", "attack_preset", "defense", "defense_preset", "mode",
                "seed")
@@ -116,27 +109,9 @@ OPTIONAL_TABLES = ("skipped",)
 META_TABLE = "iqaguard_meta"
 SCHEMA_VERSION = 1
 
-#: DuckDB settings of every connection the store opens: never install or load an extension
-#: behind the user's back (a foreign file, e.g. SQLite, would otherwise trigger a download)
-DUCKDB_CONFIG: Dict[str, Any] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-
-#: settings of a connection that writes: no automatic checkpoint while it is open (the main file
-#: stays as it was and commits only append to the WAL, which readers can snapshot); DuckDB
-#: checkpoints when the last connection closes
-WRITER_CONFIG: Dict[str, Any] = {**DUCKDB_CONFIG, "checkpoint_threshold": "1000 TB",
-                                 "auto_checkpoint_skip_wal_threshold": 2 ** 62, "enable_optimistic_write": False}
-
-#: how the ``runs`` table of a read-only connection shows a run whose process is gone
-RUN_STATUS_SQL = "CASE WHEN status = 'running' THEN 'interrupted' ELSE status END"
-
-_LOCK = re.compile(r"Could not set lock on file .*?Conflicting lock is held in .*?\(PID (\d+)\)", re.S)
-_SNAPSHOT_TRIES = 5
-
 #: ids of the runs of this process that are running now (a second Store on the same file in this
 #: process must not mark them interrupted)
 _LIVE_RUNS: set = set()
-
-log = logging.getLogger(__name__)
 
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of a DuckDB database file
 _FIX = "pass a new path or a store written by `iqaguard bench run`"
@@ -186,60 +161,12 @@ def _connect(path: Path, read_only: bool) -> Tuple["duckdb.DuckDBPyConnection", 
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "not a valid DuckDB database" in first:
             raise _not_a_store(path, "not a DuckDB database") from None
-        lock = _LOCK.search(str(e))
-        if lock is None:
+        pid = _lock_pid(e)
+        if pid is None:
             raise  # a permission problem, a full disk: DuckDB's own message
         if read_only:
-            return _snapshot(path, int(lock.group(1))), "snapshot"
-        raise _busy(path, int(lock.group(1))) from None
-
-
-def _busy(path: Path, pid: int) -> InputError:
-    """The one-line refusal of a second writer (readers share the lock: say which kind holds it)."""
-    try:
-        duckdb.connect(str(path), read_only=True, config=dict(DUCKDB_CONFIG)).close()
-    except duckdb.Error:
-        doing = "written"  # a read-only open fails only against a writer
-    else:
-        doing = "read"
-    return InputError(f"store {path} is being {doing} by another process (PID {pid}): wait for it or pass "
-                      "another --store")
-
-
-def _stamp(path: Path) -> Tuple[int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
-
-
-def _snapshot(path: Path, pid: int) -> "duckdb.DuckDBPyConnection":
-    """A read-only connection to a copy of the store that process ``pid`` is writing.
-
-    The main file is copied first, then the WAL (which only grows while the writer is open, see
-    the module docstring); a copy during which the main file changed (the writer checkpointed
-    or closed) is discarded and taken again, or the store itself is opened once it is free.
-    The copy is deleted as soon as DuckDB has opened it (it keeps its file handles).
-    """
-    log.warning("reading a snapshot: a run (PID %d) is writing this store (%s)", pid, path)
-    wal = path.with_name(path.name + ".wal")
-    for _ in range(_SNAPSHOT_TRIES):
-        tmp = Path(tempfile.mkdtemp(prefix="iqaguard-snapshot-"))
-        try:
-            before = _stamp(path)
-            shutil.copyfile(path, tmp / path.name)
-            if wal.is_file():
-                shutil.copyfile(wal, tmp / wal.name)
-            if _stamp(path) == before:
-                return duckdb.connect(str(tmp / path.name), read_only=True, config=dict(DUCKDB_CONFIG))
-        except FileNotFoundError:
-            pass  # the WAL went away mid-copy: the writer checkpointed
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            return duckdb.connect(str(path), read_only=True, config=dict(DUCKDB_CONFIG))
-        except duckdb.IOException:
-            continue  # still written: copy again
-    raise InputError(f"store {path} changed during each of {_SNAPSHOT_TRIES} copies while process {pid} wrote "
-                     "it: retry, or wait until that run ends")
+            return _snapshot(path, pid), "snapshot"
+        raise _busy(path, pid) from None
 
 
 def _layout(con: "duckdb.DuckDBPyConnection") -> Tuple[Dict[str, Dict[str, str]], str | None]:
@@ -313,13 +240,6 @@ def connect(path: str | Path, read_only: bool = True) -> "duckdb.DuckDBPyConnect
         con.close()
         raise
     return con
-
-
-def _interrupted_view(con: "duckdb.DuckDBPyConnection") -> None:
-    """Shadow ``runs`` by a temporary view that shows ``running`` rows as ``interrupted``
-    (read-only connections only: no writer is alive while they hold their lock)."""
-    catalog = con.execute("SELECT current_database()").fetchone()[0].replace('"', '""')
-    con.execute(f'CREATE TEMP VIEW runs AS SELECT * REPLACE ({RUN_STATUS_SQL} AS status) FROM "{catalog}".main.runs')
 
 
 class Store:
