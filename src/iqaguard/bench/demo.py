@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..registry import DEFENSES
-from .stats import group_scores
+from .stats import MIN_N_CORRELATION, group_scores
 
 NO_DEFENSE = "none"
 _ATTACK_ORDER = {"weak": 0, "medium": 1, "strong": 2}
@@ -42,24 +42,35 @@ def _fmt(v: Optional[float], spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _corr(v: Optional[float], n: int) -> str:
+    """A correlation cell: dimmed with an asterisk when it rests on fewer than MIN_N_CORRELATION images."""
+    return _fmt(v, ".3f") if v is None or n >= MIN_N_CORRELATION else f"[dim]{v:.3f}*[/]"
+
+
 def print_tables(store: Path, console: Console) -> List[Dict]:
-    """Print one table per (defense, preset); rows = metric x mode x attack preset."""
+    """Print one table per (defense, preset); rows = metric x mode x attack preset.
+
+    Correlations from fewer than ``MIN_N_CORRELATION`` images are dimmed and starred, as the
+    report greys them out and never ranks them."""
     groups = group_scores(store)
     by_defense: Dict[Tuple[str, str], List[Dict]] = {}
     for g in groups:
         by_defense.setdefault((g["defense"], g["defense_preset"]), []).append(g)
     keys = sorted(by_defense, key=lambda k: (k[0] != NO_DEFENSE, k[0], k[1]))
     for defense, preset in keys:
-        t = Table(title=preset_label(defense, preset), title_justify="left")
+        rows = sorted(by_defense[(defense, preset)],
+                      key=lambda g: (g["metric"], g["mode"], g["attack"], _ATTACK_ORDER.get(g["attack_preset"], 9)))
+        few = any(g["n"] < MIN_N_CORRELATION for g in rows)
+        t = Table(title=preset_label(defense, preset), title_justify="left",
+                  caption=f"* from fewer than {MIN_N_CORRELATION} images: not meaningful, not ranked" if few else None,
+                  caption_justify="left")
         for c in ("metric", "mode", "attack", "n", "time ms", "SROCC clean", "SROCC adv", "D_score",
                   "D_score(D)", "R_score", "PSNR", "SSIM", "MSE", "L∞·255"):
             t.add_column(c, justify="right" if c not in ("metric", "mode", "attack") else "left")
-        rows = sorted(by_defense[(defense, preset)],
-                      key=lambda g: (g["metric"], g["mode"], g["attack"], _ATTACK_ORDER.get(g["attack_preset"], 9)))
         for g in rows:
             t.add_row(g["metric"], g["mode"], f"{g['attack']}/{g['attack_preset']}", str(g["n"]),
                       _fmt(None if g["time_s"] is None else 1000 * g["time_s"], ".1f"),
-                      _fmt(g["srocc_clean"], ".3f"), _fmt(g["srocc_adv"], ".3f"), _fmt(g["d_score"], ".2f"),
+                      _corr(g["srocc_clean"], g["n"]), _corr(g["srocc_adv"], g["n"]), _fmt(g["d_score"], ".2f"),
                       _fmt(g["d_score_d"], ".2f"), _fmt(g["r_score"], ".3f"), _fmt(g["psnr"], ".2f"),
                       _fmt(g["ssim"], ".4f"), _fmt(g["mse"], ".2e"),
                       _fmt(None if g["linf"] is None else 255 * g["linf"], ".2f"))
