@@ -348,3 +348,49 @@ def test_a_label_upgrade_relabels_in_place_and_keeps_the_images(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*_d*_l*.png") if p != victim} == stamps
     (folder / "cells.npy").unlink()  # labels without their cells are stale too
     assert kadid_builtin.read_labels(folder) is None
+
+
+
+_GENERATE = """
+import sys, torch
+from iqaguard.data import kadid_builtin as kb
+from iqaguard.data.io import save_png
+folder = sys.argv[1]
+save_png(torch.rand(1, 3, 384, 512, generator=torch.Generator().manual_seed(0)), folder + "/toy_ref.png")
+kb._run_tasks([(folder, "toy", 0, d) for d in range(1, 26)], 2, lambda t, r: print("done", flush=True))
+"""
+
+
+def test_ctrl_c_during_generation_stops_the_workers_quietly(tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the whole process group) while builtin-kadid generates:
+    one traceback (the parent's), no worker left, within seconds. (The old pool passed this too:
+    its workers returned the KeyboardInterrupt as a task result; the pool is now stopped by
+    ``iqaguard._pool.stop_pool``, shared with the benchmark executor, which also terminates
+    running tasks instead of waiting for them when the parent gets SIGTERM.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _GENERATE, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "done"  # the pool is running
+        os.killpg(proc.pid, signal.SIGINT)
+        t0 = time.time()
+        _, err = proc.communicate(timeout=30)
+        assert time.time() - t0 < 10
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0 and err.count("Traceback") == 1, err  # the parent's KeyboardInterrupt only
+    assert "SpawnProcess" not in err
+    deadline, leftover = time.time() + 10, True
+    while leftover and time.time() < deadline:  # no process of the group (workers, resource tracker) lingers
+        try:
+            os.killpg(proc.pid, 0)
+            time.sleep(0.2)
+        except ProcessLookupError:
+            leftover = False
+    assert not leftover

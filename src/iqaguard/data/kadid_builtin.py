@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .._pool import ignore_sigint, stop_pool
 from ..errors import DatasetError, InputError
 from ..registry import DATASETS
 from .base import Dataset, Sample
@@ -172,6 +173,7 @@ def generate_type(folder: str, source: str, seed: int, dist_id: int, reuse: bool
 
 
 def _init_worker() -> None:
+    ignore_sigint()  # Ctrl-C goes to the parent, which stops the pool (no traceback per worker)
     torch.set_num_threads(1)
 
 
@@ -234,8 +236,8 @@ def _run_tasks(tasks: List[Task], workers: int, on_done: Callable[[Task, List[Di
         try:
             for f in as_completed(futs):
                 on_done(futs[f], f.result())
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:  # a failure, Ctrl-C or SIGTERM: terminate the workers, keep finished sources
+            stop_pool(pool)
             raise
 
 

@@ -11,7 +11,7 @@ scale poorly across threads and the per-task Python work (JPEG, PNG, fidelity sc
 in parallel too. Rows are identical either way (``tests/test_local_pool.py``).
 
 Process hygiene: :meth:`LocalExecutor.close` terminates the worker processes (SIGTERM, then
-SIGKILL after :data:`STOP_GRACE_S`) instead of letting them finish their current task, so a run
+SIGKILL after :data:`iqaguard._pool.STOP_GRACE_S`) instead of letting them finish their current task, so a run
 stopped by Ctrl-C or SIGTERM leaves no process behind. Workers ignore SIGINT: a Ctrl-C in a
 terminal reaches the whole process group, and the driver alone decides how the run stops.
 """
@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
+from ..._pool import ignore_sigint, stop_pool
 from ...errors import InputError
 from . import TaskError
 
-#: seconds a terminated worker gets to exit before it is killed
-STOP_GRACE_S = 5.0
 
 
 class LocalExecutor:
@@ -77,7 +75,7 @@ class LocalExecutor:
     def _parallel(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Tuple[Any, Any]]:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_ignore_sigint)
+                                             initializer=ignore_sigint)
         pending: Dict[Future, Any] = {}
         source = iter(tasks)
         try:
@@ -104,21 +102,12 @@ class LocalExecutor:
         """Stop the worker processes now (a no-op in-process); a later :meth:`map` starts new ones.
 
         Queued tasks are cancelled and running ones abandoned (the driver never committed them):
-        each worker gets SIGTERM, and SIGKILL if it is still alive after :data:`STOP_GRACE_S`.
+        each worker gets SIGTERM, and SIGKILL if it is still alive after :data:`iqaguard._pool.STOP_GRACE_S`.
         """
         if self._pool is None:
             return
         pool, self._pool = self._pool, None
-        procs = list((pool._processes or {}).values())  # ProcessPoolExecutor has no public handle before 3.14
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-        for proc in procs:
-            proc.join(STOP_GRACE_S)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        stop_pool(pool)
 
 
 def default_workers(num_threads: int) -> int:
@@ -128,11 +117,6 @@ def default_workers(num_threads: int) -> int:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(1, cores // max(1, num_threads))
-
-
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the driver, which cancels the queue and keeps every committed task."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _describe(task: Any) -> str:
