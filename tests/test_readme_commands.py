@@ -78,7 +78,8 @@ def test_readme_commands_are_found_and_installs_and_demo_left_out():
     assert not any(re.search(r"\bphoto\.png|my_spec\.yaml|distorted\.png", c) for _, c in cmds)
 
 
-@pytest.mark.slow  # about 20 processes of 3 s start-up each plus the work: 2-4 min on 2 busy cores
+# about 20 processes of ~2 s start-up each plus the work: 48 s on 2 idle cores; in the default suite so
+# CI proves the README on every change
 def test_every_readme_command_runs_as_pasted():
     """Before: `iqaguard list metrics|attacks|...` (a shell pipe), `score photo.png`, `bench run
     my_spec.yaml` and the Python example's `load_image("photo.png")` failed in a fresh clone."""
