@@ -68,6 +68,9 @@ class Identity(Attack):
 
     presets = {"weak": {}, "medium": {}, "strong": {}}
 
+    def __init__(self) -> None:
+        pass
+
     def run(self, metric, x, ref, generator):
         return x
 

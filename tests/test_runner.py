@@ -94,7 +94,9 @@ class ToyStep(Attack):
 
     restriction = "linf"
     presets = {"zero": {"eps": 0.0}, "weak": {"eps": 2 / 255}, "strong": {"eps": 8 / 255}}
-    defaults = {"eps": 2 / 255, "delay": 0.0}
+
+    def __init__(self, eps: float = 2 / 255, delay: float = 0.0) -> None:
+        pass  # the shared mechanism sets self.eps / self.delay
 
     def run(self, metric, x, ref, generator):
         log = os.environ.get("TOY_ATTACK_LOG")

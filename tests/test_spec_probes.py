@@ -81,5 +81,8 @@ def test_kwargs_checked_against_the_factory_signature():
         Spec.model_validate(TOYS.toy_spec(datasets=["toy", {"name": "builtin-kadid", "kwargs": {"zzz": 1}}]))
     # valid kwargs pass; factories taking **kwargs accept any key
     Spec.model_validate(TOYS.toy_spec(datasets=[{"name": "builtin-kadid", "kwargs": {"split": "test"}}]))
-    Spec.model_validate(TOYS.toy_spec(attacks=[{"name": "ifgsm", "kwargs": {"anything": 1}}],
-                                      defenses=[{"name": "jpeg", "kwargs": {"whatever": 2}}]))
+    Spec.model_validate(TOYS.toy_spec(defenses=[{"name": "jpeg", "kwargs": {"whatever": 2}}]))
+    # attacks have typed signatures (the shared parameter mechanism): an unknown key is caught at load
+    with pytest.raises(SpecError, match=r"attacks\[0\]\.kwargs: unknown key 'anything' for attack 'ifgsm'; "
+                                        r"allowed: eps, steps, alpha"):
+        Spec.model_validate(TOYS.toy_spec(attacks=[{"name": "ifgsm", "kwargs": {"anything": 1}}]))

@@ -1,11 +1,24 @@
-"""Adversarial attacks on IQA metrics (one module per attack, registered by name)."""
+"""Adversarial attacks on IQA metrics (one module per attack, registered by name).
+
+Every module of this package is imported when the package is, so a new attack is one module
+(with ``@ATTACKS.register("name")``) plus its tests: nothing else to edit.
+"""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any, List
 
 from ..registry import ATTACKS
-from .base import PRESET_NAMES, Attack
-from . import ifgsm  # noqa: F401  (registration side effects)
+from .base import Attack
+from .budgets import PRESET_BUDGETS, PRESET_NAMES, Restriction
+from .gradient import GradientAttack
+from .query import QueryAttack, QueryOracle
+from .universal import UniversalAttack
+
+for _m in pkgutil.iter_modules(__path__):
+    if not _m.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_m.name}")
 
 
 def create(name: str, **kwargs: Any) -> Attack:
@@ -17,4 +30,5 @@ def names() -> List[str]:
     return ATTACKS.names()
 
 
-__all__ = ["Attack", "PRESET_NAMES", "create", "names"]
+__all__ = ["Attack", "GradientAttack", "PRESET_BUDGETS", "PRESET_NAMES", "QueryAttack", "QueryOracle",
+           "Restriction", "UniversalAttack", "create", "names"]

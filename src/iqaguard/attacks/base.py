@@ -1,107 +1,109 @@
-"""Attack base class (DESIGN.md §Attack).
+"""Attack base class and its one parameter mechanism (DESIGN.md §Attack).
 
 Attacks always *improve* predicted quality: they maximise ``sign * f(x') / diam(f)``, the
 normalised objective of Guardians of Image Quality §3.1 (``L(f(x')) = f(x') / diam(f)``).
+
+Parameters are the typed keyword arguments of each attack's ``__init__`` (what ``help()`` and an
+IDE show). :class:`Attack` wraps every subclass's ``__init__`` once, when the class is defined, so
+that all attacks share the same mechanics without repeating them:
+
+* ``preset="medium"`` fills the parameters the class's ``presets`` table names, under any value
+  passed explicitly (``PGD(preset="medium", steps=20)``);
+* an unknown parameter or preset is one :class:`~iqaguard.errors.InputError` line listing the
+  allowed ones (the benchmark spec checks kwargs against the same signature);
+* every parameter is set as an attribute before the subclass's ``__init__`` body runs (which then
+  only validates), and the resolved values are kept in ``params`` (stored with benchmark rows).
+
+The three families (:mod:`.gradient`, :mod:`.query`, :mod:`.universal`) build on it.
 """
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Any, ClassVar, Dict, Optional, Tuple
+import functools
+import inspect
+from typing import Any, ClassVar, Dict, Optional
 
 import torch
 
 from ..errors import InputError
 from ..metrics.base import Metric, frozen
 from ..validation import check_image, check_pair
-
-PRESET_NAMES = ("weak", "medium", "strong")
-
-#: the largest plausible L∞ budget on the [0, 1] image scale: 64/255 (~0.251); Guardians of Image Quality uses
-#: 2/255, 4/255 and 8/255, so anything above is almost surely a value on the 0..255 scale
-MAX_LINF_EPS = 64 / 255
+from .budgets import MAX_LINF_EPS, PRESET_NAMES, Restriction, check_budget, linf_box  # noqa: F401  (re-exported)
 
 
-def check_budget(name: str, value: Any, upper: float, upper_text: str, alt: str = "") -> float:
-    """``value`` as a float if ``0 < value <= upper`` (a budget on the [0, 1] image scale).
+def _wrap_init(cls: type, init: Any) -> None:
+    """Give ``cls`` an ``__init__`` that runs ``init`` with the shared ``preset=`` / unknown-argument
+    / ``params`` handling (``init``: the class's own ``__init__`` or the one it inherits, unwrapped)."""
+    sig = inspect.signature(init)
+    names = [p.name for p in list(sig.parameters.values())[1:] if p.kind is not p.VAR_KEYWORD]
 
-    Otherwise an :class:`InputError` with a one-line message naming ``name``, the value, the
-    plausible range (``upper_text`` spells ``upper``; ``alt`` adds other accepted values) and
-    the likely intent: a value in ``[1, 255]`` was most probably meant on the 0..255 scale, so
-    ``value/255`` is suggested when that is plausible.
-    """
-    rng = f"expected 0 < {name} <= {upper_text} on the [0, 1] image scale{alt}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InputError(f"{name}: {rng} (e.g. {name}=4/255), got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise InputError(f"{name}={v!r} is not finite: {rng} (e.g. {name}=4/255)")
-    if v <= 0:
-        raise InputError(f"{name}={value!r} is not positive: {rng} (e.g. {name}=4/255)")
-    if v > upper:
-        if 1 <= v <= 255 and v / 255 <= upper:
-            raise InputError(f"{name}={value!r} is on the 0..255 scale? pass {name}={value!r}/255 "
-                             f"(={v / 255:.4g}); {rng}")
-        if 1 <= v <= 255:
-            raise InputError(f"{name}={value!r} is on the 0..255 scale? even {name}={value!r}/255 "
-                             f"(={v / 255:.4g}) is too large; {rng} (e.g. {name}=8/255)")
-        what = f"(={v * 255:.4g}/255) " if v < 1 else ""
-        raise InputError(f"{name}={value!r} {what}is outside the plausible range: {rng} (e.g. {name}=4/255)")
-    return v
+    @functools.wraps(init)
+    def __init__(self, *args: Any, preset: Optional[str] = None, **kwargs: Any) -> None:
+        if type(self) is not cls:  # a subclass's __init__ calling super().__init__(...): plain call
+            init(self, *args, **kwargs)
+            return
+        values: Dict[str, Any] = {}
+        if preset is not None:
+            if preset not in cls.presets:
+                raise InputError(f"preset: unknown preset {preset!r} for attack {cls.__name__}; "
+                                 f"allowed: {', '.join(cls.presets) or '(none)'}")
+            values.update(cls.presets[preset])
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            raise InputError(f"unknown argument(s) {unknown} for attack {cls.__name__}; allowed: {names}")
+        try:
+            explicit = sig.bind_partial(self, *args, **kwargs).arguments
+        except TypeError as e:
+            raise InputError(f"attack {cls.__name__}: {e}; its arguments: {names}") from None
+        explicit.pop(next(iter(sig.parameters)), None)
+        values.update(explicit)
+        bound = sig.bind(self, **values)
+        bound.apply_defaults()
+        params = {k: v for k, v in bound.arguments.items() if k in names}
+        self.preset, self.params = preset, params
+        for k, v in params.items():
+            setattr(self, k, v)
+        init(self, **values)
 
-
-def linf_box(x: torch.Tensor, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel bounds ``(lo, hi)`` of the L∞ ball of radius ``eps`` around ``x``, within [0, 1].
-
-    ``x + eps`` rounds in float arithmetic, so ``hi - x`` can exceed ``eps`` by an ulp. Each bound that does is moved towards ``x`` by its excess (at least
-    one float), until ``hi - x <= eps`` and ``x - lo <= eps`` hold as computed in ``x``'s dtype
-    (compared with ``eps`` in double precision), not just in exact arithmetic.
-    """
-    lo, hi = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)
-    for _ in range(64):  # one or two rounds in practice: every round removes the whole excess
-        over_hi, over_lo = (hi - x).double() - eps, (x - lo).double() - eps
-        if not bool((over_hi > 0).any() or (over_lo > 0).any()):
-            return lo, hi
-        hi = torch.where(over_hi > 0, torch.minimum(torch.nextafter(hi, x), (hi.double() - over_hi).to(x.dtype)), hi)
-        lo = torch.where(over_lo > 0, torch.maximum(torch.nextafter(lo, x), (lo.double() + over_lo).to(x.dtype)), lo)
-    raise RuntimeError(f"linf_box: could not fit the bounds within eps={eps!r} in {x.dtype}")
+    params = list(sig.parameters.values())
+    shown = params[1:] + [inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                            annotation=Optional[str])]
+    # keyword-only after the positional ones, as Python requires
+    shown = [p for p in shown if p.kind is not p.KEYWORD_ONLY] + [p for p in shown if p.kind is p.KEYWORD_ONLY]
+    __init__.__signature__ = sig.replace(parameters=[params[0]] + shown)  # type: ignore[attr-defined]
+    cls.__init__ = __init__  # type: ignore[assignment]
+    cls.__signature__ = sig.replace(parameters=shown)  # what inspect.signature(cls) and the spec see
 
 
 class Attack:
-    """Base attack: ``a(metric, x, ref=None) -> x_adv`` (``[B, 3, H, W]`` in [0, 1]).
+    """Base attack: ``a(metric, x, ref=None, generator=None) -> x_adv`` (``[B, 3, H, W]`` in [0, 1]).
 
-    Subclasses define ``restriction``, ``presets`` (``weak``/``medium``/``strong`` -> kwargs),
-    ``defaults`` and :meth:`run`.
+    Subclasses declare ``restriction`` (a :class:`~.budgets.Restriction`), ``varied`` (the single
+    strength parameter the presets vary, Guardians of Image Quality Table 7), ``presets``
+    (``weak``/``medium``/``strong`` -> parameter values), a typed ``__init__`` whose body only
+    validates, and :meth:`run`.
     """
 
-    restriction: ClassVar[str] = "linf"
+    restriction: ClassVar[Restriction] = Restriction.LINF
+    varied: ClassVar[str] = "eps"
     presets: ClassVar[Dict[str, Dict[str, Any]]] = {}
-    defaults: ClassVar[Dict[str, Any]] = {}
+    preset: Optional[str] = None
+    params: Dict[str, Any] = {}
 
-    def __init__(self, preset: Optional[str] = None, **kwargs: Any) -> None:
-        params = dict(self.defaults)
-        if preset is not None:
-            if preset not in self.presets:
-                raise InputError(
-                    f"preset: unknown preset {preset!r} for attack {type(self).__name__}; "
-                    f"allowed: {', '.join(self.presets)}"
-                )
-            params.update(self.presets[preset])
-        unknown = set(kwargs) - set(self.defaults)
-        if unknown:
-            raise InputError(
-                f"unknown argument(s) {sorted(unknown)} for attack {type(self).__name__}; "
-                f"allowed: {sorted(self.defaults)}"
-            )
-        params.update(kwargs)
-        self.preset = preset
-        self.params = params
-        for k, v in params.items():
-            setattr(self, k, v)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__init__")
+        init = own if own is not None else getattr(cls.__init__, "__wrapped__", None)
+        if init is not None:
+            _wrap_init(cls, init)
+        for name, values in cls.presets.items():
+            init = inspect.signature(cls.__init__)
+            bad = sorted(set(values) - set(init.parameters))
+            if bad:
+                raise TypeError(f"{cls.__name__}.presets[{name!r}] names unknown parameters {bad}")
 
     def __call__(self, metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor] = None,
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Attack ``metric`` on ``x`` (and ``ref`` for FR metrics); returns ``x_adv``."""
+        """Attack ``metric`` on ``x`` (and ``ref`` for FR metrics); returns ``x_adv`` in [0, 1]."""
         if not isinstance(metric, Metric):
             raise InputError(f"metric: expected an iqaguard Metric, got {type(metric).__name__}")
         if metric.kind == "fr":
@@ -118,7 +120,8 @@ class Attack:
 
     def run(self, metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor],
             generator: Optional[torch.Generator]) -> torch.Tensor:
-        raise NotImplementedError  # abstractmethod: every registered attack overrides it
+        """The attack proper, on validated, detached inputs (every registered attack overrides it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement run()")
 
     @staticmethod
     def objective(metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,41 @@
+"""The white-box family: attacks that follow the gradient of the objective.
+
+:meth:`GradientAttack.gradient` is the one place the package differentiates the attack objective
+``sign * f(x') / diam(f)`` (Guardians of Image Quality §3.1) with respect to the image: the
+"metric is not differentiable" error lives here, and ``create_graph=True`` keeps the graph for
+callers that differentiate the gradient again (gradient-norm regularised training).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from ..errors import InputError
+from ..metrics.base import Metric
+from .base import Attack
+
+
+class GradientAttack(Attack):
+    """Base of the gradient attacks (I-FGSM, PGD, APGD, ...): :meth:`gradient` plus :meth:`run`."""
+
+    def gradient(self, metric: Metric, x_adv: torch.Tensor, ref: Optional[torch.Tensor],
+                 create_graph: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(objective [B], d objective / d x_adv [B, 3, H, W])`` at ``x_adv``.
+
+        Each image's objective depends on its own pixels only, so the gradient of the sum is the
+        per-image gradient. The objective is returned detached unless ``create_graph``.
+
+        Raises:
+            InputError: the metric's score does not depend differentiably on the image.
+        """
+        leaf = x_adv if x_adv.requires_grad else x_adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            obj = self.objective(metric, leaf, ref)
+            if not obj.requires_grad:
+                raise InputError(
+                    f"metric: {metric.name!r} is not differentiable with respect to x; use a differentiable "
+                    "metric, a query (black-box) attack, or wrap non-differentiable preprocessing with "
+                    "iqaguard.defend()")
+            (grad,) = torch.autograd.grad(obj.sum(), leaf, create_graph=create_graph)
+        return (obj if create_graph else obj.detach()), grad
