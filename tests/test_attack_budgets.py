@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from iqaguard import attacks
-from iqaguard.attacks.base import MAX_LINF_EPS
+from iqaguard.attacks.budgets import MAX_LINF_EPS
 from iqaguard.attacks.ifgsm import IFGSM
 from iqaguard.bench.spec import Spec, load_plugins
 from iqaguard.bench.tasks import AttackTask, Selection, expand

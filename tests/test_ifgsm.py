@@ -110,7 +110,7 @@ def test_nonlinear_metric_stays_in_budget_and_improves(eps, steps, alpha):
 
 
 def test_budget_holds_in_float_arithmetic_not_only_in_exact_arithmetic():
-    from iqaguard.attacks.base import linf_box
+    from iqaguard.attacks.budgets import linf_box
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 64, 64, generator=g)

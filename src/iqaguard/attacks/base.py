@@ -27,7 +27,7 @@ import torch
 from ..errors import InputError
 from ..metrics.base import Metric, frozen
 from ..validation import check_image, check_pair
-from .budgets import MAX_LINF_EPS, PRESET_NAMES, Restriction, check_budget, linf_box  # noqa: F401  (re-exported)
+from .budgets import Restriction
 
 
 def _wrap_init(cls: type, init: Any) -> None:
