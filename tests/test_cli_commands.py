@@ -317,3 +317,42 @@ def test_user_text_is_printed_without_markup(tmp_path, monkeypatch):
     hint = 'pyiqa:dbcnn needs the optional extra: pip install "iqaguard[pyiqa]" [/bold]'
     bench_cli.print_error(hint)
     assert probe.file.getvalue() == f"error: {hint}\n"  # one line, brackets intact, not wrapped at 40
+
+
+# ---- iqaguard attack (before: no such command) ----
+def test_attack_writes_the_png_raises_the_score_and_keeps_the_budget(tmp_path):
+    src = save_png(load_image("src/iqaguard/data/photos/kitten.jpg")[..., :64, :64], tmp_path / "x.png")
+    out = runner.invoke(app, ["attack", str(src), "--metric", "builtin-nr", "--attack", "ifgsm", "--preset", "weak",
+                              "--out", str(tmp_path / "adv.png")])
+    assert out.exit_code == 0, out.stderr
+    x, adv = load_image(src), load_image(tmp_path / "adv.png")
+    assert round(float((adv - x).abs().max()) * 255) <= 2  # 8-bit PNG, eps 2/255
+    m = iqaguard.metrics.create("builtin-nr")
+    with torch.no_grad():
+        before, after = float(m(x)[0]), float(m(adv)[0])
+    assert after > before
+    shown = re.search(r"clean ([-\d.]+) -> attacked ([-\d.]+)", out.stdout)
+    assert shown and float(shown.group(1)) == pytest.approx(before, abs=1e-4)
+    assert float(shown.group(2)) == pytest.approx(after, abs=1e-4)  # the printed score is the saved image's
+    assert "eps=2/255" in out.stdout and "L-inf 2.00/255" in out.stdout
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--metric", "ssim"], "metric 'ssim' is full-reference: pass --ref"),
+    (["--attack", "nope"], "unknown attack 'nope'"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--out", "adv.jpg"], "--out: expected a .png file"),
+])
+def test_attack_errors_are_one_line(tmp_path, args, text):
+    src = _img(tmp_path / "x.png")
+    base = ["attack", str(src), "--out", str(tmp_path / "adv.png")]
+    out = runner.invoke(app, base + args)
+    assert out.exit_code == 2 and text in out.stderr and "Traceback" not in out.stderr + out.stdout
+    assert not (tmp_path / "adv.png").exists()
+
+
+def test_list_attacks_shows_family_restriction_and_varied_parameter():
+    out = runner.invoke(app, ["list", "attacks"])
+    assert out.exit_code == 0
+    row = next(ln for ln in out.stdout.splitlines() if ln.strip("│ ").startswith("ifgsm"))
+    assert "gradient (white-box)" in row and "linf" in row and "eps" in row

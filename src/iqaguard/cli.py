@@ -236,6 +236,49 @@ def defend(image: Path = typer.Argument(..., help="input image file"),
         say(f"wrote {out} ({what}): PSNR {float(fid['psnr'][0]):.2f} dB, SSIM {float(fid['ssim'][0]):.4f} to {image}")
 
 
+@app.command()
+def attack(image: Path = typer.Argument(..., help="input image file"),
+           metric: str = typer.Option("builtin-nr", "--metric", "-m", help="metric to attack (iqaguard list metrics)"),
+           attack_name: str = typer.Option("ifgsm", "--attack", "-a", help="attack (iqaguard list attacks)"),
+           preset: str = typer.Option("medium", "--preset", "-p", help="weak | medium | strong"),
+           ref: Optional[Path] = typer.Option(None, "--ref", help="reference image (full-reference metrics)"),
+           out: Path = typer.Option(..., "--out", "-o", help="output file, an 8-bit PNG (.png)"),
+           seed: int = typer.Option(0, "--seed", min=0, help="seed of a randomized attack"),
+           device: str = typer.Option("cpu", help="cpu | cuda | auto")) -> None:
+    """Attack METRIC on IMAGE (raise its predicted quality), write x' as an 8-bit PNG, print scores and fidelity."""
+    import torch
+
+    from . import attacks, metrics, scores
+    from .attacks.universal import UniversalAttack
+    from .bench.executors.worker import quantise
+    from .data.io import save_png
+    from .validation import resolve_device
+
+    try:
+        if out.suffix.lower() != ".png":
+            raise IqaguardError(f"--out: expected a .png file (the attacked image is written as an 8-bit PNG), got {out}")
+        m = metrics.create(metric).to(resolve_device(device))
+        if m.kind == "fr" and ref is None:
+            raise IqaguardError(f"metric {metric!r} is full-reference: pass --ref REFERENCE_IMAGE")
+        a = attacks.create(attack_name, preset=preset)
+        if isinstance(a, UniversalAttack):
+            raise IqaguardError(f"--attack: {attack_name!r} is universal: it is fitted on a set of images "
+                                "(Python: attacks.create(...).fit(metric, images)) or in a benchmark run")
+        x = _load(image).to(m.device)
+        r = _load(ref).to(m.device) if ref is not None else None
+        adv = quantise(a(m, x, r, generator=torch.Generator().manual_seed(seed)))  # the 8-bit values saved
+        with torch.no_grad():
+            before, after = float(m(x, r)[0]), float(m(adv, r)[0])
+        fid = scores.fidelity(adv.cpu(), x.cpu())
+        save_png(adv, out)
+    except IqaguardError as e:
+        fail(e)
+    better = "lower" if m.lower_better else "higher"
+    say(f"wrote {out} ({attack_name} {preset}: {kwargs_text(a.params, per_255=a.restriction == 'linf')})")
+    say(f"{metric} ({better} is better): clean {before:.4f} -> attacked {after:.4f}; PSNR {float(fid['psnr'][0]):.2f} dB, "
+        f"SSIM {float(fid['ssim'][0]):.4f}, L-inf {255 * float(fid['linf'][0]):.2f}/255 to {image}")
+
+
 # ---- iqaguard demo -----------------------------------------------------------------------------------------
 
 @app.command()

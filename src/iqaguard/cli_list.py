@@ -98,14 +98,25 @@ def _metric_rows() -> Tuple[Sequence[str], List[List[str]]]:
     return ("metric", "type", "direction", "bounds (worst, best)", "min size", "notes"), rows
 
 
+def _family(factory: Any) -> str:
+    from .attacks import GradientAttack, QueryAttack, UniversalAttack
+
+    for base, text in ((UniversalAttack, "universal"), (QueryAttack, "query (black-box)"),
+                       (GradientAttack, "gradient (white-box)")):
+        if isinstance(factory, type) and issubclass(factory, base):
+            return text
+    return "other"
+
+
 def _attack_rows() -> Tuple[Sequence[str], List[List[str]]]:
     rows = []
     for name, factory in _entries("attacks"):
-        norm = getattr(factory, "restriction", "?")
+        norm = str(getattr(factory, "restriction", "?"))
         presets = getattr(factory, "presets", {}) or {}
         text = "\n".join(f"{p}: {kwargs_text(kw, per_255=norm == 'linf')}" for p, kw in presets.items())
-        rows.append([name, str(norm), text or "(none)", _summary(factory)])
-    return ("attack", "norm", "presets (budgets)", "notes"), rows
+        rows.append([name, _family(factory), norm, str(getattr(factory, "varied", "?")), text or "(none)",
+                     _summary(factory)])
+    return ("attack", "family", "restriction", "varied", "presets (budgets)", "notes"), rows
 
 
 def _defense_family(factory: Any) -> str:
