@@ -165,7 +165,8 @@ def _kwarg_names(reg: Registry, name: str) -> Optional[List[str]]:
         params = params[1:]
     if any(q.kind is q.VAR_KEYWORD for q in params):
         return None
-    return [q.name for q in params if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)]
+    # ``preset`` is the spec's own ``presets:`` key, never a kwarg
+    return [q.name for q in params if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY) and q.name != "preset"]
 
 
 class MetricEntry(_Entry):

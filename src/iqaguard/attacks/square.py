@@ -1,0 +1,88 @@
+"""Square attack: query-efficient random search over square-shaped L∞ perturbations.
+
+Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient black-box adversarial
+attack via random search", ECCV 2020, used on IQA metrics by Guardians of Image Quality (Table 7:
+restriction L∞, varied parameter ε). The perturbation starts as vertical stripes of ±ε (one random
+sign per column and channel); each iteration proposes to set a random square window to a new
+random vertex ±ε of the L∞ ball (one sign per channel), and each image keeps its proposal only if
+it raises that image's objective ``sign · f(x') / diam(f)``. The window covers a fraction ``p`` of
+the image that halves on the paper's iteration checkpoints (rescaled to ``max_queries``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ..errors import InputError
+from ..registry import ATTACKS
+from . import _search as S
+from .budgets import MAX_LINF_EPS, PRESET_BUDGETS, Restriction, check_budget, check_count, linf_box, project_linf
+from .query import QueryAttack, QueryOracle
+
+_LINF = PRESET_BUDGETS[Restriction.LINF]
+
+
+@ATTACKS.register("square")
+class Square(QueryAttack):
+    """Square attack (Andriushchenko et al. 2020), L∞, raising the predicted quality.
+
+    Distance measure: L∞. Varied parameter (the presets): ``eps``, the budgets of Guardians of
+    Image Quality appendix A.3.4: ``weak`` ε = 2/255, ``medium`` 4/255, ``strong`` 8/255, each
+    with 1,000 queries per image.
+
+    Args:
+        eps: L∞ budget on the [0, 1] scale, ``0 < eps <= 64/255`` (default 4/255).
+        max_queries: queries per image, >= 1 (default 1000): one for the stripe initialisation,
+            one per iteration after it; the whole budget is used.
+        p_init: initial fraction of the image a square covers, ``0 < p_init <= 1`` (default
+            0.05, the paper's L∞ value); the side is ``round(sqrt(p * H * W))``, at least 1.
+
+    Shapes: ``x`` ``[B, 3, H, W]`` in [0, 1] -> ``x_adv`` of the same shape; ``attack.queries``
+    ``[B]`` holds the queries each image used.
+
+    Example:
+        >>> x_adv = Square(preset="medium")(metric, x)   # ||x_adv - x||_inf <= 4/255
+    """
+
+    restriction = Restriction.LINF
+    varied = "eps"
+    presets = {name: {"eps": eps, "max_queries": 1000} for name, eps in _LINF.items()}
+
+    def __init__(self, eps: float = 4 / 255, max_queries: int = 1000, p_init: float = 0.05) -> None:
+        check_budget("eps", eps, MAX_LINF_EPS, "0.251 (64/255)")
+        check_count("max_queries", max_queries)
+        if isinstance(p_init, bool) or not isinstance(p_init, (int, float)) or not 0 < p_init <= 1:
+            raise InputError(f"p_init: expected a fraction 0 < p_init <= 1 of the image, got {p_init!r}")
+
+    def search(self, oracle: QueryOracle, x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """Random search from the stripe initialisation; one oracle call per iteration.
+
+        Returns:
+            ``[B, 3, H, W]`` with ``||x_adv - x||_inf <= eps`` (as computed) and values in [0, 1].
+        """
+        gen, dev = S.seeded(generator), x.device
+        b, c, h, w = x.shape
+        lo, hi = linf_box(x, float(self.eps))
+        # the perturbation is kept as a sign per pixel and channel: x_adv = hi where +1, lo where -1
+        signs = S.random_signs((b, c, 1, w), gen, dev).expand(b, c, h, w).clone()
+        best = torch.where(signs > 0, hi, lo)
+        best_f = oracle(best)
+        n_iters = self.max_queries - 1
+        for it in range(n_iters):
+            p = S.square_fraction(float(self.p_init), it, n_iters)
+            side = int(min(max(round(math.sqrt(p * h * w)), 1), h, w))
+            rows = S.randint(h - side + 1, (b,), gen, dev)
+            cols = S.randint(w - side + 1, (b,), gen, dev)
+            mask = S.window_mask(rows, cols, side, h, w)
+            new = S.random_signs((b, c, 1, 1), gen, dev)
+            cand_signs = torch.where(mask, new.expand(b, c, h, w), signs)
+            cand = project_linf(torch.where(cand_signs > 0, hi, lo), (lo, hi))
+            f = oracle(cand)
+            better = f > best_f
+            keep = better.view(b, 1, 1, 1)
+            signs = torch.where(keep, cand_signs, signs)
+            best = torch.where(keep, cand, best)
+            best_f = torch.where(better, f, best_f)
+        return best
