@@ -18,7 +18,7 @@ import torch
 from ..errors import InputError
 from ..registry import ATTACKS
 from . import _search as S
-from .budgets import MAX_LINF_EPS, PRESET_BUDGETS, Restriction, check_budget, check_count, linf_box, project_linf
+from .budgets import MAX_LINF_EPS, PRESET_BUDGETS, Restriction, check_budget, check_count, linf_box
 from .query import QueryAttack, QueryOracle
 
 _LINF = PRESET_BUDGETS[Restriction.LINF]
@@ -78,7 +78,7 @@ class Square(QueryAttack):
             mask = S.window_mask(rows, cols, side, h, w)
             new = S.random_signs((b, c, 1, 1), gen, dev)
             cand_signs = torch.where(mask, new.expand(b, c, h, w), signs)
-            cand = project_linf(torch.where(cand_signs > 0, hi, lo), (lo, hi))
+            cand = torch.where(cand_signs > 0, hi, lo)
             f = oracle(cand)
             better = f > best_f
             keep = better.view(b, 1, 1, 1)
