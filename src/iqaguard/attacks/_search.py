@@ -11,16 +11,13 @@ from typing import Generator, List, Optional, Sequence
 
 import torch
 
+from .base import seeded  # noqa: F401  (the query attacks call it as S.seeded)
+
 from .query import QueryOracle
 
 #: iteration checkpoints (out of 10,000) at which the Square attack halves its square size
 #: (Andriushchenko et al. 2020, §3.1 / appendix: p is halved at i in {10, 50, ..., 8000})
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
-
-
-def seeded(generator: Optional[torch.Generator]) -> torch.Generator:
-    """``generator``, or a fresh CPU generator seeded with 0 (the deterministic default)."""
-    return generator if generator is not None else torch.Generator().manual_seed(0)
 
 
 def rand(shape: Sequence[int], gen: torch.Generator, device: torch.device) -> torch.Tensor:

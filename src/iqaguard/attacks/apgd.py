@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -29,7 +29,9 @@ from ..metrics.base import Metric
 from ..registry import ATTACKS
 from .budgets import PRESET_BUDGETS, Restriction, check_count
 from .gradient import GradientAttack
-from .pgd import Ball, check_norm_eps, default_generator, keep_best
+from .base import seeded
+from .budgets import Ball, check_norm_eps
+from .gradient import keep_best
 
 _LINF = PRESET_BUDGETS[Restriction.LINF]
 
@@ -122,7 +124,7 @@ class APGD(GradientAttack):
         Returns:
             ``[B, 3, H, W]`` within the budget of ``restriction`` around ``x``, in [0, 1].
         """
-        gen, ball = default_generator(generator), Ball(x, float(self.eps), self.restriction)
+        gen, ball = seeded(generator), Ball(x, float(self.eps), self.restriction)
         best_x = best_obj = None
         for _ in range(self.restarts):
             start = ball.random_point(gen) if self.random_start else x.clone()
@@ -130,7 +132,8 @@ class APGD(GradientAttack):
             best_x, best_obj = keep_best(best_x, best_obj, run_x, run_obj)
         return best_x
 
-    def _ascend(self, metric: Metric, x_k: torch.Tensor, ref: Optional[torch.Tensor], ball: Ball):
+    def _ascend(self, metric: Metric, x_k: torch.Tensor, ref: Optional[torch.Tensor],
+                ball: Ball) -> Tuple[torch.Tensor, torch.Tensor]:
         """One run of Algorithm 1 from ``x_k``: ``(best iterate [B, 3, H, W], its objective [B])``."""
         b, view = x_k.shape[0], (-1,) + (1,) * (x_k.dim() - 1)
         obj_k, grad_k = self.gradient(metric, x_k, ref)

@@ -74,6 +74,11 @@ def _wrap_init(cls: type, init: Any) -> None:
     cls.__signature__ = sig.replace(parameters=shown)  # what inspect.signature(cls) and the spec see
 
 
+def seeded(generator: Optional[torch.Generator]) -> torch.Generator:
+    """``generator``, or a fresh CPU generator seeded with 0: every attack is deterministic by default."""
+    return generator if generator is not None else torch.Generator().manual_seed(0)
+
+
 class Attack:
     """Base attack: ``a(metric, x, ref=None, generator=None) -> x_adv`` (``[B, 3, H, W]`` in [0, 1]).
 

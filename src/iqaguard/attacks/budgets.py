@@ -115,12 +115,25 @@ def project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor
     """Project onto the L2 ball of radius ``eps`` around ``x`` (per image), then clip to [0, 1].
 
     Clipping after the ball projection keeps the image in the ball: ``x`` is in [0, 1], so moving a
-    coordinate into [0, 1] never moves it away from ``x``.
+    coordinate into [0, 1] never moves it away from ``x``. Rounding ``x + d`` to float can still
+    overshoot ``eps`` by ~1e-8, so those images are aimed a little inside the ball (1e-7 below
+    ``eps``, doubling each round) until the budget holds as :func:`measure` computes it.
     """
+    def per_image(v: torch.Tensor) -> torch.Tensor:
+        return v.view(-1, *([1] * (x.dim() - 1)))
+
     d = x_adv - x
-    norm = d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (d.dim() - 1)))
-    d = d * torch.clamp(eps / norm, max=1.0)
-    return (x + d).clamp(0.0, 1.0)
+    d = d * torch.clamp(eps / per_image(d.flatten(1).norm(dim=1).clamp_min(1e-12)), max=1.0)
+    out = (x + d).clamp(0.0, 1.0)
+    for r in range(64):
+        m = measure(Restriction.L2, out, x)
+        over = m > eps
+        if not bool(over.any()):
+            return out
+        shrink = torch.where(over, max(eps - 1e-7 * 2.0 ** r, 0.0) / m.clamp_min(1e-300), torch.ones_like(m))
+        fixed = (x + (out - x) * per_image(shrink).to(out.dtype)).clamp(0.0, 1.0)
+        out = torch.where(per_image(over), fixed, out)
+    raise RuntimeError(f"project_l2: could not fit the L2 budget eps={eps!r} in {out.dtype}")
 
 
 def measure(restriction: Restriction | str, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -153,3 +166,63 @@ def within(restriction: Restriction | str, x_adv: torch.Tensor, x: torch.Tensor,
     if r.upper_is_stronger:
         return m <= budget * (1 + rtol)
     return m >= budget * (1 - rtol)
+
+
+#: the largest plausible L2 budget (norm of the whole perturbation on the [0, 1] scale): 10.0, the
+#: L2 norm of a 4/255 perturbation on every value of a ~512x384 RGB image
+MAX_L2_EPS = 10.0
+
+
+def check_norm_eps(norm: Any, eps: Any) -> Restriction:
+    """The restriction named by ``norm`` (``"linf"`` | ``"l2"``) after checking ``eps`` against it."""
+    if norm not in (Restriction.LINF, Restriction.L2):
+        raise InputError(f"norm: expected 'linf' or 'l2', got {norm!r}")
+    r = Restriction(norm)
+    if r is Restriction.LINF:
+        check_budget("eps", eps, MAX_LINF_EPS, "0.251 (64/255)")
+    else:
+        check_budget("eps", eps, MAX_L2_EPS, "10 (an L2 norm over the whole image)")
+    return r
+
+
+class Ball:
+    """The feasible set of a batch: the L∞ or L2 ball of radius ``eps`` around each image, in [0, 1].
+
+    Args:
+        x: clean images ``[B, 3, H, W]`` in [0, 1].
+        eps: the budget (L∞: per value; L2: norm of the whole perturbation of an image).
+        norm: ``Restriction.LINF`` or ``Restriction.L2``.
+    """
+
+    def __init__(self, x: torch.Tensor, eps: float, norm: Restriction) -> None:
+        self.x, self.eps, self.norm = x, float(eps), Restriction(norm)
+        self.box = linf_box(x, self.eps) if self.norm is Restriction.LINF else None
+
+    def _view(self, v: torch.Tensor) -> torch.Tensor:
+        return v.view(-1, *([1] * (self.x.dim() - 1)))
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` projected onto the set; the budget holds exactly as :func:`~.budgets.measure` computes it."""
+        if self.norm is Restriction.LINF:
+            return project_linf(z, self.box)
+        return project_l2(z, self.x, self.eps)
+
+    def direction(self, g: torch.Tensor) -> torch.Tensor:
+        """Steepest-ascent direction of unit norm: ``sign(g)`` (L∞) or ``g / ||g||_2`` per image (L2)."""
+        if self.norm is Restriction.LINF:
+            return g.sign()
+        return g / self._view(g.flatten(1).norm(dim=1).clamp_min(1e-12))
+
+    def random_point(self, generator: torch.Generator) -> torch.Tensor:
+        """A random point of the set: uniform in the L∞ ball, or a uniformly scaled random direction (L2).
+
+        Random numbers are drawn on the generator's device and moved to the images' device.
+        """
+        shape, dev = self.x.shape, generator.device
+        if self.norm is Restriction.LINF:
+            u = torch.rand(shape, generator=generator, device=dev) * 2 - 1
+            return self.project(self.x + self.eps * u.to(self.x))
+        d = torch.randn(shape, generator=generator, device=dev)
+        d = d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        r = torch.rand(shape[0], generator=generator, device=dev).view(-1, 1, 1, 1)
+        return self.project(self.x + (self.eps * r * d).to(self.x))

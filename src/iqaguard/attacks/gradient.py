@@ -39,3 +39,12 @@ class GradientAttack(Attack):
                     "iqaguard.defend()")
             (grad,) = torch.autograd.grad(obj.sum(), leaf, create_graph=create_graph)
         return (obj if create_graph else obj.detach()), grad
+
+
+def keep_best(best_x: Optional[torch.Tensor], best_obj: Optional[torch.Tensor], x: torch.Tensor,
+              obj: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the iterate with the higher objective (``best_x`` may be ``None``: take ``x``)."""
+    if best_x is None or best_obj is None:
+        return x.clone(), obj.clone()
+    better = obj > best_obj
+    return torch.where(better.view(-1, *([1] * (x.dim() - 1))), x, best_x), torch.where(better, obj, best_obj)
