@@ -27,13 +27,10 @@ import torch
 from ..errors import InputError
 from ..metrics.base import Metric
 from ..registry import ATTACKS
-from .budgets import PRESET_BUDGETS, Restriction, check_count
+from .budgets import Restriction, check_count, linf_presets
 from .gradient import GradientAttack
-from .base import seeded
 from .budgets import Ball, check_norm_eps
-from .gradient import keep_best
 
-_LINF = PRESET_BUDGETS[Restriction.LINF]
 
 
 def checkpoints(steps: int) -> List[int]:
@@ -97,7 +94,7 @@ class APGD(GradientAttack):
 
     restriction = Restriction.LINF
     varied = "eps"
-    presets = {name: {"eps": eps, "steps": 10} for name, eps in _LINF.items()}
+    presets = linf_presets(steps=10)
 
     def __init__(self, eps: float = 4 / 255, steps: int = 10, norm: str = "linf", rho: float = 0.75,
                  momentum: float = 0.75, random_start: bool = False, restarts: int = 1) -> None:
@@ -124,13 +121,7 @@ class APGD(GradientAttack):
         Returns:
             ``[B, 3, H, W]`` within the budget of ``restriction`` around ``x``, in [0, 1].
         """
-        gen, ball = seeded(generator), Ball(x, float(self.eps), self.restriction)
-        best_x = best_obj = None
-        for _ in range(self.restarts):
-            start = ball.random_point(gen) if self.random_start else x.clone()
-            run_x, run_obj = self._ascend(metric, start, ref, ball)
-            best_x, best_obj = keep_best(best_x, best_obj, run_x, run_obj)
-        return best_x
+        return self.best_of_restarts(metric, x, ref, generator, self._ascend)
 
     def _ascend(self, metric: Metric, x_k: torch.Tensor, ref: Optional[torch.Tensor],
                 ball: Ball) -> Tuple[torch.Tensor, torch.Tensor]:

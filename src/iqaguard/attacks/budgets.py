@@ -81,6 +81,17 @@ def check_budget(name: str, value: Any, upper: float, upper_text: str, alt: str 
     return v
 
 
+def check_linf_eps(eps: Any, name: str = "eps") -> float:
+    """:func:`check_budget` for an L∞ budget: ``0 < eps <= MAX_LINF_EPS`` (64/255)."""
+    return check_budget(name, eps, MAX_LINF_EPS, "0.251 (64/255)")
+
+
+def linf_presets(**extra: Any) -> Dict[str, Dict[str, Any]]:
+    """The weak / medium / strong presets of an L∞ attack: ``eps`` from :data:`PRESET_BUDGETS`
+    plus ``extra`` (e.g. ``steps=10``) in each."""
+    return {name: {"eps": eps, **extra} for name, eps in PRESET_BUDGETS[Restriction.LINF].items()}
+
+
 def check_count(name: str, value: Any, low: int = 1) -> int:
     """``value`` if it is an integer ``>= low`` (iterations, queries, restarts), else one-line InputError."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < low:
@@ -179,7 +190,7 @@ def check_norm_eps(norm: Any, eps: Any) -> Restriction:
         raise InputError(f"norm: expected 'linf' or 'l2', got {norm!r}")
     r = Restriction(norm)
     if r is Restriction.LINF:
-        check_budget("eps", eps, MAX_LINF_EPS, "0.251 (64/255)")
+        check_linf_eps(eps)
     else:
         check_budget("eps", eps, MAX_L2_EPS, "10 (an L2 norm over the whole image)")
     return r

@@ -7,13 +7,14 @@ callers that differentiate the gradient again (gradient-norm regularised trainin
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
 from ..errors import InputError
 from ..metrics.base import Metric
-from .base import Attack
+from .base import Attack, seeded
+from .budgets import Ball
 
 
 class GradientAttack(Attack):
@@ -39,6 +40,24 @@ class GradientAttack(Attack):
                     "iqaguard.defend()")
             (grad,) = torch.autograd.grad(obj.sum(), leaf, create_graph=create_graph)
         return (obj if create_graph else obj.detach()), grad
+
+    def best_of_restarts(self, metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor],
+                         generator: Optional[torch.Generator],
+                         ascend: Callable[[Metric, torch.Tensor, Optional[torch.Tensor], Ball],
+                                          Tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Per image, the best of ``self.restarts`` runs of ``ascend(metric, start, ref, ball)``.
+
+        Each run starts at a random point of the ``eps``-ball of ``self.restriction`` (drawn from
+        ``generator``) when ``self.random_start``, else at ``x``; ``ascend`` returns its best
+        iterate and that iterate's objective.
+        """
+        gen, ball = seeded(generator), Ball(x, float(self.eps), self.restriction)
+        best_x = best_obj = None
+        for _ in range(self.restarts):
+            start = ball.random_point(gen) if self.random_start else x.clone()
+            run_x, run_obj = ascend(metric, start, ref, ball)
+            best_x, best_obj = keep_best(best_x, best_obj, run_x, run_obj)
+        return best_x
 
 
 def keep_best(best_x: Optional[torch.Tensor], best_obj: Optional[torch.Tensor], x: torch.Tensor,

@@ -15,10 +15,9 @@ import torch
 from ..errors import InputError
 from ..metrics.base import Metric
 from ..registry import ATTACKS
-from .budgets import MAX_LINF_EPS, PRESET_BUDGETS, Restriction, check_budget, check_count, linf_box, project_linf
+from .budgets import Restriction, check_budget, check_count, check_linf_eps, linf_box, linf_presets, project_linf
 from .gradient import GradientAttack
 
-_LINF = PRESET_BUDGETS[Restriction.LINF]
 
 
 @ATTACKS.register("ifgsm")
@@ -53,10 +52,10 @@ class IFGSM(GradientAttack):
 
     restriction = Restriction.LINF
     varied = "eps"
-    presets = {name: {"eps": eps, "steps": 10} for name, eps in _LINF.items()}
+    presets = linf_presets(steps=10)
 
     def __init__(self, eps: float = 4 / 255, steps: int = 10, alpha: Optional[float] = None) -> None:
-        check_budget("eps", eps, MAX_LINF_EPS, "0.251 (64/255)")
+        check_linf_eps(eps)
         try:
             check_count("steps", steps)
         except InputError:

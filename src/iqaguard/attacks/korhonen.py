@@ -15,13 +15,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
 from ..metrics.base import Metric
 from ..registry import ATTACKS
-from .budgets import MAX_LINF_EPS, PRESET_BUDGETS, Restriction, check_budget, check_count, linf_box, project_linf
-from .gradient import GradientAttack
+from .budgets import linf_box, project_linf
+from .ifgsm import IFGSM
 
-_LINF = PRESET_BUDGETS[Restriction.LINF]
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 
 
@@ -44,7 +42,7 @@ def sobel_mask(x: torch.Tensor) -> torch.Tensor:
 
 
 @ATTACKS.register("korhonen")
-class Korhonen(GradientAttack):
+class Korhonen(IFGSM):
     """Korhonen & You (QoEVMA 2022): Sobel-masked signed-gradient ascent within an L∞ ball.
 
     Each step: ``x' <- Proj_eps(x' + alpha · M(x) ⊙ sign(∇ objective(x')))`` with ``M`` the
@@ -69,18 +67,7 @@ class Korhonen(GradientAttack):
         >>> x_adv = Korhonen(preset="medium")(metric, x)
     """
 
-    restriction = Restriction.LINF
-    varied = "eps"
-    presets = {name: {"eps": eps, "steps": 10} for name, eps in _LINF.items()}
-
-    def __init__(self, eps: float = 4 / 255, steps: int = 10, alpha: Optional[float] = None) -> None:
-        check_budget("eps", eps, MAX_LINF_EPS, "0.251 (64/255)")
-        try:
-            check_count("steps", steps)
-        except InputError:
-            raise InputError(f"steps: expected a positive integer number of iterations, got {steps!r}") from None
-        if alpha is not None:
-            check_budget("alpha", alpha, 1.0, "1 (the whole range)", ", or None (2 * eps / steps)")
+    # restriction, varied parameter, presets and argument checks: those of I-FGSM
 
     @property
     def step_size(self) -> float:

@@ -16,10 +16,9 @@ import torch
 
 from ..registry import ATTACKS
 from . import _search as S
-from .budgets import MAX_LINF_EPS, PRESET_BUDGETS, Restriction, check_budget, check_count, linf_box, project_linf
+from .budgets import Restriction, check_budget, check_count, check_linf_eps, linf_box, linf_presets, project_linf
 from .query import QueryAttack, QueryOracle
 
-_LINF = PRESET_BUDGETS[Restriction.LINF]
 
 
 @ATTACKS.register("nes")
@@ -50,11 +49,11 @@ class NES(QueryAttack):
 
     restriction = Restriction.LINF
     varied = "eps"
-    presets = {name: {"eps": eps, "max_queries": 1000} for name, eps in _LINF.items()}
+    presets = linf_presets(max_queries=1000)
 
     def __init__(self, eps: float = 4 / 255, max_queries: int = 1000, n_samples: int = 25,
                  sigma: float = 0.001, alpha: Optional[float] = None) -> None:
-        check_budget("eps", eps, MAX_LINF_EPS, "0.251 (64/255)")
+        check_linf_eps(eps)
         check_count("max_queries", max_queries, low=2)
         check_count("n_samples", n_samples)
         check_budget("sigma", sigma, 1.0, "1")

@@ -21,10 +21,9 @@ import torch
 
 from ..registry import ATTACKS
 from . import _search as S
-from .budgets import MAX_LINF_EPS, PRESET_BUDGETS, Restriction, check_budget, check_count, linf_box
+from .budgets import Restriction, check_count, check_linf_eps, linf_box, linf_presets
 from .query import QueryAttack, QueryOracle
 
-_LINF = PRESET_BUDGETS[Restriction.LINF]
 
 
 @ATTACKS.register("parsimonious")
@@ -52,11 +51,11 @@ class Parsimonious(QueryAttack):
 
     restriction = Restriction.LINF
     varied = "eps"
-    presets = {name: {"eps": eps, "max_queries": 1000} for name, eps in _LINF.items()}
+    presets = linf_presets(max_queries=1000)
 
     def __init__(self, eps: float = 4 / 255, max_queries: int = 1000, block_size: int = 16,
                  batch_size: int = 64) -> None:
-        check_budget("eps", eps, MAX_LINF_EPS, "0.251 (64/255)")
+        check_linf_eps(eps)
         check_count("max_queries", max_queries)
         check_count("block_size", block_size)
         check_count("batch_size", batch_size)

@@ -9,18 +9,16 @@ bookkeeping (:func:`~.gradient.keep_best`) are shared with the other attacks.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
 from ..errors import InputError
 from ..metrics.base import Metric
 from ..registry import ATTACKS
-from .base import seeded
-from .budgets import MAX_L2_EPS, PRESET_BUDGETS, Ball, Restriction, check_budget, check_count, check_norm_eps
+from .budgets import Ball, MAX_L2_EPS, Restriction, check_budget, check_count, check_norm_eps, linf_presets
 from .gradient import GradientAttack, keep_best
 
-_LINF = PRESET_BUDGETS[Restriction.LINF]
 
 @ATTACKS.register("pgd")
 class PGD(GradientAttack):
@@ -57,7 +55,7 @@ class PGD(GradientAttack):
 
     restriction = Restriction.LINF
     varied = "eps"
-    presets = {name: {"eps": eps, "steps": 10} for name, eps in _LINF.items()}
+    presets = linf_presets(steps=10)
 
     def __init__(self, eps: float = 4 / 255, steps: int = 10, alpha: Optional[float] = None,
                  norm: str = "linf", random_start: bool = True, restarts: int = 1) -> None:
@@ -90,14 +88,15 @@ class PGD(GradientAttack):
         Returns:
             ``[B, 3, H, W]`` within the budget of ``restriction`` around ``x``, in [0, 1].
         """
-        gen, ball = seeded(generator), Ball(x, float(self.eps), self.restriction)
+        return self.best_of_restarts(metric, x, ref, generator, self._ascend)
+
+    def _ascend(self, metric: Metric, x_adv: torch.Tensor, ref: Optional[torch.Tensor],
+                ball: Ball) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``steps`` projected steps from ``x_adv``: ``(best iterate, its objective)`` per image."""
         best_x = best_obj = None
-        for _ in range(self.restarts):
-            x_adv = ball.random_point(gen) if self.random_start else x.clone()
-            for _ in range(self.steps):
-                obj, grad = self.gradient(metric, x_adv, ref)
-                best_x, best_obj = keep_best(best_x, best_obj, x_adv, obj)
-                x_adv = ball.project(x_adv + self.step_size * ball.direction(grad))
-            with torch.no_grad():
-                best_x, best_obj = keep_best(best_x, best_obj, x_adv, self.objective(metric, x_adv, ref))
-        return best_x
+        for _ in range(self.steps):
+            obj, grad = self.gradient(metric, x_adv, ref)
+            best_x, best_obj = keep_best(best_x, best_obj, x_adv, obj)
+            x_adv = ball.project(x_adv + self.step_size * ball.direction(grad))
+        with torch.no_grad():
+            return keep_best(best_x, best_obj, x_adv, self.objective(metric, x_adv, ref))

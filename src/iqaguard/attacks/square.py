@@ -18,10 +18,9 @@ import torch
 from ..errors import InputError
 from ..registry import ATTACKS
 from . import _search as S
-from .budgets import MAX_LINF_EPS, PRESET_BUDGETS, Restriction, check_budget, check_count, linf_box
+from .budgets import Restriction, check_count, check_linf_eps, linf_box, linf_presets
 from .query import QueryAttack, QueryOracle
 
-_LINF = PRESET_BUDGETS[Restriction.LINF]
 
 
 @ATTACKS.register("square")
@@ -50,10 +49,10 @@ class Square(QueryAttack):
 
     restriction = Restriction.LINF
     varied = "eps"
-    presets = {name: {"eps": eps, "max_queries": 1000} for name, eps in _LINF.items()}
+    presets = linf_presets(max_queries=1000)
 
     def __init__(self, eps: float = 4 / 255, max_queries: int = 1000, p_init: float = 0.05) -> None:
-        check_budget("eps", eps, MAX_LINF_EPS, "0.251 (64/255)")
+        check_linf_eps(eps)
         check_count("max_queries", max_queries)
         if isinstance(p_init, bool) or not isinstance(p_init, (int, float)) or not 0 < p_init <= 1:
             raise InputError(f"p_init: expected a fraction 0 < p_init <= 1 of the image, got {p_init!r}")

@@ -19,10 +19,9 @@ from ..metrics.base import Metric
 from ..registry import ATTACKS
 from ..validation import check_pair
 from .base import seeded
-from .budgets import MAX_LINF_EPS, PRESET_BUDGETS, Restriction, check_budget, check_count, linf_box, project_linf
+from .budgets import Restriction, check_budget, check_count, check_linf_eps, linf_box, linf_presets, project_linf
 from .universal import UniversalAttack
 
-_LINF = PRESET_BUDGETS[Restriction.LINF]
 
 
 def _float_bound(eps: float, dtype: torch.dtype = torch.float32) -> float:
@@ -40,7 +39,7 @@ class _LearnedUniversal(UniversalAttack):
     varied = "eps"
 
     def _validate(self, eps: float, epochs: int, step: Optional[float], size: int, batch: int) -> None:
-        check_budget("eps", eps, MAX_LINF_EPS, "0.251 (64/255)")
+        check_linf_eps(eps)
         check_count("epochs", epochs)
         check_count("size", size, low=8)
         check_count("batch", batch)
@@ -137,7 +136,7 @@ class UAP(_LearnedUniversal):
         >>> x_adv = a(metric, x); a.save("uap.safetensors")
     """
 
-    presets = {name: {"eps": eps} for name, eps in _LINF.items()}
+    presets = linf_presets()
 
     def __init__(self, eps: float = 4 / 255, epochs: int = 5, step: Optional[float] = None,
                  size: int = 256, batch: int = 8) -> None:
@@ -179,7 +178,7 @@ class OptimizedUAP(_LearnedUniversal):
         >>> x_adv = a(metric, x)   # ||x_adv - x||_inf <= 8/255
     """
 
-    presets = {name: {"eps": eps} for name, eps in _LINF.items()}
+    presets = linf_presets()
 
     def __init__(self, eps: float = 4 / 255, epochs: int = 5, step: Optional[float] = None,
                  size: int = 256, batch: int = 8, betas: tuple = (0.9, 0.999)) -> None:
