@@ -225,7 +225,14 @@ class AttackEntry(_Entry):
 
     @model_validator(mode="after")
     def _check_presets(self) -> "AttackEntry":
-        allowed = list(getattr(ATTACKS.get(self.name), "presets", {}))
+        from ..attacks.universal import UniversalAttack
+
+        factory = ATTACKS.get(self.name)
+        if isinstance(factory, type) and issubclass(factory, UniversalAttack):
+            raise ValueError(f"{self.name!r} is a universal attack: it is fitted once on a training set, which "
+                             "benchmark specs cannot name; fit it from Python (attacks.create(...).fit(metric, "
+                             "images)) and attack with it there")
+        allowed = list(getattr(factory, "presets", {}))
         if self.presets is None:
             self.presets = allowed
         _check_choices(self.presets, allowed or self.presets, "presets",

@@ -1,0 +1,50 @@
+"""Every registered attack runs in the benchmark (spec -> tasks -> worker -> store) on NR and FR metrics.
+
+A universal attack is refused by the spec with a one-line reason (it needs a training set, which a
+spec cannot name).
+"""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import iqaguard  # noqa: F401  (fills the registries)
+from iqaguard.attacks.universal import UniversalAttack
+from iqaguard.bench.spec import Spec, SpecError
+from iqaguard.bench.store import Store
+from iqaguard.registry import ATTACKS
+
+from test_runner import run, toy_spec
+
+SMALL = {"steps": 2, "max_queries": 24, "epochs": 1, "population": 6}  # keep every attack cheap
+
+
+def _small_kwargs(factory) -> dict:
+    params = inspect.signature(factory).parameters
+    return {k: v for k, v in SMALL.items() if k in params}
+
+
+PER_IMAGE = [n for n in ATTACKS.names() if not issubclass(ATTACKS.get(n), UniversalAttack)]
+
+
+@pytest.mark.parametrize("name", PER_IMAGE)
+def test_attack_runs_in_the_benchmark_on_nr_and_fr(tmp_path, name):
+    factory = ATTACKS.get(name)
+    spec = toy_spec(metrics=["toy-nr", "toy-fr"],
+                    datasets=[{"name": "toy", "kwargs": {"n": 2, "fr": True}}],
+                    attacks=[{"name": name, "presets": ["weak"], "kwargs": _small_kwargs(factory)}],
+                    defenses=[{"name": "jpeg", "presets": [2]}], modes=["non-adaptive"], batch_size=2)
+    summary = run(spec, tmp_path / "s.duckdb")
+    assert summary.rows_written == 2 * 2 * 2  # 2 metrics x 2 images x (no defense, jpeg)
+    with Store(tmp_path / "s.duckdb", read_only=True) as s:
+        rows = s.df()
+    assert {r["attack"] for r in rows} == {name} and all(r["attacked"] is not None for r in rows)
+
+
+def test_universal_attacks_are_refused_by_the_spec_in_one_line():
+    universal = [n for n in ATTACKS.names() if issubclass(ATTACKS.get(n), UniversalAttack)]
+    assert universal  # uap, opt-uap
+    for name in universal:
+        with pytest.raises(SpecError, match=f"'{name}' is a universal attack: it is fitted once on a training set"):
+            Spec.model_validate(toy_spec(attacks=[{"name": name, "presets": ["weak"]}]))
