@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -13,41 +14,11 @@ from iqaguard.attacks.budgets import PRESET_BUDGETS, linf_box, measure, project_
 from iqaguard.attacks.ifgsm import IFGSM
 from iqaguard.attacks.query import QueryBudgetExceeded, QueryOracle
 from iqaguard.errors import InputError, MissingWeightsError
-from iqaguard.metrics.base import Bounds, Metric
+
+from attack_toys import Linear, NoBackward, interior
 
 
-class Linear(Metric):
-    """f(x) = mean(w * x): NR, higher is better, gradient w / numel."""
-
-    kind, lower_better, bounds, name = "nr", False, Bounds(-1.0, 1.0), "linear"
-
-    def __init__(self, w: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("w", w)
-
-    def score(self, x, ref=None):
-        return (self.w * x).flatten(1).mean(dim=1)
-
-
-class NoBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        raise AssertionError("backward was called")
-
-
-class NoBackwardMetric(Linear):
-    name = "no-backward"
-
-    def score(self, x, ref=None):
-        return super().score(NoBackward.apply(x))
-
-
-def _images(b=3, h=8, w=8, seed=0):
-    return 0.3 + 0.4 * torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
+_images = partial(interior, n=3, size=8, seed=0)
 
 
 # ---------------------------------------------------------------- budgets
@@ -160,7 +131,7 @@ def test_query_family_runs_without_any_graph():
             better = oracle(cand) > best
             return torch.where(better.view(-1, 1, 1, 1), cand, x)
 
-    m = NoBackwardMetric(torch.ones(1, 3, 8, 8))
+    m = NoBackward(torch.ones(1, 3, 8, 8))
     a = OneShot()
     out = a(m, _images())
     assert bool((m(out) > m(_images())).all()) and a.queries.tolist() == [2, 2, 2]
@@ -174,7 +145,7 @@ def test_universal_family_needs_a_fit_and_round_trips(tmp_path):
         def learn(self, metric, images, ref, generator):
             return torch.full((1, 3, 4, 4), self.eps)
 
-    x = _images(h=8, w=8)
+    x = _images(size=8)
     with pytest.raises(InputError, match="no perturbation yet: call fit"):
         Shift()(Linear(torch.ones(1)), x)
     a = Shift().fit(Linear(torch.ones(1)), x)

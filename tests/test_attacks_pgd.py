@@ -5,8 +5,7 @@ clipping) has the optimal L∞ gain ``eps * ||w||_1`` and the optimal L2 gain ``
 the gains are computed in double precision from the perturbation itself, so they can exceed the
 optimum only if the budget is violated.
 """
-import glob
-import os
+from functools import partial
 
 import pytest
 import torch
@@ -18,40 +17,10 @@ from iqaguard.attacks.apgd import APGD, checkpoints
 from iqaguard.attacks.budgets import Restriction, measure, project_l2, within
 from iqaguard.attacks.budgets import Ball
 from iqaguard.attacks.pgd import PGD
-from iqaguard.data import load_image
 from iqaguard.errors import InputError
 from iqaguard.metrics.base import Bounds, Metric
 
-PHOTOS = os.path.join(os.path.dirname(iqaguard.__file__), "data", "photos")
-
-
-class Linear(Metric):
-    """NR, higher-better: ``sum(w * x) / scale``."""
-
-    name, bounds = "linear", Bounds(-1.0, 1.0)
-
-    def __init__(self, w, scale=100.0):
-        super().__init__()
-        self.register_buffer("w", w)
-        self.scale = scale
-
-    def score(self, x, ref=None):
-        return (self.w * x).sum(dim=(1, 2, 3)) / self.scale
-
-
-class LinearLower(Linear):
-    """NR, lower-better: the same score, lower means better (the attack lowers it)."""
-
-    name, lower_better, bounds = "linear-lower", True, Bounds(worst=1.0, best=-1.0)
-
-
-class LinearFR(Linear):
-    """FR, higher-better: ``sum(w * (x - ref)) / scale``."""
-
-    name, kind = "linear-fr", "fr"
-
-    def score(self, x, ref=None):
-        return (self.w * (x - ref)).sum(dim=(1, 2, 3)) / self.scale
+from attack_toys import Linear, LinearFRHigher, LinearLower, gen, interior, linear_weights, photo_crops
 
 
 class Wavy(Metric):
@@ -76,15 +45,11 @@ class Quadratic(Metric):
         return -(x - self.c).pow(2).sum(dim=(1, 2, 3))
 
 
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
+_interior = partial(interior, n=4, size=16, seed=0)
 
 
-def _interior(b=4, h=16, seed=0):
-    return 0.3 + 0.4 * torch.rand(b, 3, h, h, generator=_gen(seed))
-
-
-W = torch.randn(1, 3, 16, 16, generator=_gen(7))
+W = linear_weights(16, seed=7)
+SCALE = 100.0  # the linear metrics score sum(w * x) / SCALE
 EPS = {"linf": 4 / 255, "l2": 0.5}
 OPTIMUM = {"linf": float(W.double().abs().sum()), "l2": float(W.double().norm())}
 
@@ -103,17 +68,17 @@ ATTACKS = [  # (name, kwargs, fraction of the optimal gain every image must reac
 ]
 
 
-@pytest.mark.parametrize("metric_cls", [Linear, LinearLower, LinearFR])
+@pytest.mark.parametrize("metric_cls", [Linear, LinearLower, LinearFRHigher])
 @pytest.mark.parametrize("name, kwargs, fraction", ATTACKS)
 def test_linear_metric_reaches_the_optimal_gain(metric_cls, name, kwargs, fraction):
     norm = kwargs.get("norm", "linf")
     eps = EPS[norm]
-    m, x = metric_cls(W), _interior()
+    m, x = metric_cls(W, SCALE), _interior()
     ref = _interior(seed=1) if m.kind == "fr" else None
     ref_before = None if ref is None else ref.clone()
     a = create(name, eps=eps, steps=10, **kwargs)
     assert a.restriction == norm
-    x_adv = a(m, x, ref=ref, generator=_gen(3))
+    x_adv = a(m, x, ref=ref, generator=gen(3))
     sign = m.improvement_sign()
     gain = sign * (W.double() * (x_adv.double() - x.double())).sum(dim=(1, 2, 3))
     ratio = gain / (eps * OPTIMUM[norm])
@@ -129,20 +94,20 @@ def test_linear_metric_reaches_the_optimal_gain(metric_cls, name, kwargs, fracti
 @pytest.mark.parametrize("cls", [PGD, APGD])
 @pytest.mark.parametrize("norm, eps", [("linf", 2 / 255), ("linf", 8 / 255), ("l2", 0.1), ("l2", 1 / 3), ("l2", 2.0)])
 def test_budget_holds_exactly_on_full_range_images(cls, norm, eps):
-    g = _gen(5)
+    g = gen(5)
     x = torch.rand(6, 3, 24, 24, generator=g)
     x[:2] = x[:2].round()  # saturated images: pixels at exactly 0 and 1
     x[2, 0, 0, :4] = torch.tensor([2 / 255, 4 / 255, 8 / 255, 1 - 4 / 255])
     for kwargs in ({"random_start": True}, {"random_start": False}):
-        x_adv = cls(eps=eps, norm=norm, steps=5, **kwargs)(Wavy(), x, generator=_gen(1))
+        x_adv = cls(eps=eps, norm=norm, steps=5, **kwargs)(Wavy(), x, generator=gen(1))
         assert within(norm, x_adv, x, eps).all(), measure(norm, x_adv, x) - eps
         assert x_adv.min() >= 0 and x_adv.max() <= 1
         assert (Wavy()(x_adv) > Wavy()(x)).all()
 
 
 def test_l2_projection_is_exact_where_the_plain_one_overshoots():
-    x = _interior(b=64, h=32)
-    z = x + 0.01 * torch.randn(x.shape, generator=_gen(6))
+    x = _interior(n=64, size=32)
+    z = x + 0.01 * torch.randn(x.shape, generator=gen(6))
     for eps in (0.1, 0.25, 1 / 3):
         d = z - x  # the plain projection: scale d onto the sphere, add, round to float
         plain = x + d * (eps / d.flatten(1).norm(dim=1)).clamp(max=1.0).view(-1, 1, 1, 1)
@@ -152,19 +117,9 @@ def test_l2_projection_is_exact_where_the_plain_one_overshoots():
             assert (m <= eps).all() and (m > eps - 1e-6).all()  # inside, by no more than needed
 
 
-def _crops(n, size, step=15):
-    files = sorted(glob.glob(os.path.join(PHOTOS, "*.jpg")))[::step][:n]
-    out = []
-    for f in files:
-        im = load_image(f)
-        h, w = im.shape[-2:]
-        out.append(im[..., h // 2 - size // 2:h // 2 + size // 2, w // 2 - size // 2:w // 2 + size // 2])
-    return torch.cat(out)
-
-
 @pytest.fixture(scope="module")
 def builtin_nr():
-    return iqaguard.metrics.create("builtin-nr"), _crops(10, 64)
+    return iqaguard.metrics.create("builtin-nr"), photo_crops(10, 64, step=15)
 
 
 def _objective(metric, x_adv, ref=None):
@@ -184,8 +139,8 @@ def test_apgd_beats_pgd_on_builtin_nr(builtin_nr, steps):
     m, x = builtin_nr
     clean = _objective(m, x)
     eps = 4 / 255
-    x_pgd = PGD(eps=eps, steps=steps)(m, x, generator=_gen(0))
-    x_apgd = APGD(eps=eps, steps=steps)(m, x, generator=_gen(0))
+    x_pgd = PGD(eps=eps, steps=steps)(m, x, generator=gen(0))
+    x_apgd = APGD(eps=eps, steps=steps)(m, x, generator=gen(0))
     for x_adv in (x_pgd, x_apgd):
         assert within("linf", x_adv, x, eps).all()
     o_pgd, o_apgd = _objective(m, x_pgd), _objective(m, x_apgd)
@@ -195,8 +150,8 @@ def test_apgd_beats_pgd_on_builtin_nr(builtin_nr, steps):
 
 def test_builtin_fr_perturbs_the_distorted_image_only():
     m = iqaguard.metrics.create("builtin-fr")
-    ref = _crops(3, 48, step=40)
-    x = (ref + 0.08 * torch.randn(ref.shape, generator=_gen(2))).clamp(0, 1)
+    ref = photo_crops(3, 48, step=40)
+    x = (ref + 0.08 * torch.randn(ref.shape, generator=gen(2))).clamp(0, 1)
     ref_before = ref.clone()
     clean = _objective(m, x, ref)
     for a in (PGD(preset="medium"), APGD(preset="medium"), PGD(eps=1.0, norm="l2")):
@@ -207,8 +162,8 @@ def test_builtin_fr_perturbs_the_distorted_image_only():
 
 
 def test_apgd_halves_its_step_to_converge_to_an_interior_optimum():
-    x, eps = _interior(h=8), 8 / 255
-    c = x + eps * (torch.rand(x.shape, generator=_gen(4)) * 1.6 - 0.8)  # optimum inside the ball
+    x, eps = _interior(size=8), 8 / 255
+    c = x + eps * (torch.rand(x.shape, generator=gen(4)) * 1.6 - 0.8)  # optimum inside the ball
     m = Quadratic(c)
     gap0 = (x - c).pow(2).sum(dim=(1, 2, 3))
 
@@ -230,34 +185,34 @@ def test_checkpoint_schedule():
 
 @pytest.mark.parametrize("steps", [1, 2])
 def test_apgd_with_few_steps(steps):
-    m, x = Linear(W), _interior()
+    m, x = Linear(W, SCALE), _interior()
     x_adv = APGD(eps=4 / 255, steps=steps)(m, x)
     gain = (W.double() * (x_adv.double() - x.double())).sum(dim=(1, 2, 3))
     assert (gain >= 0.999 * 4 / 255 * OPTIMUM["linf"]).all()
 
 
 def test_determinism_seeds_and_restarts():
-    x = torch.rand(3, 3, 12, 12, generator=_gen(8))
+    x = torch.rand(3, 3, 12, 12, generator=gen(8))
     m = Wavy()
     a = PGD(eps=8 / 255, steps=3)
-    assert torch.equal(a(m, x, generator=_gen(1)), a(m, x, generator=_gen(1)))
-    assert not torch.equal(a(m, x, generator=_gen(1)), a(m, x, generator=_gen(2)))
-    assert torch.equal(a(m, x), a(m, x, generator=_gen(0)))  # None -> the default seed 0
+    assert torch.equal(a(m, x, generator=gen(1)), a(m, x, generator=gen(1)))
+    assert not torch.equal(a(m, x, generator=gen(1)), a(m, x, generator=gen(2)))
+    assert torch.equal(a(m, x), a(m, x, generator=gen(0)))  # None -> the default seed 0
     b = APGD(eps=8 / 255, steps=3, random_start=True)
-    assert torch.equal(b(m, x, generator=_gen(1)), b(m, x, generator=_gen(1)))
-    assert not torch.equal(b(m, x, generator=_gen(1)), b(m, x, generator=_gen(2)))
+    assert torch.equal(b(m, x, generator=gen(1)), b(m, x, generator=gen(1)))
+    assert not torch.equal(b(m, x, generator=gen(1)), b(m, x, generator=gen(2)))
     with torch.no_grad():  # the attacks enable autograd themselves
         assert torch.equal(APGD(eps=8 / 255, steps=3)(m, x), APGD(eps=8 / 255, steps=3)(m, x))
     # restarts: the first restart draws what a single run draws, so best-of-3 is at least as good
-    one = m(PGD(eps=8 / 255, steps=2)(m, x, generator=_gen(4)))
-    three = m(PGD(eps=8 / 255, steps=2, restarts=3)(m, x, generator=_gen(4)))
+    one = m(PGD(eps=8 / 255, steps=2)(m, x, generator=gen(4)))
+    three = m(PGD(eps=8 / 255, steps=2, restarts=3)(m, x, generator=gen(4)))
     assert (three >= one).all() and (three > one).any()
 
 
 @pytest.mark.parametrize("attack", [PGD(eps=8 / 255, random_start=False), APGD(eps=8 / 255),
                                     APGD(eps=0.3, norm="l2"), PGD(eps=0.3, norm="l2", random_start=False)])
 def test_batch_images_are_attacked_independently(attack):
-    x = torch.rand(3, 3, 10, 10, generator=_gen(9))
+    x = torch.rand(3, 3, 10, 10, generator=gen(9))
     batched = attack(Wavy(), x)
     one_by_one = torch.cat([attack(Wavy(), x[i:i + 1]) for i in range(3)])
     torch.testing.assert_close(batched, one_by_one, atol=1e-6, rtol=0)
@@ -313,6 +268,6 @@ def test_bad_apgd_arguments(kwargs, name):
 def test_cuda_matches_budget_and_cpu():
     x = _interior()
     for a in (PGD(preset="medium"), APGD(preset="medium"), PGD(eps=0.5, norm="l2")):
-        out = a(Linear(W).cuda(), x.cuda(), generator=_gen(1))
+        out = a(Linear(W, SCALE).cuda(), x.cuda(), generator=gen(1))
         assert out.device.type == "cuda" and within(a.restriction, out.cpu(), x, a.eps).all()
-        torch.testing.assert_close(out.cpu(), a(Linear(W), x, generator=_gen(1)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.cpu(), a(Linear(W, SCALE), x, generator=gen(1)), atol=1e-5, rtol=0)

@@ -4,8 +4,7 @@ Analytic metrics: a linear NR metric f(x) = sum(w * x) / scale on interior image
 [0.3, 0.7]) has the optimal L-inf gain eps * ||w||_1 / scale; a lower-better and an FR variant
 check the sign and the reference handling. builtin-nr on 64x64 photo crops checks a real model.
 """
-import glob
-from pathlib import Path
+from functools import partial
 
 import pytest
 import torch
@@ -14,9 +13,9 @@ import iqaguard
 import iqaguard.attacks as A
 from iqaguard.attacks import budgets
 from iqaguard.attacks.query import QueryBudgetExceeded, QueryOracle
-from iqaguard.data import load_image
 from iqaguard.errors import InputError
-from iqaguard.metrics.base import Bounds, Metric
+
+from attack_toys import Linear, LinearFR, LinearLower, NoBackward, gen, interior, linear_weights, photo_crops
 
 QUERY = ["square", "nes", "parsimonious", "one-pixel", "patch-rs"]
 LINF = ["square", "nes", "parsimonious"]
@@ -24,64 +23,12 @@ MONOTONE = ["square", "one-pixel", "patch-rs"]
 SMALL = {"one-pixel": {"pixels": 3, "population": 10}, "patch-rs": {"size": 4}, "parsimonious": {"block_size": 2, "batch_size": 16}}
 
 
-def _w(shape=(1, 3, 8, 8), seed=1):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+def _linear(cls=Linear):
+    """A linear metric of ``cls`` on 3x8x8 Gaussian weights (seed 1), scaled by ``||w||_1``."""
+    return cls(linear_weights(8, seed=1), scale="l1")
 
 
-class Linear(Metric):
-    """NR, higher-better: sum(w * x) / scale."""
-
-    name, bounds = "linear", Bounds(-1.0, 1.0)
-
-    def __init__(self, w):
-        super().__init__()
-        self.register_buffer("w", w)
-        self.scale = float(w.abs().sum())
-
-    def score(self, x, ref=None):
-        return (x * self.w).sum(dim=(1, 2, 3)) / self.scale
-
-
-class LinearLower(Linear):
-    """NR, lower-better: the same value; lower is better."""
-
-    name, lower_better, bounds = "linear-lower", True, Bounds(1.0, -1.0)
-
-
-class LinearFR(Linear):
-    """FR, lower-better: sum(w * (x - ref)) / scale (ref enters, x is perturbed)."""
-
-    name, kind, lower_better, bounds = "linear-fr", "fr", True, Bounds(1.0, -1.0)
-
-    def score(self, x, ref=None):
-        return (self.w * (x - ref)).sum(dim=(1, 2, 3)) / self.scale
-
-
-class _NoBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        raise RuntimeError("backward called on a black-box metric")
-
-
-class NoBackward(Linear):
-    """Linear metric whose score raises if anything differentiates it."""
-
-    name = "no-backward"
-
-    def score(self, x, ref=None):
-        return _NoBackward.apply(super().score(x, ref))
-
-
-def _interior(n=4, size=8, seed=2):
-    return 0.3 + 0.4 * torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
+_interior = partial(interior, n=4, size=8, seed=2)
 
 
 def _attack(name, **kw):
@@ -97,9 +44,9 @@ def test_linear_gain_at_least_half_optimal(name):
     # 3x8x8 images (192 coordinates), i.i.d. Gaussian weights, eps = 8/255, 1000 queries per image;
     # measured fraction of eps*||w||_1 (mean / min over 4 images): square 0.96 / 0.95, nes 0.65 / 0.64
     # (at 3x16x16 they fall to about 0.72 / 0.40)
-    m, x, eps = Linear(_w()), _interior(), 8 / 255
+    m, x, eps = _linear(), _interior(), 8 / 255
     a = A.create(name, eps=eps, max_queries=1000)
-    x_adv = a(m, x, generator=_gen(0))
+    x_adv = a(m, x, generator=gen(0))
     frac = (m(x_adv) - m(x)) / (eps * m.w.abs().sum() / m.scale)
     assert bool((frac >= 0.5).all()), frac
     assert bool(budgets.within("linf", x_adv, x, eps).all())
@@ -107,7 +54,7 @@ def test_linear_gain_at_least_half_optimal(name):
 
 def test_parsimonious_linear_gain():
     # vertices of the ball: the lazy greedy search finds the optimum of a linear objective
-    m, x, eps = Linear(_w()), _interior(), 8 / 255
+    m, x, eps = _linear(), _interior(), 8 / 255
     a = A.create("parsimonious", eps=eps, max_queries=1000, block_size=4)
     frac = (m(a(m, x)) - m(x)) / (eps * m.w.abs().sum() / m.scale)
     assert bool((frac >= 0.99).all()), frac
@@ -115,7 +62,7 @@ def test_parsimonious_linear_gain():
 
 @pytest.mark.parametrize("name", QUERY)
 def test_never_calls_backward_and_respects_budget(name):
-    m, x = NoBackward(_w()), _interior()
+    m, x = _linear(NoBackward), _interior()
     a = _attack(name, max_queries=120)
     x_adv = a(m, x)
     assert a.queries.shape == (4,)
@@ -129,7 +76,7 @@ def test_never_calls_backward_and_respects_budget(name):
 @pytest.mark.parametrize("name", QUERY)
 @pytest.mark.parametrize("metric_cls", [LinearLower, LinearFR])
 def test_lower_better_and_fr_improve(name, metric_cls):
-    m, x = metric_cls(_w()), _interior()
+    m, x = _linear(metric_cls), _interior()
     ref = _interior(seed=5) if m.kind == "fr" else None
     a = _attack(name, max_queries=200)
     x_adv = a(m, x, ref=ref)
@@ -141,12 +88,12 @@ def test_lower_better_and_fr_improve(name, metric_cls):
 
 @pytest.mark.parametrize("name", QUERY)
 def test_deterministic_and_seeded(name):
-    m, x = Linear(_w()), _interior(n=2)
+    m, x = _linear(), _interior(n=2)
     a = _attack(name, max_queries=60)
-    one, two = a(m, x, generator=_gen(3)), a(m, x, generator=_gen(3))
+    one, two = a(m, x, generator=gen(3)), a(m, x, generator=gen(3))
     assert torch.equal(one, two)
     assert torch.equal(a(m, x), a(m, x))  # generator=None: fixed seed 0
-    assert not torch.equal(one, a(m, x, generator=_gen(4)))
+    assert not torch.equal(one, a(m, x, generator=gen(4)))
 
 
 @pytest.mark.parametrize("name", LINF)
@@ -155,11 +102,11 @@ def test_linf_presets_and_exact_restriction(name):
         a = A.create(name, preset=preset, max_queries=40)
         assert a.eps == eps and a.varied == "eps" and a.restriction == "linf"
     # an awkward eps: the budget holds exactly as computed in float32, also near 0 and 1
-    x = torch.rand(2, 3, 8, 8, generator=_gen(7))
+    x = torch.rand(2, 3, 8, 8, generator=gen(7))
     x[:, :, 0] = 1.0
     x[:, :, 1] = 0.0
     a = A.create(name, eps=0.0123456789, max_queries=50)
-    x_adv = a(Linear(_w()), x)
+    x_adv = a(_linear(), x)
     assert float((x_adv - x).abs().max()) <= 0.0123456789
 
 
@@ -182,22 +129,17 @@ def test_invalid_arguments(name, kw):
 
 
 def test_oracle_refuses_beyond_budget():
-    oracle = QueryOracle(Linear(_w()), None, 2, 3)
+    oracle = QueryOracle(_linear(), None, 2, 3)
     x = _interior(n=2)
     oracle(torch.cat([x, x]), torch.tensor([0, 0, 1, 1]))
     with pytest.raises(QueryBudgetExceeded):
         oracle(x[:1].repeat(2, 1, 1, 1), torch.tensor([0, 0]))
 
 
-def _crops(n=4):
-    photos = sorted(glob.glob(str(Path(iqaguard.__file__).parent / "data" / "photos" / "*.jpg")))[:n]
-    return torch.cat([load_image(p)[..., :64, :64] for p in photos])
-
-
 @pytest.mark.parametrize("name", QUERY)
 def test_builtin_nr_score_rises(name):
     # medium preset, 4 crops of 64x64, 100 queries per image: measured rise on 4/4 images for every attack
-    m, x = iqaguard.metrics.create("builtin-nr"), _crops()
+    m, x = iqaguard.metrics.create("builtin-nr"), photo_crops(4, center=False)
     a = A.create(name, preset="medium", max_queries=100)
     x_adv = a(m, x)
     rise = (m(x_adv) - m(x)) > 0
