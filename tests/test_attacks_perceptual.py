@@ -1,6 +1,6 @@
 """Perceptual white-box attacks: Korhonen et al. (Sobel-masked steps) and MADC (MSE level set)."""
 import math
-from pathlib import Path
+from functools import partial
 
 import pytest
 import torch
@@ -10,53 +10,18 @@ import iqaguard.metrics as metrics
 from iqaguard.attacks.budgets import Restriction, measure, within
 from iqaguard.attacks.korhonen import Korhonen, sobel_mask
 from iqaguard.attacks.madc import MADC, to_level
-from iqaguard.data.io import load_image
 from iqaguard.errors import InputError
-from iqaguard.metrics.base import Bounds, Metric
 
-PHOTOS = Path(__file__).resolve().parents[1] / "src" / "iqaguard" / "data" / "photos"
-
-
-class Linear(Metric):
-    """NR, higher-better: ``sum(w * x) / scale`` with a fixed random weight per pixel."""
-
-    name, bounds = "linear", Bounds(-1.0, 1.0)
-
-    def __init__(self, size=16, seed=0):
-        super().__init__()
-        self.register_buffer("w", torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed)))
-
-    def score(self, x, ref=None):
-        return (self.w * x).sum(dim=(1, 2, 3)) / self.w.numel()
+from attack_toys import Linear, LinearFR, LinearLower, interior, photo_crops
 
 
-class LinearLower(Linear):
-    name, lower_better, bounds = "linear-lower", True, Bounds(1.0, -1.0)
-
-
-class LinearFR(Linear):
-    """FR, lower-better: ``sum(w * (x - ref)) / scale``."""
-
-    name, kind, lower_better, bounds = "linear-fr", "fr", True, Bounds(1.0, -1.0)
-
-    def score(self, x, ref=None):
-        return (self.w * (x - ref)).sum(dim=(1, 2, 3)) / self.w.numel()
-
-
-def _interior(n, size=16, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return 0.2 + 0.6 * torch.rand(n, 3, size, size, generator=g)
+_interior = partial(interior, size=16, seed=1, low=0.2, width=0.6)
 
 
 @pytest.fixture(scope="module")
 def crops():
     """6 central 64x64 crops of the builtin photographs."""
-    out = []
-    for p in sorted(PHOTOS.glob("*.jpg"))[:6]:
-        x = load_image(p)
-        h, w = x.shape[-2:]
-        out.append(x[..., h // 2 - 32:h // 2 + 32, w // 2 - 32:w // 2 + 32])
-    return torch.cat(out)
+    return photo_crops(6)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +57,7 @@ def test_korhonen_spares_flat_region_and_perturbs_texture():
     g = torch.Generator().manual_seed(5)
     x = torch.full((2, 3, 16, 16), 0.5)
     x[..., 8:] = 0.2 + 0.6 * torch.rand(2, 3, 16, 8, generator=g)  # right half textured
-    m = Linear()
+    m = Linear.random()
     eps = 8 / 255
     x_adv = Korhonen(eps=eps, steps=10)(m, x)
     change = (x_adv - x).abs()
@@ -118,7 +83,7 @@ def test_korhonen_energy_follows_sobel_magnitude_on_photos(crops, nr):
 
 @pytest.mark.parametrize("metric_cls", [LinearLower, LinearFR])
 def test_korhonen_lower_better_and_fr(metric_cls):
-    m = metric_cls()
+    m = metric_cls.random()
     x, ref = _interior(2, seed=2), _interior(2, seed=3)
     ref_arg = ref if m.kind == "fr" else None
     x_adv = Korhonen(eps=4 / 255)(m, x, ref=ref_arg)
@@ -160,7 +125,7 @@ def test_madc_holds_mse_and_beats_random_noise_of_same_mse(preset, crops, nr):
 
 
 def test_madc_finds_the_linear_optimum_on_the_sphere():
-    m = Linear()
+    m = Linear.random()
     x = _interior(2)
     a = MADC(psnr=35.0, steps=50)
     d = (a(m, x) - x).flatten(1)
@@ -170,7 +135,7 @@ def test_madc_finds_the_linear_optimum_on_the_sphere():
 
 @pytest.mark.parametrize("metric_cls", [LinearLower, LinearFR])
 def test_madc_lower_better_and_fr(metric_cls):
-    m = metric_cls()
+    m = metric_cls.random()
     x, ref = _interior(2, seed=2), _interior(2, seed=3)
     ref_arg = ref if m.kind == "fr" else None
     ref0 = ref.clone()
@@ -182,7 +147,7 @@ def test_madc_lower_better_and_fr(metric_cls):
 
 
 def test_madc_is_deterministic_given_generator():
-    m, x = Linear(), _interior(2)
+    m, x = Linear.random(), _interior(2)
     a = MADC(psnr=30.0, steps=5)
     default = a(m, x)
     assert torch.equal(default, a(m, x, generator=torch.Generator().manual_seed(0)))

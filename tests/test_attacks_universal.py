@@ -1,5 +1,5 @@
 """Universal attacks UAP and Optimized-UAP: fit once, then resize-add-clip."""
-from pathlib import Path
+from functools import partial
 
 import pytest
 import torch
@@ -8,54 +8,20 @@ import iqaguard.attacks as attacks
 import iqaguard.metrics as metrics
 from iqaguard.attacks.budgets import Restriction, within
 from iqaguard.attacks.uap import UAP, OptimizedUAP
-from iqaguard.data.io import load_image
 from iqaguard.errors import InputError
-from iqaguard.metrics.base import Bounds, Metric
 
-PHOTOS = Path(__file__).resolve().parents[1] / "src" / "iqaguard" / "data" / "photos"
+from attack_toys import Linear, LinearFR, LinearLower, interior, photo_crops
+
 KINDS = [UAP, OptimizedUAP]
 
 
-class Linear(Metric):
-    """NR, higher-better: ``sum(w * x) / scale`` with a fixed random weight per pixel."""
-
-    name, bounds = "linear", Bounds(-1.0, 1.0)
-
-    def __init__(self, size=16, seed=0):
-        super().__init__()
-        self.register_buffer("w", torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed)))
-
-    def score(self, x, ref=None):
-        return (self.w * x).sum(dim=(1, 2, 3)) / self.w.numel()
-
-
-class LinearLower(Linear):
-    name, lower_better, bounds = "linear-lower", True, Bounds(1.0, -1.0)
-
-
-class LinearFR(Linear):
-    """FR, lower-better: ``sum(w * (x - ref)) / scale``."""
-
-    name, kind, lower_better, bounds = "linear-fr", "fr", True, Bounds(1.0, -1.0)
-
-    def score(self, x, ref=None):
-        return (self.w * (x - ref)).sum(dim=(1, 2, 3)) / self.w.numel()
-
-
-def _interior(n, size=16, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return 0.2 + 0.6 * torch.rand(n, 3, size, size, generator=g)
+_interior = partial(interior, size=16, seed=1, low=0.2, width=0.6)
 
 
 @pytest.fixture(scope="module")
 def crops():
     """16 central 64x64 crops of the builtin photographs: 8 to fit on, 8 held out."""
-    out = []
-    for p in sorted(PHOTOS.glob("*.jpg"))[:16]:
-        x = load_image(p)
-        h, w = x.shape[-2:]
-        out.append(x[..., h // 2 - 32:h // 2 + 32, w // 2 - 32:w // 2 + 32])
-    x = torch.cat(out)
+    x = photo_crops(16)
     return x[:8], x[8:]
 
 
@@ -77,7 +43,7 @@ def test_registered_with_linf_presets(cls):
 @pytest.mark.parametrize("cls", KINDS)
 @pytest.mark.parametrize("metric_cls,sign", [(Linear, 1.0), (LinearLower, -1.0)])
 def test_linear_metric_gives_eps_times_sign_of_weights(cls, metric_cls, sign):
-    m = metric_cls()
+    m = metric_cls.random()
     a = cls(eps=4 / 255, size=16, epochs=10, batch=2).fit(m, _interior(4))
     d = a.delta
     assert d.shape == (1, 3, 16, 16)
@@ -87,7 +53,7 @@ def test_linear_metric_gives_eps_times_sign_of_weights(cls, metric_cls, sign):
 
 @pytest.mark.parametrize("cls", KINDS)
 def test_fr_perturbs_distorted_image_only(cls):
-    m = LinearFR()
+    m = LinearFR.random()
     x, ref = _interior(4, seed=2), _interior(4, seed=3)
     a = cls(eps=2 / 255, size=16, epochs=20, batch=4).fit(m, x, ref=ref)
     assert torch.allclose(a.delta, -m.w.sign() * (2 / 255), atol=1e-6)
@@ -112,7 +78,7 @@ def test_builtin_nr_score_rises_on_held_out_crops(cls, crops, nr):
 
 @pytest.mark.parametrize("cls", KINDS)
 def test_budget_holds_exactly_after_resize_and_clip(cls, crops):
-    m = Linear(size=32)
+    m = Linear.random(size=32)
     eps = 2 / 255
     a = cls(eps=eps, size=32, epochs=10, batch=4).fit(m, crops[0])
     x = torch.cat([crops[1][:, :, :48, :40], torch.zeros(1, 3, 48, 40), torch.ones(1, 3, 48, 40)])
@@ -124,7 +90,7 @@ def test_budget_holds_exactly_after_resize_and_clip(cls, crops):
 
 @pytest.mark.parametrize("cls", KINDS)
 def test_save_load_round_trip(cls, tmp_path):
-    m = Linear()
+    m = Linear.random()
     a = cls(eps=4 / 255, size=16, epochs=2, batch=2).fit(m, _interior(4))
     path = a.save(tmp_path / "delta.safetensors")
     b = cls(eps=4 / 255, size=16).load(path)
@@ -137,13 +103,13 @@ def test_save_load_round_trip(cls, tmp_path):
 def test_apply_before_fit_is_one_line_error(cls):
     a = cls(size=16)
     with pytest.raises(InputError) as e:
-        a(Linear(), _interior(1))
+        a(Linear.random(), _interior(1))
     assert "fit" in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("cls", KINDS)
 def test_fit_is_deterministic(cls):
-    m = Linear(size=16)
+    m = Linear.random(size=16)
     x = _interior(6, seed=4)
     a = cls(eps=4 / 255, size=16, epochs=2, batch=2, step=1 / 255).fit(m, x).delta
     b = cls(eps=4 / 255, size=16, epochs=2, batch=2, step=1 / 255).fit(m, x).delta
@@ -169,4 +135,4 @@ def test_opt_uap_rejects_bad_betas():
 @pytest.mark.parametrize("cls", KINDS)
 def test_fit_on_fr_metric_needs_ref(cls):
     with pytest.raises(InputError, match="ref"):
-        cls(size=16).fit(LinearFR(), _interior(2))
+        cls(size=16).fit(LinearFR.random(), _interior(2))
