@@ -6,10 +6,11 @@ spec cannot name).
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 
-import iqaguard  # noqa: F401  (fills the registries)
+import iqaguard
 from iqaguard.attacks.universal import UniversalAttack
 from iqaguard.bench.spec import Spec, SpecError
 from iqaguard.bench.store import Store
@@ -17,7 +18,9 @@ from iqaguard.registry import ATTACKS
 
 from test_runner import run, toy_spec
 
-SMALL = {"steps": 2, "max_queries": 24, "epochs": 1, "population": 6}  # keep every attack cheap
+SMALL = {"steps": 2, "max_queries": 24, "epochs": 1, "population": 6,  # keep every attack cheap
+         # FACPA ships a generator for builtin-nr only: on the toy metrics it runs as a transfer attack
+         "weights": str(Path(iqaguard.__file__).parent / "attacks" / "weights" / "facpa-builtin-nr.safetensors")}
 
 
 def _small_kwargs(factory) -> dict:
