@@ -28,7 +28,7 @@ from ..errors import InputError
 from ..metrics.base import Metric
 from ..registry import ATTACKS
 from .budgets import Restriction, check_count, linf_presets
-from .gradient import GradientAttack
+from .gradient import BallAttack
 from .budgets import Ball, check_norm_eps
 
 
@@ -57,7 +57,7 @@ def _check_fraction(name: str, value: object) -> float:
 
 
 @ATTACKS.register("apgd")
-class APGD(GradientAttack):
+class APGD(BallAttack):
     """APGD (Croce & Hein 2020) raising the predicted quality within an L∞ or L2 ball.
 
     Distance measure: L∞ (default) or L2, chosen by ``norm``; an instance's ``restriction``
@@ -103,27 +103,9 @@ class APGD(GradientAttack):
         check_count("restarts", restarts)
         _check_fraction("rho", rho)
         _check_fraction("momentum", momentum)
-        if not isinstance(random_start, bool):
-            raise InputError(f"random_start: expected True or False, got {random_start!r}")
-        if restarts > 1 and not random_start:
-            raise InputError(f"restarts={restarts} needs random_start=True (restarts from x are identical)")
+        self.check_starts(random_start, restarts)
 
-    def run(self, metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor],
-            generator: Optional[torch.Generator]) -> torch.Tensor:
-        """``restarts`` runs of Algorithm 1; per image the best iterate of all runs.
-
-        Args:
-            metric: the metric to attack (in eval mode).
-            x: clean images ``[B, 3, H, W]`` in [0, 1], detached.
-            ref: reference images for FR metrics (never perturbed), else ``None``.
-            generator: source of the random starts (``None``: a generator seeded with 0).
-
-        Returns:
-            ``[B, 3, H, W]`` within the budget of ``restriction`` around ``x``, in [0, 1].
-        """
-        return self.best_of_restarts(metric, x, ref, generator, self._ascend)
-
-    def _ascend(self, metric: Metric, x_k: torch.Tensor, ref: Optional[torch.Tensor],
+    def ascend(self, metric: Metric, x_k: torch.Tensor, ref: Optional[torch.Tensor],
                 ball: Ball) -> Tuple[torch.Tensor, torch.Tensor]:
         """One run of Algorithm 1 from ``x_k``: ``(best iterate [B, 3, H, W], its objective [B])``."""
         b, view = x_k.shape[0], (-1,) + (1,) * (x_k.dim() - 1)

@@ -41,6 +41,52 @@ class GradientAttack(Attack):
             (grad,) = torch.autograd.grad(obj.sum(), leaf, create_graph=create_graph)
         return (obj if create_graph else obj.detach()), grad
 
+
+def keep_best(best_x: Optional[torch.Tensor], best_obj: Optional[torch.Tensor], x: torch.Tensor,
+              obj: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the iterate with the higher objective (``best_x`` may be ``None``: take ``x``)."""
+    if best_x is None or best_obj is None:
+        return x.clone(), obj.clone()
+    better = obj > best_obj
+    return torch.where(better.view(-1, *([1] * (x.dim() - 1))), x, best_x), torch.where(better, obj, best_obj)
+
+
+class BallAttack(GradientAttack):
+    """A gradient attack that ascends inside the ``eps``-ball of ``self.restriction`` (L∞ or L2)
+    from ``restarts`` starts, keeping each image's best iterate (PGD, APGD).
+
+    Subclasses take ``eps``, ``random_start`` and ``restarts`` parameters, call
+    :meth:`check_starts` in ``__init__`` and implement :meth:`ascend`.
+    """
+
+    @staticmethod
+    def check_starts(random_start: object, restarts: int) -> None:
+        """One-line errors for a non-boolean ``random_start`` or several restarts from ``x``."""
+        if not isinstance(random_start, bool):
+            raise InputError(f"random_start: expected True or False, got {random_start!r}")
+        if restarts > 1 and not random_start:
+            raise InputError(f"restarts={restarts} needs random_start=True (restarts from x are identical)")
+
+    def run(self, metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor],
+            generator: Optional[torch.Generator]) -> torch.Tensor:
+        """``restarts`` runs of :meth:`ascend`; per image the best iterate of all runs.
+
+        Args:
+            metric: the metric to attack (in eval mode).
+            x: clean images ``[B, 3, H, W]`` in [0, 1], detached.
+            ref: reference images for FR metrics (never perturbed), else ``None``.
+            generator: source of the random starts (``None``: a generator seeded with 0).
+
+        Returns:
+            ``[B, 3, H, W]`` within the budget of ``restriction`` around ``x``, in [0, 1].
+        """
+        return self.best_of_restarts(metric, x, ref, generator, self.ascend)
+
+    def ascend(self, metric: Metric, start: torch.Tensor, ref: Optional[torch.Tensor],
+               ball: Ball) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One run from ``start``: ``(best iterate [B, 3, H, W], its objective [B])``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement ascend()")
+
     def best_of_restarts(self, metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor],
                          generator: Optional[torch.Generator],
                          ascend: Callable[[Metric, torch.Tensor, Optional[torch.Tensor], Ball],
@@ -58,12 +104,3 @@ class GradientAttack(Attack):
             run_x, run_obj = ascend(metric, start, ref, ball)
             best_x, best_obj = keep_best(best_x, best_obj, run_x, run_obj)
         return best_x
-
-
-def keep_best(best_x: Optional[torch.Tensor], best_obj: Optional[torch.Tensor], x: torch.Tensor,
-              obj: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per image, the iterate with the higher objective (``best_x`` may be ``None``: take ``x``)."""
-    if best_x is None or best_obj is None:
-        return x.clone(), obj.clone()
-    better = obj > best_obj
-    return torch.where(better.view(-1, *([1] * (x.dim() - 1))), x, best_x), torch.where(better, obj, best_obj)

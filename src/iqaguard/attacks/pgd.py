@@ -13,15 +13,14 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..errors import InputError
 from ..metrics.base import Metric
 from ..registry import ATTACKS
 from .budgets import Ball, MAX_L2_EPS, Restriction, check_budget, check_count, check_norm_eps, linf_presets
-from .gradient import GradientAttack, keep_best
+from .gradient import BallAttack, keep_best
 
 
 @ATTACKS.register("pgd")
-class PGD(GradientAttack):
+class PGD(BallAttack):
     """PGD (Madry et al. 2018) raising the predicted quality within an L∞ or L2 ball.
 
     Distance measure: L∞ (default) or L2, chosen by ``norm``; an instance's ``restriction``
@@ -65,32 +64,14 @@ class PGD(GradientAttack):
         if alpha is not None:
             upper = 1.0 if self.restriction is Restriction.LINF else MAX_L2_EPS
             check_budget("alpha", alpha, upper, f"{upper:g}", ", or None (2.5 * eps / steps)")
-        if not isinstance(random_start, bool):
-            raise InputError(f"random_start: expected True or False, got {random_start!r}")
-        if restarts > 1 and not random_start:
-            raise InputError(f"restarts={restarts} needs random_start=True (restarts from x are identical)")
+        self.check_starts(random_start, restarts)
 
     @property
     def step_size(self) -> float:
         """The step ``alpha`` actually used: ``alpha`` or ``2.5 * eps / steps``."""
         return float(self.alpha) if self.alpha is not None else 2.5 * float(self.eps) / self.steps
 
-    def run(self, metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor],
-            generator: Optional[torch.Generator]) -> torch.Tensor:
-        """``restarts`` runs of ``steps`` projected steps; per image the best iterate of all runs.
-
-        Args:
-            metric: the metric to attack (in eval mode).
-            x: clean images ``[B, 3, H, W]`` in [0, 1], detached.
-            ref: reference images for FR metrics (never perturbed), else ``None``.
-            generator: source of the random starts (``None``: a generator seeded with 0).
-
-        Returns:
-            ``[B, 3, H, W]`` within the budget of ``restriction`` around ``x``, in [0, 1].
-        """
-        return self.best_of_restarts(metric, x, ref, generator, self._ascend)
-
-    def _ascend(self, metric: Metric, x_adv: torch.Tensor, ref: Optional[torch.Tensor],
+    def ascend(self, metric: Metric, x_adv: torch.Tensor, ref: Optional[torch.Tensor],
                 ball: Ball) -> Tuple[torch.Tensor, torch.Tensor]:
         """``steps`` projected steps from ``x_adv``: ``(best iterate, its objective)`` per image."""
         best_x = best_obj = None
