@@ -157,3 +157,22 @@ def test_universal_family_needs_a_fit_and_round_trips(tmp_path):
     with pytest.raises(MissingWeightsError, match="no universal perturbation at"):
         Shift().load(tmp_path / "missing.safetensors")
     assert isinstance(a, GradientAttack)
+
+
+@pytest.mark.parametrize("name", iqaguard.attacks.names())
+def test_every_registered_attack_keeps_the_contract(name):
+    """Typed signature with the varied parameter, a Restriction, the three presets, a docstring that
+    cites its paper (a year) and names the varied parameter, and no "seed 00x"."""
+    import re
+
+    from iqaguard.attacks.budgets import PRESET_NAMES
+    from iqaguard.registry import ATTACKS
+
+    cls = ATTACKS.get(name)
+    params = inspect.signature(cls).parameters
+    assert cls.varied in params and "preset" in params
+    assert isinstance(cls.restriction, Restriction)
+    assert tuple(cls.presets) == PRESET_NAMES
+    assert all(cls.varied in p for p in cls.presets.values())  # each preset sets the varied parameter
+    doc = inspect.getdoc(cls) + "\n" + (inspect.getdoc(inspect.getmodule(cls)) or "")
+    assert re.search(r"\b(19|20)\d\d\b", doc) and "aried" in doc and "seed 00" not in doc
