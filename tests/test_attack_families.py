@@ -183,3 +183,18 @@ def test_every_registered_attack_keeps_the_contract(name):
     assert all(cls.varied in p for p in cls.presets.values())  # each preset sets the varied parameter
     doc = inspect.getdoc(cls) + "\n" + (inspect.getdoc(inspect.getmodule(cls)) or "")
     assert re.search(r"\b(19|20)\d\d\b", doc) and "aried" in doc and "seed 00" not in doc
+
+
+def test_an_attack_without_its_method_cannot_be_built():
+    """run / search / learn / ascend are abstract: a subclass missing one fails at construction."""
+    class NoSearch(QueryAttack):
+        def __init__(self, max_queries: int = 4) -> None:
+            pass
+
+    class NoRun(GradientAttack):
+        def __init__(self, eps: float = 4 / 255) -> None:
+            pass
+
+    for cls in (NoSearch, NoRun):
+        with pytest.raises(TypeError, match="abstract"):
+            cls()

@@ -19,6 +19,7 @@ The three families (:mod:`.gradient`, :mod:`.query`, :mod:`.universal`) build on
 from __future__ import annotations
 
 import functools
+from abc import ABC, abstractmethod
 import inspect
 from typing import Any, ClassVar, Dict, Optional
 
@@ -79,7 +80,7 @@ def seeded(generator: Optional[torch.Generator]) -> torch.Generator:
     return generator if generator is not None else torch.Generator().manual_seed(0)
 
 
-class Attack:
+class Attack(ABC):
     """Base attack: ``a(metric, x, ref=None, generator=None) -> x_adv`` (``[B, 3, H, W]`` in [0, 1]).
 
     Subclasses declare ``restriction`` (a :class:`~.budgets.Restriction`), ``varied`` (the single
@@ -123,10 +124,11 @@ class Attack:
             out = self.run(metric, x.detach(), None if ref is None else ref.detach(), generator)
         return out.detach().clamp(0, 1)
 
+    @abstractmethod
     def run(self, metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor],
             generator: Optional[torch.Generator]) -> torch.Tensor:
-        """The attack proper, on validated, detached inputs (every registered attack overrides it)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement run()")
+        """The attack proper, on validated, detached inputs (abstract: a class without it cannot
+        be instantiated)."""
 
     @staticmethod
     def objective(metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor]) -> torch.Tensor:

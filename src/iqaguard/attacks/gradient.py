@@ -7,6 +7,8 @@ callers that differentiate the gradient again (gradient-norm regularised trainin
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -82,10 +84,10 @@ class BallAttack(GradientAttack):
         """
         return self.best_of_restarts(metric, x, ref, generator, self.ascend)
 
+    @abstractmethod
     def ascend(self, metric: Metric, start: torch.Tensor, ref: Optional[torch.Tensor],
                ball: Ball) -> Tuple[torch.Tensor, torch.Tensor]:
         """One run from ``start``: ``(best iterate [B, 3, H, W], its objective [B])``."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement ascend()")
 
     def best_of_restarts(self, metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor],
                          generator: Optional[torch.Generator],

@@ -8,6 +8,8 @@ are batched: one oracle call scores many candidates in one forward pass. After a
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from typing import Optional
 
 import torch
@@ -75,6 +77,6 @@ class QueryAttack(Attack):
         self.queries = oracle.counts.clone()
         return out
 
+    @abstractmethod
     def search(self, oracle: QueryOracle, x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
         """Find ``x_adv`` using ``oracle`` only (called under ``torch.no_grad()``)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement search()")

@@ -9,6 +9,8 @@ Optimized-UAP an Adam step; ``delta`` is projected onto the ε-ball after every 
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from typing import Any, Optional
 
 import torch
@@ -55,9 +57,9 @@ class _LearnedUniversal(UniversalAttack):
         """Optimiser state for ``delta`` (``None`` for a stateless update)."""
         return None
 
+    @abstractmethod
     def _update(self, delta: torch.Tensor, grad: torch.Tensor, state: Any) -> torch.Tensor:
         """``delta`` after one ascent step along ``grad`` (before the projection)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement _update()")
 
     def learn(self, metric: Metric, images: torch.Tensor, ref: Optional[torch.Tensor],
               generator: Optional[torch.Generator]) -> torch.Tensor:

@@ -8,6 +8,8 @@ interpolation never leaves the range of its inputs.
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import json
 from pathlib import Path
 from typing import Dict, Optional, Union
@@ -35,10 +37,10 @@ class UniversalAttack(GradientAttack):
         self.delta = delta.detach().cpu()
         return self
 
+    @abstractmethod
     def learn(self, metric: Metric, images: torch.Tensor, ref: Optional[torch.Tensor],
               generator: Optional[torch.Generator]) -> torch.Tensor:
         """Return the perturbation ``[1, 3, S, S]`` (called by :meth:`fit`)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement learn()")
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """``clip(x + resize(delta), 0, 1)``."""

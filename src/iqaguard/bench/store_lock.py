@@ -93,8 +93,8 @@ def _snapshot(path: Path, pid: int) -> "duckdb.DuckDBPyConnection":
                 shutil.copyfile(wal, tmp / wal.name)
             if _stamp(path) == before:
                 return duckdb.connect(str(tmp / path.name), read_only=True, config=dict(DUCKDB_CONFIG))
-        except FileNotFoundError:
-            pass  # the WAL went away mid-copy: the writer checkpointed
+        except FileNotFoundError as e:  # the WAL went away mid-copy: the writer checkpointed or closed
+            log.debug("snapshot of %s discarded: %s", path, e)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         try:
