@@ -10,7 +10,8 @@ import iqaguard.metrics as metrics
 from iqaguard.attacks.budgets import PRESET_BUDGETS, Restriction, measure, within
 from iqaguard.attacks.ssah import SSAH, haar_ll, project_high
 from iqaguard.attacks.stadv import StAdv, flow_tv, warp
-from iqaguard.attacks.zhang import Zhang, hold_ssim
+from iqaguard.attacks.budgets import hold
+from iqaguard.attacks.zhang import Zhang
 from iqaguard.errors import InputError
 
 from attack_toys import gen, photo_crops
@@ -69,7 +70,7 @@ def test_zhang_is_deterministic_and_works_on_fr(crops):
 def test_hold_ssim_pulls_back_only_the_images_below_the_floor(crops):
     noisy = (crops + 0.3 * torch.randn(crops.shape, generator=gen(1))).clamp(0, 1)
     x_adv = torch.cat([crops[:1], noisy[1:]])
-    held = hold_ssim(x_adv, crops, 0.9)
+    held = hold("ssim", x_adv, crops, 0.9)
     assert bool(within(Restriction.SSIM, held, crops, 0.9).all())
     assert torch.equal(held[0], crops[0])
     s = measure(Restriction.SSIM, held[1:], crops[1:])

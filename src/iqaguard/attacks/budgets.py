@@ -196,6 +196,33 @@ def check_norm_eps(norm: Any, eps: Any) -> Restriction:
     return r
 
 
+def hold(restriction: Restriction | str, x_adv: torch.Tensor, x: torch.Tensor, budget: float,
+         iters: int = 30) -> torch.Tensor:
+    """Per image, ``x + t (x_adv - x)`` with the largest ``t`` in [0, 1] (bisection, ``iters``
+    halvings) for which :func:`within` holds; images that already meet the budget are returned
+    unchanged, ``t = 0`` is ``x`` itself.
+
+    Every restriction tightens monotonically along the segment (a norm or the MSE grows with
+    ``t``; the segment stays in [0, 1] because both ends do), so the bisection is exact up to
+    ``2^-iters``. Attacks whose iterates may miss an SSIM / PSNR floor (by construction or by
+    float rounding) finish with it.
+    """
+    def per_image(v: torch.Tensor) -> torch.Tensor:
+        return v.view(-1, *([1] * (x.dim() - 1)))
+
+    ok = within(restriction, x_adv, x, budget).to(x.device)
+    if bool(ok.all()):
+        return x_adv
+    d = x_adv - x
+    lo = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    hi = torch.ones_like(lo)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        good = within(restriction, x + per_image(mid) * d, x, budget).to(x.device)
+        lo, hi = torch.where(good, mid, lo), torch.where(good, hi, mid)
+    return torch.where(per_image(ok), x_adv, x + per_image(lo) * d)  # every lo > 0 was checked
+
+
 class Ball:
     """The feasible set of a batch: the L∞ or L2 ball of radius ``eps`` around each image, in [0, 1].
 

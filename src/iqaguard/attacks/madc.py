@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..metrics.base import Metric
 from ..registry import ATTACKS
 from .base import seeded
-from .budgets import PRESET_BUDGETS, Restriction, check_budget, check_count, within
+from .budgets import PRESET_BUDGETS, Restriction, check_budget, check_count, hold
 from .gradient import GradientAttack
 
 _PSNR = PRESET_BUDGETS[Restriction.PSNR]
@@ -129,16 +129,4 @@ class MADC(GradientAttack):
             best_grad = torch.where(_per_image(better), grad, best_grad)
             best_obj = torch.where(better, obj, best_obj)
             lr = torch.where(better, lr, lr / 2)
-        return self._hold(best, x)
-
-    def _hold(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Shrink the perturbation of any image whose PSNR, as :func:`~.budgets.within` computes it,
-        fell below ``psnr`` by float rounding: 1e-6 of it first, doubling each round (float32
-        rounding of a small perturbation can move the MSE by ~1e-4 at high PSNR levels)."""
-        for r in range(40):
-            ok = within(Restriction.PSNR, x_adv, x, float(self.psnr))
-            if bool(ok.all()):
-                return x_adv
-            shrunk = x + (x_adv - x) * (1 - min(0.5, 1e-6 * 2.0 ** r))
-            x_adv = torch.where(_per_image(ok.to(x.device)), x_adv, shrunk)
-        raise RuntimeError(f"madc: could not hold PSNR >= {self.psnr} dB in {x.dtype}")
+        return hold(Restriction.PSNR, best, x, float(self.psnr))  # float rounding of the level

@@ -8,7 +8,7 @@ measured by a full-reference model; here that model is SSIM (:func:`iqaguard.met
 the fidelity measure the restriction is checked with), and the trade-off is a hinge: the ascent
 direction is that of ``objective(x') - lam · max(0, ssim_floor - SSIM(x', x))``, so the fidelity
 term only pulls back once the floor is crossed. The best iterate that meets the floor is kept and
-the last one is moved back towards ``x`` until it meets it (:func:`hold_ssim`).
+the last one is moved back towards ``x`` until it meets it (:func:`~.budgets.hold`).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..metrics import functional as FM
 from ..metrics.base import Metric
 from ..registry import ATTACKS
-from .budgets import PRESET_BUDGETS, Restriction, check_budget, check_count, within
+from .budgets import PRESET_BUDGETS, Restriction, check_budget, check_count, hold, within
 from .gradient import GradientAttack, keep_best
 
 _SSIM = PRESET_BUDGETS[Restriction.SSIM]
@@ -38,28 +38,6 @@ def _unit(g: torch.Tensor) -> torch.Tensor:
     return g / _per_image(g.abs().flatten(1).mean(dim=1).clamp_min(1e-30))
 
 
-def hold_ssim(x_adv: torch.Tensor, x: torch.Tensor, floor: float, iters: int = 30) -> torch.Tensor:
-    """Per image, ``x + t (x_adv - x)`` with the largest ``t`` in [0, 1] found by bisection such that
-    ``SSIM >= floor`` exactly as :func:`~.budgets.within` computes it (images that already meet the
-    floor are returned unchanged; ``t = 0`` is ``x`` itself).
-
-    Args:
-        x_adv: candidates ``[B, 3, H, W]`` in [0, 1]; x: the clean images; floor: the SSIM budget.
-    """
-    ok = within(Restriction.SSIM, x_adv, x, floor).to(x.device)
-    if bool(ok.all()):
-        return x_adv
-    d = x_adv - x
-    lo = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    hi = torch.ones_like(lo)
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        good = within(Restriction.SSIM, x + _per_image(mid) * d, x, floor).to(x.device)
-        lo, hi = torch.where(good, mid, lo), torch.where(good, hi, mid)
-    held = x + _per_image(lo) * d  # every lo > 0 was checked; lo = 0 is x
-    return torch.where(_per_image(ok), x_adv, held)
-
-
 @ATTACKS.register("zhang")
 class Zhang(GradientAttack):
     """Zhang et al. (NeurIPS 2022): signed-gradient ascent with an SSIM-floor hinge penalty.
@@ -70,7 +48,7 @@ class Zhang(GradientAttack):
     per-image mean absolute value (so ``lam`` is a scale-free weight: the gradient of the hinge
     ``lam · max(0, floor - SSIM)`` in those units), then clips to [0, 1]. The output is the iterate
     with the highest objective among those meeting the floor, or the last iterate pulled back
-    towards ``x`` by :func:`hold_ssim` if that is better.
+    towards ``x`` by :func:`~.budgets.hold` if that is better.
 
     Distance measure: SSIM to the clean image (``functional.ssim``: BT.601 luma, ``ssim.m``
     downsampling), ``SSIM(x_adv, x) >= ssim`` exactly as :func:`~.budgets.within` computes it.
@@ -85,7 +63,7 @@ class Zhang(GradientAttack):
         lr: first step per pixel on the [0, 1] scale, ``0 < lr <= 1`` (default 4/255); step ``t``
             (from 0) is ``lr · (1 - t / steps)``, a linear decay that lets the iterates settle at the floor.
         lam: weight of the fidelity hinge, ``lam >= 0`` (default 2; 0 disables the pull-back,
-            leaving only the final :func:`hold_ssim`).
+            leaving only the final :func:`~.budgets.hold`).
         fidelity: the full-reference fidelity metric; only ``"ssim"`` for now (LPIPS / DISTS are
             not built in).
         preset: ``"weak"``, ``"medium"`` or ``"strong"`` (explicit arguments override it).
@@ -134,8 +112,8 @@ class Zhang(GradientAttack):
             step = _unit(grad) + lam * active * _unit(g_s)
             size = float(self.lr) * (1 - t / self.steps)  # linear decay: the iterates settle at the floor
             x_adv = (x_adv + size * step.sign()).clamp(0, 1)
-        last = hold_ssim(x_adv, x, floor)
+        last = hold(Restriction.SSIM, x_adv, x, floor)
         with torch.no_grad():
             last_obj = self.objective(metric, last, ref)
         best, _ = keep_best(best, best_obj, last, last_obj)
-        return hold_ssim(best, x, floor)  # a no-op: every kept iterate meets the floor
+        return hold(Restriction.SSIM, best, x, floor)  # a no-op: every kept iterate meets the floor
