@@ -12,7 +12,6 @@ from typing import Optional
 
 import torch
 
-from ..errors import InputError
 from ..metrics.base import Metric
 from ..registry import ATTACKS
 from .budgets import Restriction, check_budget, check_count, check_linf_eps, linf_box, linf_presets, project_linf
@@ -56,10 +55,7 @@ class IFGSM(GradientAttack):
 
     def __init__(self, eps: float = 4 / 255, steps: int = 10, alpha: Optional[float] = None) -> None:
         check_linf_eps(eps)
-        try:
-            check_count("steps", steps)
-        except InputError:
-            raise InputError(f"steps: expected a positive integer number of iterations, got {steps!r}") from None
+        check_count("steps", steps)
         if alpha is not None:
             check_budget("alpha", alpha, 1.0, "1 (the whole range)", ", or None (eps / steps)")
 
