@@ -6,6 +6,8 @@ gradients for adaptive attacks) or not (BPDA), whether it is randomized (then it
 """
 from __future__ import annotations
 
+import abc
+
 from typing import Any, ClassVar, Dict, List, Optional
 
 import torch
@@ -14,7 +16,7 @@ from ..errors import InputError
 from ..validation import check_image
 
 
-class Purification:
+class Purification(abc.ABC):
     """``p(x, generator=None) -> x'`` with ``x``, ``x'`` ``[B, 3, H, W]`` in [0, 1]."""
 
     differentiable: ClassVar[bool] = False
@@ -47,9 +49,9 @@ class Purification:
         check_image(x, "x")
         return self.apply(x, generator).clamp(0, 1)
 
+    @abc.abstractmethod
     def apply(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Unchecked purification; override in subclasses."""
-        raise NotImplementedError  # abstractmethod: every registered defense overrides it
+        """Unchecked purification (abstract: a defense class without it cannot be built)."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())

@@ -10,6 +10,8 @@ calibration) wraps it in :func:`frozen`, which never switches a module to traini
 """
 from __future__ import annotations
 
+import abc
+
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
@@ -47,7 +49,7 @@ class Bounds:
         return max(self.worst, self.best)
 
 
-class _EvalOnConstruction(type(nn.Module)):
+class _EvalOnConstruction(abc.ABCMeta):
     """Metaclass of :class:`Metric`: a metric is in eval mode when its constructor returns.
 
     ``nn.Module.__init__`` starts in training mode and submodules that a subclass assigns later
@@ -124,9 +126,9 @@ class Metric(nn.Module, metaclass=_EvalOnConstruction):
         if min(h, w) < minimum:
             raise InputError(f"x: {self.name} needs images of at least {minimum}x{minimum} pixels, got {h}x{w}")
 
+    @abc.abstractmethod
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Unchecked scoring; override in subclasses."""
-        raise NotImplementedError  # abstractmethod: every registered metric overrides it
+        """Unchecked scoring ``[B]`` (abstract: a metric class without it cannot be built)."""
 
     @property
     def has_features(self) -> bool:
