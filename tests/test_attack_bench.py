@@ -1,7 +1,7 @@
 """Every registered attack runs in the benchmark (spec -> tasks -> worker -> store) on NR and FR metrics.
 
-A universal attack is refused by the spec with a one-line reason (it needs a training set, which a
-spec cannot name).
+Universal attacks (fitted once on a spec's ``fit`` images) are tested in
+``test_bench_universal_transfer.py``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 
 import iqaguard
 from iqaguard.attacks.universal import UniversalAttack
-from iqaguard.bench.spec import Spec, SpecError
 from iqaguard.bench.store import Store
 from iqaguard.registry import ATTACKS
 
@@ -45,10 +44,3 @@ def test_attack_runs_in_the_benchmark_on_nr_and_fr(tmp_path, name):
         rows = s.df()
     assert {r["attack"] for r in rows} == {name} and all(r["attacked"] is not None for r in rows)
 
-
-def test_universal_attacks_are_refused_by_the_spec_in_one_line():
-    universal = [n for n in ATTACKS.names() if issubclass(ATTACKS.get(n), UniversalAttack)]
-    assert universal  # uap, opt-uap
-    for name in universal:
-        with pytest.raises(SpecError, match=f"'{name}' is a universal attack: it is fitted once on a training set"):
-            Spec.model_validate(toy_spec(attacks=[{"name": name, "presets": ["weak"]}]))

@@ -42,7 +42,8 @@ from .executors.worker import get_dataset, get_metric, run_task
 from .progress import counter, phase, say
 from .spec import Spec, SpecError, load_spec
 from .store import Store
-from .tasks import AttackTask, CleanLookup, Ref, Selection, adv_path, clean_rows, expand, pending, result_rows
+from .tasks import (AttackTask, CleanLookup, FitTask, Ref, Selection, TransferTask, adv_path, clean_rows, expand, fit_tasks, pending,
+                    result_rows, safe_name, transfer_rows, transfer_tasks)
 
 
 @dataclass
@@ -221,40 +222,116 @@ def _check_references(spec: Spec) -> None:
     for i, m in enumerate(spec.metrics):
         if getattr(METRICS.get(m.name) if ":" not in m.name else None, "kind", "nr") != "fr":
             continue
-        for d in spec.datasets:
+        fit_sets = [a.fit.dataset for a in spec.attacks if a.fit is not None]
+        for d in list(spec.datasets) + fit_sets:
             ds = get_dataset(_dataset_ref(d))
             if not ds.full_reference:
-                raise SpecError(f"metrics[{i}].name: {m.name!r} is full-reference but dataset {d.key!r} has no "
+                what = "dataset" if d in spec.datasets else "fit dataset"
+                raise SpecError(f"metrics[{i}].name: {m.name!r} is full-reference but {what} {d.key!r} has no "
                                 "reference images; use NR metrics or an FR dataset (kadid10k, builtin-kadid)")
 
 
-def _write_pngs(store: Store, task: AttackTask, blobs: List[bytes], meta: Dict[str, Any],
-                t_attack: List[float]) -> List[Dict[str, Any]]:
-    """Write the adversarial PNGs atomically; return their ``adversarial`` rows."""
+def _write_file(store: Store, rel: str, blob: bytes) -> None:
+    """Write ``blob`` to ``store.cache_dir / rel`` atomically (a temporary file, then a rename)."""
+    path = store.cache_dir / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, path)
+
+
+def _write_pngs(store: Store, task: AttackTask, result: Dict[str, Any], meta: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Write the adversarial PNGs of ``result``; return their ``adversarial`` rows."""
     rows = []
-    for name, blob, t in zip(task.names, blobs, t_attack):
+    for name, blob, t, q in zip(task.names, result["png"], result["t_attack"], result["queries"]):
         rel = adv_path(task, name)
-        path = store.cache_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
+        _write_file(store, rel, blob)
         rows.append(dict(meta, dataset=task.dataset.label, image=name, metric=task.metric.label,
-                         attack=task.attack.label, attack_preset=task.preset, seed=task.seed, path=rel, t_attack=t))
+                         attack=task.attack.label, attack_preset=task.preset, seed=task.seed, path=rel, t_attack=t,
+                         attack_params=result["params"], queries=q))
     return rows
+
+
+def _adversarial_cache(store: Store) -> Dict[tuple, tuple]:
+    """``adversarial`` key -> (path, t_attack, attack_params, queries) of every cached image."""
+    return {r[:6]: r[6:] for r in store.query(
+        "SELECT dataset, image, metric, attack, attack_preset, seed, path, t_attack, attack_params, queries "
+        "FROM adversarial")}
 
 
 def _with_cache(tasks: Iterable[AttackTask], store: Store, counter: List[int]) -> Iterator[AttackTask]:
     """Attach cached PNG bytes to non-adaptive tasks whose images are all cached (lazily)."""
-    cached = {r[:6]: (r[6], r[7]) for r in store.query(
-        "SELECT dataset, image, metric, attack, attack_preset, seed, path, t_attack FROM adversarial")}
+    cached = _adversarial_cache(store)
     for t in tasks:
         hits = [cached.get(k) for k in t.adv_keys()] if t.mode == "non-adaptive" else [None]
         if all(h is not None and (store.cache_dir / h[0]).is_file() for h in hits):
             counter[0] += 1
             t = replace(t, cached=tuple((store.cache_dir / h[0]).read_bytes() for h in hits),
-                        cached_t_attack=tuple(h[1] for h in hits))
+                        cached_t_attack=tuple(h[1] for h in hits), cached_params=hits[0][2],
+                        cached_queries=tuple(h[3] for h in hits), universal=None)
         yield t
+
+
+def _universal_path(task: FitTask) -> str:
+    """Cache path of a fitted perturbation, relative to ``Store.cache_dir``."""
+    return "/".join(["universal", *(safe_name(k) for k in task.key)]) + ".safetensors"
+
+
+def _fits_todo(store: Store, spec: Spec, attack_tasks: List[AttackTask]) -> Tuple[List[FitTask], List[FitTask]]:
+    """The fits the pending ``attack_tasks`` need, and those of them the store lacks."""
+    needed = {(t.metric.label, t.attack.label, t.preset) for t in attack_tasks}
+    stored = {r[:3]: r[3] for r in store.query("SELECT metric, attack, attack_preset, path FROM universal")}
+    fits = [f for f in fit_tasks(spec) if f.key in needed]
+    return fits, [f for f in fits if f.key not in stored or not (store.cache_dir / stored[f.key]).is_file()]
+
+
+def _fit_universal(store: Store, fits: List[FitTask], todo: List[FitTask], attack_tasks: List[AttackTask],
+                   executor: Executor, console: Console, progress: bool, meta: Dict[str, Any],
+                   run: Dict[str, Any]) -> List[AttackTask]:
+    """Run the ``todo`` fits (one per (metric, attack, preset)), store each perturbation, and return
+    ``attack_tasks`` with the perturbations of ``fits`` attached."""
+    with counter(console, "fitting universal attacks", len(todo), progress and bool(todo)) as advance, \
+            closing(executor.map(run_task, todo)) as results:
+        for task, result in results:
+            rel = _universal_path(task)
+            _write_file(store, rel, result["state"])
+            store.write(universal=[dict(meta, metric=task.metric.label, attack=task.attack.label,
+                                        attack_preset=task.preset, fit_dataset=task.dataset.label,
+                                        fit_images=json.dumps(result["images"]), path=rel,
+                                        attack_params=result["params"], t_fit=result["t_fit"])])
+            run["tasks_run"] += 1
+            advance()
+    stored = {r[:3]: r[3] for r in store.query("SELECT metric, attack, attack_preset, path FROM universal")}
+    blobs = {f.key: (store.cache_dir / stored[f.key]).read_bytes() for f in fits}
+    return [replace(t, universal=blobs[(t.metric.label, t.attack.label, t.preset)])
+            if (t.metric.label, t.attack.label, t.preset) in blobs else t for t in attack_tasks]
+
+
+def _with_sources(tasks: Iterable[TransferTask], store: Store) -> Iterator[TransferTask]:
+    """Attach the source metric's cached adversarial PNGs to each transfer task (lazily)."""
+    cached = _adversarial_cache(store)
+    for t in tasks:
+        hits = [cached.get(k) for k in t.adv_keys()]
+        missing = [k for k, h in zip(t.adv_keys(), hits) if h is None or not (store.cache_dir / h[0]).is_file()]
+        if missing:
+            raise SpecError(f"transfer: no cached adversarial image for {missing[0]} in {store.cache_dir}; "
+                            "re-run the benchmark with the same store to recompute it")
+        yield replace(t, cached=tuple((store.cache_dir / h[0]).read_bytes() for h in hits))
+
+
+def _transfer(store: Store, todo: List[TransferTask], executor: Executor, console: Console, progress: bool,
+              meta: Dict[str, Any], run: Dict[str, Any]) -> int:
+    """Score every metric's cached adversarial images with the spec's other metrics; returns rows."""
+    rows = 0
+    with counter(console, "transfer", len(todo), progress and bool(todo)) as advance, \
+            closing(executor.map(run_task, _with_sources(todo, store))) as results:
+        for task, result in results:
+            new = transfer_rows(task, result, meta)
+            store.write(transfer=new)
+            rows += len(new)
+            run["tasks_run"] += 1
+            advance()
+    return rows
 
 
 def run_spec(spec: Union[Spec, str, Path], store: Union[Store, str, Path], executor: Optional[Executor] = None,
@@ -321,12 +398,17 @@ def _run(spec: Spec, st: Store, executor: Executor, console: Console, progress: 
     st.log_run(run)
     _prepare_datasets(spec, console, progress)
     _check_references(spec)
-    clean_tasks, attack_tasks = expand(spec, select_images(spec, st, run_id, console, progress))
-    done_c, done_r = st.done_keys("clean_scores"), st.done_keys()
+    selections = select_images(spec, st, run_id, console, progress)
+    clean_tasks, attack_tasks = expand(spec, selections)
+    done_c, done_r, done_t = st.done_keys("clean_scores"), st.done_keys(), st.done_keys("transfer")
     todo_c = [p for p in (pending(t, done_c) for t in clean_tasks) if p is not None]
     todo_a = [p for p in (pending(t, done_r) for t in attack_tasks) if p is not None]
-    total = len(clean_tasks) + len(attack_tasks)
-    run.update(tasks_total=total, tasks_skipped=total - len(todo_c) - len(todo_a), tasks_run=0)
+    transfers = transfer_tasks(spec, selections)
+    todo_t = [t for t in transfers if not all(k in done_t for k in t.keys())]
+    fits, todo_f = _fits_todo(st, spec, todo_a)
+    total = len(clean_tasks) + len(attack_tasks) + len(transfers) + len(fit_tasks(spec))
+    run.update(tasks_total=total, tasks_skipped=total - len(todo_c) - len(todo_a) - len(todo_t) - len(todo_f),
+               tasks_run=0)
     console.print("[bold]iqaguard bench[/] " + escape(f"{spec.version} ({spec.hash}): {total} tasks, "
                                                       f"{run['tasks_skipped']} already in {st.path}, executor "
                                                       f"{executor.name}"), soft_wrap=True)
@@ -339,10 +421,11 @@ def _run(spec: Spec, st: Store, executor: Executor, console: Console, progress: 
             advance()
     clean: CleanLookup = {r[:6]: (r[6], r[7]) for r in st.query(
         "SELECT dataset, image, metric, defense, defense_preset, seed, score, mos FROM clean_scores")}
+    todo_a = _fit_universal(st, fits, todo_f, todo_a, executor, console, progress, meta, run)
     with counter(console, "attacks", len(todo_a), progress) as advance, \
             closing(executor.map(run_task, _with_cache(todo_a, st, reused))) as results:
         for task, result in results:
-            adv = _write_pngs(st, task, result["png"], meta, result["t_attack"]) if result["png"] else []
+            adv = _write_pngs(st, task, result, meta) if result["png"] else []
             new = result_rows(task, result, clean, dict(meta, spec_version=spec.version))
             st.write(results=new, adversarial=adv)
             rows += len(new)
@@ -350,6 +433,7 @@ def _run(spec: Spec, st: Store, executor: Executor, console: Console, progress: 
             advance()
             if on_commit is not None:
                 on_commit(rows)
+    _transfer(st, todo_t, executor, console, progress, meta, run)
     run["status"] = "finished"
     return RunSummary(run_id, st.path, total, run["tasks_skipped"], run["tasks_run"], reused[0], rows,
                       time.perf_counter() - t0, len(skipped_images(st, spec)))

@@ -212,26 +212,57 @@ class DatasetEntry(_Entry):
         return v
 
 
+class FitDataset(_Entry):
+    """The dataset a universal attack is fitted on: ``{name, kwargs, label}`` (or just its name)."""
+
+    registry: ClassVar[Registry] = DATASETS
+
+
+class FitSpec(_Strict):
+    """How a universal attack is fitted: on the first ``images`` images of ``dataset`` taken at
+    evenly spaced indices (so they spread over its photographs), once per (metric, attack, preset)."""
+
+    dataset: FitDataset
+    images: int = Field(16, ge=1)
+
+
+#: what a spec writes to fit a universal attack (shown in the error when ``fit`` is missing)
+FIT_EXAMPLE = "fit: {dataset: {name: builtin-kadid, kwargs: {split: train}}, images: 16}"
+
+
 class AttackEntry(_Entry):
-    """``{name, presets, kwargs, label}``; ``presets`` is a list of preset names or ``all``."""
+    """``{name, presets, kwargs, label, fit}``; ``presets`` is a list of preset names or ``all``.
+
+    ``fit`` (universal attacks only, and required for them) names the training images: the
+    perturbation is fitted once per (metric, attack, preset) and cached in the store.
+    """
 
     registry: ClassVar[Registry] = ATTACKS
     presets: Optional[List[StrictStr]] = None
+    fit: Optional[FitSpec] = None
 
     @field_validator("presets", mode="before")
     @classmethod
     def _all(cls, v: Any) -> Any:
         return None if v == "all" else v
 
-    @model_validator(mode="after")
-    def _check_presets(self) -> "AttackEntry":
+    @property
+    def universal(self) -> bool:
+        """Whether the attack is universal (fitted once on ``fit``'s images)."""
         from ..attacks.universal import UniversalAttack
 
         factory = ATTACKS.get(self.name)
-        if isinstance(factory, type) and issubclass(factory, UniversalAttack):
-            raise ValueError(f"{self.name!r} is a universal attack: it is fitted once on a training set, which "
-                             "benchmark specs cannot name; fit it from Python (attacks.create(...).fit(metric, "
-                             "images)) and attack with it there")
+        return isinstance(factory, type) and issubclass(factory, UniversalAttack)
+
+    @model_validator(mode="after")
+    def _check_presets(self) -> "AttackEntry":
+        factory = ATTACKS.get(self.name)
+        if self.universal and self.fit is None:
+            raise ValueError(f"{self.name!r} is a universal attack: it is fitted once on training images; "
+                             f"add {FIT_EXAMPLE} (a split the benchmark does not evaluate)")
+        if self.fit is not None and not self.universal:
+            raise _PathError("fit", f"{self.name!r} is a per-image attack; only universal attacks are fitted "
+                             "(remove fit:)")
         allowed = list(getattr(factory, "presets", {}))
         if self.presets is None:
             self.presets = allowed
@@ -314,6 +345,9 @@ class Spec(_Strict):
     batch_size: int = Field(4, ge=1)
     device: StrictStr = "cpu"
     num_threads: int = Field(1, ge=1)
+    #: score every metric's non-adaptive adversarial images with every other metric of the spec
+    #: (and its non-adaptive defense presets): the transfer matrix of the report
+    transfer: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -345,6 +379,12 @@ class Spec(_Strict):
                     raise _PathError(f"{field}[{i}].label", f"duplicate {field[:-1]} {k!r}; give a distinct label")
         _no_duplicates(self.modes, "modes")
         _no_duplicates(self.seeds, "seeds")
+        evaluated = {(d.name, json.dumps(d.kwargs, sort_keys=True)): d.key for d in self.datasets}
+        for i, a in enumerate(self.attacks):
+            hit = a.fit and evaluated.get((a.fit.dataset.name, json.dumps(a.fit.dataset.kwargs, sort_keys=True)))
+            if hit:
+                raise _PathError(f"attacks[{i}].fit.dataset", f"is the evaluated dataset {hit!r}: fit a universal "
+                                 "attack on other images (e.g. kwargs: {split: train}), never on the test images")
         return self
 
     @classmethod

@@ -4,13 +4,20 @@ Tables (created on open when missing):
 
 * ``results`` — one row per (dataset, image, metric, attack, attack_preset, defense,
   defense_preset, mode, seed): clean / attacked / defended-clean / defended-attacked scores,
-  MOS, metric bounds, fidelity of the scored image to the clean one, timings, seeds, versions.
+  MOS, metric bounds, fidelity of the scored image to the clean one, timings, seeds, versions,
+  the resolved attack parameters (``attack_params``, JSON: ``{"eps": 0.0157, "steps": 10, ...}``)
+  and, for query attacks, the mean number of queries per image (``queries``).
 * ``clean_scores`` — the clean score of every (dataset, image, metric, seed) (defense ``none``)
   and its defended-clean score per (defense, preset), computed once and joined into ``results``.
 * ``adversarial`` — the non-adaptive adversarial images cached as PNG (path relative to
   :meth:`Store.cache_dir`), with the attack time, so defenses added later reuse them.
 * ``subsets`` — the image selection of every (dataset, seed, selector), fixed on first use.
 * ``runs`` — one row per engine run (spec version and hash, executor, task counts).
+* ``universal`` — one row per (metric, attack, attack_preset) of a universal attack: the fitted
+  perturbation (a safetensors file under :meth:`Store.cache_dir`), the training images it was
+  fitted on and the fit time; every task reuses it and a resumed run never refits it.
+* ``transfer`` — adversarial images crafted on one metric (``source``) scored by another
+  (``metric``), undefended and under every defense preset (the transfer matrix of the report).
 * ``skipped`` — the images of a dataset that could not be used (unreadable, too small for a
   metric, ...), one row per (dataset, seed, image) with the reason; they are left out of every
   task and listed in the report.
@@ -72,6 +79,7 @@ COLUMNS: Dict[str, str] = {
     "psnr": "DOUBLE", "ssim": "DOUBLE", "mse": "DOUBLE", "linf": "DOUBLE",
     "t_attack": "DOUBLE", "t_defense": "DOUBLE", "gen_seed": "BIGINT",
     "version": "VARCHAR", "spec_version": "VARCHAR", "spec_hash": "VARCHAR", "run_id": "VARCHAR",
+    "attack_params": "VARCHAR", "queries": "DOUBLE",
 }
 
 _META = {"version": "VARCHAR", "spec_hash": "VARCHAR", "run_id": "VARCHAR"}
@@ -87,6 +95,7 @@ TABLES: Dict[str, Tuple[Dict[str, str], Tuple[str, ...]]] = {
     "adversarial": ({
         "dataset": "VARCHAR", "image": "VARCHAR", "metric": "VARCHAR", "attack": "VARCHAR",
         "attack_preset": "VARCHAR", "seed": "BIGINT", "path": "VARCHAR", "t_attack": "DOUBLE", **_META,
+        "attack_params": "VARCHAR", "queries": "DOUBLE",
     }, ("dataset", "image", "metric", "attack", "attack_preset", "seed")),
     "subsets": ({
         "dataset": "VARCHAR", "seed": "BIGINT", "selector": "VARCHAR", "indices": "VARCHAR", "names": "VARCHAR",
@@ -99,11 +108,26 @@ TABLES: Dict[str, Tuple[Dict[str, str], Tuple[str, ...]]] = {
     "skipped": ({
         "dataset": "VARCHAR", "seed": "BIGINT", "image": "VARCHAR", "reason": "VARCHAR", "run_id": "VARCHAR",
     }, ("dataset", "seed", "image")),
+    "universal": ({
+        "metric": "VARCHAR", "attack": "VARCHAR", "attack_preset": "VARCHAR", "fit_dataset": "VARCHAR",
+        "fit_images": "VARCHAR", "path": "VARCHAR", "attack_params": "VARCHAR", "t_fit": "DOUBLE", **_META,
+    }, ("metric", "attack", "attack_preset")),
+    "transfer": ({
+        "dataset": "VARCHAR", "image": "VARCHAR", "source": "VARCHAR", "metric": "VARCHAR", "attack": "VARCHAR",
+        "attack_preset": "VARCHAR", "defense": "VARCHAR", "defense_preset": "VARCHAR", "seed": "BIGINT",
+        "clean": "DOUBLE", "attacked": "DOUBLE", "defended_clean": "DOUBLE", "defended_attacked": "DOUBLE",
+        "bound_worst": "DOUBLE", "bound_best": "DOUBLE", "lower_better": "BOOLEAN", **_META,
+    }, ("dataset", "image", "source", "metric", "attack", "attack_preset", "defense", "defense_preset", "seed")),
 }
 
 #: tables added after schema version 1 was first written: created when missing on every open for
 #: writing, and optional when a store is classified (older stores simply lack them)
-OPTIONAL_TABLES = ("skipped",)
+OPTIONAL_TABLES = ("skipped", "universal", "transfer")
+#: columns added after schema version 1 was first written (table -> columns): added with
+#: ``ALTER TABLE`` when missing on every open for writing (NULL in older rows), optional when a
+#: store is classified
+OPTIONAL_COLUMNS: Dict[str, Tuple[str, ...]] = {"results": ("attack_params", "queries"),
+                                                "adversarial": ("attack_params", "queries")}
 
 #: the marker table of an iqaguard store and the schema version written into it
 META_TABLE = "iqaguard_meta"
@@ -187,8 +211,14 @@ def _layout(con: "duckdb.DuckDBPyConnection") -> Tuple[Dict[str, Dict[str, str]]
 def _is_legacy(tables: Dict[str, Dict[str, str]]) -> bool:
     """True when every iqaguard table is there with all its columns (a store from before the marker)."""
     return all(name in tables and {k.lower(): v.upper() for k, v in tables[name].items()}.items()
-               >= {k.lower(): v.upper() for k, v in cols.items()}.items()
+               >= {k.lower(): v.upper() for k, v in cols.items() if k not in OPTIONAL_COLUMNS.get(name, ())}.items()
                for name, (cols, _) in TABLES.items() if name not in OPTIONAL_TABLES)
+
+
+def _missing_columns(tables: Dict[str, Dict[str, str]]) -> List[Tuple[str, str, str]]:
+    """``(table, column, type)`` of the optional columns an existing table lacks."""
+    return [(t, c, TABLES[t][0][c]) for t, cols in OPTIONAL_COLUMNS.items() if t in tables
+            for c in cols if c.lower() not in {k.lower() for k in tables[t]}]
 
 
 def check_store(con: "duckdb.DuckDBPyConnection", path: str | Path) -> str:
@@ -282,8 +312,9 @@ class Store:
     def _prepare(self, state: str) -> None:
         """In one transaction: create the missing tables (and the marker unless ``state`` is
         "marked") and mark ``interrupted`` the runs left ``running`` by a process that is gone."""
-        tables = set(_layout(self.con)[0])
-        create = state != "marked" or not set(OPTIONAL_TABLES) <= tables
+        layout = _layout(self.con)[0]
+        tables, columns = set(layout), _missing_columns(layout)
+        create = state != "marked" or not set(OPTIONAL_TABLES) <= tables or bool(columns)
         stale = ("status = 'running' AND NOT list_contains(?::VARCHAR[], run_id)", [sorted(_LIVE_RUNS)])
         dead = "runs" in tables and self.query(f"SELECT count(*) FROM runs WHERE {stale[0]}", stale[1])[0][0] > 0
         if not (create or dead):
@@ -294,6 +325,8 @@ class Store:
                 for name, (cols, key) in TABLES.items():
                     body = ", ".join(f"{k} {v}" for k, v in cols.items())
                     self.con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({', '.join(key)}))")
+                for name, col, kind in columns:
+                    self.con.execute(f"ALTER TABLE {name} ADD COLUMN {col} {kind}")
                 self.con.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR)")
             if create and state != "marked":
                 self.con.execute(f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?), (?, ?)",

@@ -10,6 +10,11 @@ Two phases per run:
    under every (defense, preset). ``adaptive``: per (metric, dataset, attack, preset, defense,
    defense preset, seed, batch) the attack runs against ``defend(metric, P)``.
 
+Universal attacks add a phase between the two (:class:`FitTask`: the perturbation is fitted once
+per (metric, attack, preset) on the spec's ``fit`` images, stored, and handed to every attack
+task of that preset; non-adaptive only), and ``transfer: true`` adds a third
+(:class:`TransferTask`: each metric's cached adversarial images scored by every other metric).
+
 Tasks are small frozen dataclasses of strings and tuples, so they pickle cheaply to Ray
 workers; a worker rebuilds metrics, datasets, attacks and defenses from names and kwargs.
 Batches always follow the selection order, so every executor sees the same batch composition.
@@ -121,6 +126,9 @@ class AttackTask(_Common):
     defenses: Tuple[DefenseRef, ...] = ()
     cached: Optional[Tuple[bytes, ...]] = None
     cached_t_attack: Tuple[float, ...] = ()
+    cached_params: Optional[str] = None
+    cached_queries: Tuple[Optional[float], ...] = ()
+    universal: Optional[bytes] = None
 
     def scored(self) -> List[Tuple[str, str]]:
         """``(defense, defense_preset)`` pairs of the rows this task writes."""
@@ -143,6 +151,59 @@ class AttackTask(_Common):
         tgt = f" vs {self.target.label}/{self.target.preset}" if self.target else ""
         return (f"{self.mode} {self.attack.label}/{self.preset}{tgt} on {self.metric.label} {self.dataset.label} "
                 f"s{self.seed} [{self.names[0]}..+{len(self.names)}]")
+
+
+@dataclass(frozen=True)
+class FitTask:
+    """Fit one universal attack preset on a metric (phase 2a), once per (metric, attack, preset).
+
+    ``dataset`` is the spec's ``fit.dataset`` and ``images`` how many of its images (evenly spaced
+    indices) the perturbation is learned on; the result is the perturbation as safetensors bytes.
+    """
+
+    metric: Ref
+    attack: Ref
+    preset: str
+    dataset: Ref
+    images: int
+    device: str = "cpu"
+    num_threads: int = 1
+    imports: Tuple[str, ...] = ()
+
+    @property
+    def key(self) -> Tuple[str, str, str]:
+        """``universal`` table key: ``(metric, attack, attack_preset)``."""
+        return (self.metric.label, self.attack.label, self.preset)
+
+    def describe(self) -> str:
+        return f"fit {self.attack.label}/{self.preset} on {self.metric.label} ({self.images} images of {self.dataset.label})"
+
+
+@dataclass(frozen=True)
+class TransferTask(_Common):
+    """Score another metric's adversarial images (phase 3): ``source`` crafted them (non-adaptive,
+    cached PNGs in ``cached``), ``metric`` scores them, undefended and under ``defenses``."""
+
+    source: Ref = Ref("", "")
+    attack: Ref = Ref("", "")
+    preset: str = ""
+    defenses: Tuple[DefenseRef, ...] = ()
+    cached: Tuple[bytes, ...] = ()
+
+    def keys(self) -> List[tuple]:
+        """``transfer`` keys this task writes."""
+        pairs = [NO_DEFENSE] + [d.key for d in self.defenses]
+        return [(self.dataset.label, n, self.source.label, self.metric.label, self.attack.label, self.preset, d, p,
+                 self.seed) for n in self.names for d, p in pairs]
+
+    def adv_keys(self) -> List[tuple]:
+        """``adversarial`` keys of the source's images."""
+        return [(self.dataset.label, n, self.source.label, self.attack.label, self.preset, self.seed)
+                for n in self.names]
+
+    def describe(self) -> str:
+        return (f"transfer {self.attack.label}/{self.preset} {self.source.label} -> {self.metric.label} "
+                f"{self.dataset.label} s{self.seed} [{self.names[0]}..+{len(self.names)}]")
 
 
 def _ref(entry: Any) -> Ref:
@@ -191,7 +252,8 @@ def expand(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> Tuple[Li
                     clean.append(CleanTask(indices=idx, names=names, defenses=everyone, **base))
                 for mode in spec.modes:
                     targets = [None] if mode == "non-adaptive" else targets_ad
-                    for a in spec.attacks:
+                    # a universal perturbation is fitted on the bare metric: non-adaptive only
+                    for a in (spec.attacks if mode == "non-adaptive" else [a for a in spec.attacks if not a.universal]):
                         for preset in a.presets:
                             for idx, names in _batches(sel, spec.batch_size, _cap(m.limit, d.mode_limits.get(mode))):
                                 for tgt in targets:
@@ -199,6 +261,42 @@ def expand(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> Tuple[Li
                                         indices=idx, names=names, attack=_ref(a), preset=preset, mode=mode,
                                         target=tgt, defenses=dfs if tgt is None else (), **base))
     return clean, attacks
+
+
+def fit_tasks(spec: Spec) -> List[FitTask]:
+    """One :class:`FitTask` per (metric, universal attack, preset) of ``spec``."""
+    common = dict(device=spec.device, num_threads=spec.num_threads, imports=tuple(spec.imports))
+    return [FitTask(metric=_ref(m), attack=_ref(a), preset=p, dataset=_ref(a.fit.dataset), images=a.fit.images,
+                    **common)
+            for a in spec.attacks if a.fit is not None for m in spec.metrics for p in a.presets]
+
+
+def transfer_tasks(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> List[TransferTask]:
+    """Every (source metric, other metric, dataset, attack, preset, seed, batch) of ``spec.transfer``.
+
+    The images are the first N of the selection that both metrics' caps allow (the source's
+    non-adaptive adversarial images exist for them); each batch is scored by the other metric,
+    undefended and under every non-adaptive defense preset.
+    """
+    if not spec.transfer or "non-adaptive" not in spec.modes:
+        return []
+    dfs = tuple(defense_refs(spec, "non-adaptive"))
+    common = dict(device=spec.device, num_threads=spec.num_threads, imports=tuple(spec.imports))
+    out = []
+    for src in spec.metrics:
+        for m in spec.metrics:
+            if m.key == src.key:
+                continue
+            for d in spec.datasets:
+                cap = _cap(src.limit, m.limit, d.mode_limits.get("non-adaptive"))
+                for seed in spec.seeds:
+                    for a in spec.attacks:
+                        for preset in a.presets:
+                            for idx, names in _batches(selections[(d.key, seed)], spec.batch_size, cap):
+                                out.append(TransferTask(metric=_ref(m), dataset=_ref(d), seed=seed, indices=idx,
+                                                        names=names, source=_ref(src), attack=_ref(a),
+                                                        preset=preset, defenses=dfs, **common))
+    return out
 
 
 def pending(task: Any, done: set) -> Any:
@@ -259,7 +357,23 @@ def result_rows(task: AttackTask, result: Dict[str, Any], clean: CleanLookup,
                 mos=mos, clean=c, attacked=result["attacked"][i], defended_clean=dc,
                 defended_attacked=out["score"][i], bound_worst=lo, bound_best=hi,
                 lower_better=result["lower_better"], psnr=out["psnr"][i], ssim=out["ssim"][i], mse=out["mse"][i],
-                linf=out["linf"][i], t_attack=result["t_attack"][i], t_defense=out["t"], gen_seed=out["gen_seed"][i]))
+                linf=out["linf"][i], t_attack=result["t_attack"][i], t_defense=out["t"], gen_seed=out["gen_seed"][i],
+                attack_params=result["params"], queries=result["queries"][i]))
+    return rows
+
+
+def transfer_rows(task: TransferTask, result: Dict[str, Any], meta: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """``transfer`` rows of a finished :class:`TransferTask`."""
+    lo, hi = result["bounds"]
+    rows = []
+    for (label, preset), out in result["scores"].items():
+        for i, name in enumerate(task.names):
+            rows.append(dict(meta, dataset=task.dataset.label, image=name, source=task.source.label,
+                             metric=task.metric.label, attack=task.attack.label, attack_preset=task.preset,
+                             defense=label, defense_preset=preset, seed=task.seed, clean=result["clean"][i],
+                             attacked=result["attacked"][i], defended_clean=out["clean"][i],
+                             defended_attacked=out["attacked"][i], bound_worst=lo, bound_best=hi,
+                             lower_better=result["lower_better"]))
     return rows
 
 
@@ -268,9 +382,12 @@ def adv_path(task: AttackTask, name: str) -> str:
 
     ``s<seed>/<dataset>/<metric>/<attack>/<preset>/<image>.png`` with unsafe characters replaced.
     """
-    def safe(s: str) -> str:
-        return "".join(c if c.isalnum() or c in "._-" else "_" for c in s)
+    stem = safe_name(name)
+    return "/".join(["s" + str(task.seed), safe_name(task.dataset.label), safe_name(task.metric.label),
+                     safe_name(task.attack.label), safe_name(task.preset),
+                     stem if stem.endswith(".png") else stem + ".png"])
 
-    stem = safe(name)
-    return "/".join(["s" + str(task.seed), safe(task.dataset.label), safe(task.metric.label),
-                     safe(task.attack.label), safe(task.preset), stem if stem.endswith(".png") else stem + ".png"])
+
+def safe_name(s: str) -> str:
+    """``s`` with every character but letters, digits and ``._-`` replaced by ``_`` (a path part)."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in s)

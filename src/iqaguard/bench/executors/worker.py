@@ -21,11 +21,13 @@ of adaptive attacks) draw from a per-batch generator seeded by the task's identi
 from __future__ import annotations
 
 import io
+import json
 import time
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ... import attacks, data, defenses, metrics, scores
@@ -33,7 +35,7 @@ from ...data.io import pil_to_tensor, tensor_to_uint8
 from ...defenses.defend import defend
 from ...errors import InputError
 from ..spec import load_plugins
-from ..tasks import NO_DEFENSE, AttackTask, CleanTask, DefenseRef, Ref, gen_seed
+from ..tasks import NO_DEFENSE, AttackTask, CleanTask, DefenseRef, FitTask, Ref, TransferTask, gen_seed
 
 _METRICS: Dict[Tuple[str, str, str], metrics.Metric] = {}
 _DATASETS: Dict[Tuple[str, str], data.Dataset] = {}
@@ -139,12 +141,61 @@ def _clean(task: CleanTask) -> Dict[str, Any]:
     return {"mos": mos, "scores": out}
 
 
+def params_json(params: Dict[str, Any]) -> str:
+    """An attack's resolved parameters as sorted JSON (paths and other objects as strings)."""
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def make_attack(ref: Ref, preset: str, universal: Optional[bytes] = None) -> attacks.Attack:
+    """The attack of ``ref`` at ``preset``; a universal attack gets its fitted perturbation."""
+    atk = attacks.create(ref.name, preset=preset, **ref.kw)
+    if universal is not None:
+        from safetensors.torch import load as load_tensors
+
+        atk.load_state_dict(load_tensors(universal))
+    return atk
+
+
+def _fit(task: FitTask) -> Dict[str, Any]:
+    """Fit a universal attack on ``task.images`` evenly spaced images of its dataset."""
+    from safetensors.torch import save as save_tensors
+
+    metric = get_metric(task.metric, task.device)
+    ds = get_dataset(task.dataset)
+    if len(ds) == 0:
+        raise InputError(f"fit dataset {task.dataset.label!r} has no images")
+    n = min(task.images, len(ds))
+    idx = sorted({round(i * (len(ds) - 1) / max(n - 1, 1)) for i in range(n)})
+    atk = make_attack(task.attack, task.preset)
+    size = getattr(atk, "size", None)
+    side = (size, size) if isinstance(size, int) else None
+    dev = torch.device(task.device)
+    xs, refs = [], []
+    for i in idx:
+        s = ds[i]
+        if metric.kind == "fr" and s.ref is None:
+            raise InputError(f"metric {task.metric.label!r} is full-reference but fit dataset "
+                             f"{task.dataset.label!r} has no reference images")
+        side = side or tuple(s.image.shape[-2:])  # without a size: the first image's
+        for img, out in ((s.image, xs), (s.ref, refs)) if metric.kind == "fr" else ((s.image, xs),):
+            if tuple(img.shape[-2:]) != side:
+                img = F.interpolate(img, size=side, mode="bilinear", align_corners=False)
+            out.append(img.to(dev))
+    g = torch.Generator(device=dev).manual_seed(gen_seed("fit", *task.key))
+    t0 = time.perf_counter()
+    atk.fit(metric, torch.cat(xs), ref=torch.cat(refs) if refs else None, generator=g)
+    return {"state": save_tensors(atk.state_dict(), metadata={"params": params_json(atk.params)}),
+            "params": params_json(atk.params), "t_fit": time.perf_counter() - t0,
+            "images": [ds[i].name for i in idx]}
+
+
 def _attack(task: AttackTask) -> Dict[str, Any]:
     metric = get_metric(task.metric, task.device)
     x, ref, _ = _load(task, metric)
     png = None
     if task.cached is not None:
         x_adv, t_attack = decode_png(task.cached, x.device), list(task.cached_t_attack)
+        params, queries = task.cached_params, list(task.cached_queries)
     else:
         key = (task.seed, task.dataset.label, task.names, task.attack.label, task.preset, task.mode,
                task.target.key if task.target else None)
@@ -153,12 +204,15 @@ def _attack(task: AttackTask) -> Dict[str, Any]:
             g_eot = torch.Generator(device=x.device).manual_seed(gen_seed("eot", *key))
             p = defenses.create(task.target.name, preset=task.target.preset, **task.target.kw)
             target = defend(metric, p, eot_samples=task.target.eot_samples, generator=g_eot)
-        atk = attacks.create(task.attack.name, preset=task.preset, **task.attack.kw)
+        atk = make_attack(task.attack, task.preset, task.universal)
         g_atk = torch.Generator(device=x.device).manual_seed(gen_seed("attack", *key))
         t0 = time.perf_counter()
         x_adv = quantise(atk(target, x, ref=ref, generator=g_atk))
         t_attack = [(time.perf_counter() - t0) / len(task.names)] * len(task.names)
         png = encode_png(x_adv) if task.mode == "non-adaptive" else None
+        params = params_json(atk.params)
+        counts = getattr(atk, "queries", None) if isinstance(atk, attacks.QueryAttack) else None
+        queries = [None] * len(task.names) if counts is None else [float(q) for q in counts]
     scored: Dict[Tuple[str, str], Dict[str, Any]] = {}
     evaluated = [None] + list(task.defenses) if task.target is None else [task.target]
     for d in evaluated:
@@ -171,7 +225,28 @@ def _attack(task: AttackTask) -> Dict[str, Any]:
     b = metric.bounds
     attacked = scored[NO_DEFENSE]["score"] if NO_DEFENSE in scored else _score(metric, x_adv, ref)
     return {"bounds": (float(b.worst), float(b.best)), "lower_better": bool(metric.lower_better),
-            "attacked": attacked, "t_attack": t_attack, "png": png, "scores": scored}
+            "attacked": attacked, "t_attack": t_attack, "png": png, "scores": scored, "params": params,
+            "queries": queries}
+
+
+def _transfer(task: TransferTask) -> Dict[str, Any]:
+    """Score the source metric's adversarial images with ``task.metric``, bare and defended."""
+    metric = get_metric(task.metric, task.device)
+    x, ref, _ = _load(task, metric)
+    x_adv = decode_png(task.cached, x.device)
+    if x_adv.shape != x.shape:
+        raise InputError(f"transfer {task.source.label} -> {task.metric.label}: cached adversarial images have "
+                         f"shape {tuple(x_adv.shape)}, the dataset's {tuple(x.shape)}; use a new store")
+    scored: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    for d in task.defenses:
+        px, _, _ = _purify(d, x, task)
+        pa, _, _ = _purify(d, x_adv, task)
+        scored[d.key] = {"clean": _score(metric, px, ref), "attacked": _score(metric, pa, ref)}
+    clean, attacked = _score(metric, x, ref), _score(metric, x_adv, ref)
+    scored[NO_DEFENSE] = {"clean": clean, "attacked": attacked}
+    b = metric.bounds
+    return {"bounds": (float(b.worst), float(b.best)), "lower_better": bool(metric.lower_better),
+            "clean": clean, "attacked": attacked, "scores": scored}
 
 
 def run_task(task: Any) -> Dict[str, Any]:
@@ -184,4 +259,8 @@ def run_task(task: Any) -> Dict[str, Any]:
         torch.random.default_generator.manual_seed(seed)  # (torch.manual_seed would also queue CUDA seeding)
         if cuda:
             torch.cuda.manual_seed(seed)
+        if isinstance(task, FitTask):
+            return _fit(task)
+        if isinstance(task, TransferTask):
+            return _transfer(task)
         return _clean(task) if isinstance(task, CleanTask) else _attack(task)
