@@ -7,6 +7,7 @@ import json
 import pytest
 
 from iqaguard.attacks.universal import UniversalAttack
+from iqaguard.bench.report import write_report
 from iqaguard.bench.spec import Spec, SpecError
 from iqaguard.bench.store import Store
 
@@ -118,6 +119,8 @@ def test_transfer_scores_each_metrics_adversarial_images_with_the_other_metric(t
     # toy-nr's images scored by toy-nr itself are the white-box rows; transfer rows hold another metric's score
     nr_on_fr = {t["image"]: t["attacked"] for t in tr if t["source"] == "toy-nr" and t["defense"] == "none"}
     assert set(nr_on_fr) == {r[1] for r in res if r[0] == "toy-nr"}
+    page = write_report(store, tmp_path / "report").read_text()
+    assert 'id="transfer"' in page and "→ toy-fr" in page and "→ toy-nr" in page
     again = run(spec, store)  # resume: nothing left to transfer
     with Store(store, read_only=True) as s:
         assert s.count("transfer") == len(tr)

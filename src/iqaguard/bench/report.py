@@ -27,6 +27,7 @@ from .bootstrap import BOOTSTRAP_CONFIDENCE, BOOTSTRAP_RESAMPLES, aggregate_inte
 from .stats import (BASELINE, BREAKDOWN_BY, MIN_N_CORRELATION, MODES, Row, Source, breakdown, defense_table,
                     leaderboard, mode_groups, opened, pareto_front, rankable)
 from .stats_tests import win_rate_matrix
+from .attack_stats import robustness_curves, transfer_matrix, worst_case
 
 #: Defense family -> registry names (DESIGN.md); a new family is one more entry.
 FAMILIES: Dict[str, Tuple[str, ...]] = {
@@ -259,6 +260,48 @@ def _breakdowns(con: Any, mode: str, board: List[Row], groups: List[Row]) -> Lis
     return out
 
 
+#: Columns of the attack-side tables (:mod:`iqaguard.bench.attack_stats`); gains are fractions of diam(f).
+CURVE_COLUMNS: Tuple[Column, ...] = (("abs_gain_auc", "AbsGainAUC", 1.0, 3, False),
+                                     ("r_score_auc", "R-ScoreAUC", 1.0, 2, True), ("n", "images", 1.0, 0, None))
+WORST_COLUMNS: Tuple[Column, ...] = (("gain", "worst-case gain", 1.0, 3, False), ("raised", "raised", 1.0, 2, False),
+                                     ("r_score_d", "R score (D)", 1.0, 2, True),
+                                     ("best_single_gain", "best single gain", 1.0, 3, False),
+                                     ("n", "images", 1.0, 0, None))
+
+
+def _fmt_points(points: Sequence[Row]) -> str:
+    return ", ".join(f"{p['eps'] * 255:.3g}/255: {p['abs_gain']:.3f}" for p in points)
+
+
+def _attack_tables(con: Any, present: Sequence[str]) -> Dict[str, Any]:
+    """Robustness curves and worst-case ensemble per mode, and the transfer matrices."""
+    curves, worst = {}, {}
+    for m in present:
+        rows = [dict(r, curve=_fmt_points(r["points"])) for r in robustness_curves(con, m)]
+        curves[m] = _table(f"curves-{m}", m, rows, CURVE_COLUMNS, ("metric", "attack", "defense", "defense_preset",
+                                                                   "curve")) if rows else None
+        rows = [dict(r, wins=", ".join(f"{a}: {k}" for a, k in r["wins"].items() if k)) for r in worst_case(con, m)]
+        worst[m] = _table(f"worst-{m}", m, rows, WORST_COLUMNS, ("metric", "attack_preset", "defense",
+                                                                 "defense_preset", "best_single", "wins")) if rows else None
+    cells = transfer_matrix(con)
+    targets = sorted({r["metric"] for r in cells})
+    matrices: Dict[tuple, Dict[str, Row]] = {}
+    for r in cells:
+        key = (r["dataset"], r["attack"], r["attack_preset"], r["defense"], r["defense_preset"], r["source"])
+        matrices.setdefault(key, {})[r["metric"]] = r
+    rows = []
+    for (dataset, attack, preset, defense, dpreset, src), by_target in matrices.items():
+        row: Row = {"dataset": dataset, "attack": attack, "attack_preset": preset, "defense": defense,
+                    "defense_preset": dpreset, "source": src, "n": min(c["n"] for c in by_target.values())}
+        row.update({t: by_target[t]["gain"] if t in by_target else None for t in targets})
+        row["low_n"] = [t for t in targets if t in by_target and by_target[t]["low_n"]]
+        rows.append(row)
+    columns = tuple((t, f"→ {t}", 1.0, 3, None) for t in targets) + (("n", "images", 1.0, 0, None),)
+    transfer = _table("transfer", "non-adaptive", rows, columns, ("attack", "attack_preset", "defense",
+                                                                  "defense_preset", "source")) if rows else None
+    return {"curves": curves, "worst": worst, "transfer": transfer}
+
+
 def collect(source: Source) -> Dict[str, Any]:
     """Everything the template shows, computed from the store (JSON-serialisable except SVG strings)."""
     with opened(source) as con:
@@ -271,6 +314,7 @@ def collect(source: Source) -> Dict[str, Any]:
         pareto = {m: _pareto(tables[m], m) for m in present}
         wins = {m: _win_heatmap(con, m, boards[m], groups) for m in present}
         breakdowns = {m: _breakdowns(con, m, boards[m], groups) for m in present}
+        attack_side = _attack_tables(con, present)
     figure2 = [_figure2(tables, boards, key, label)
                for key, label in (("srocc_adv", "SROCC adv ↑"), ("d_score_d", "D score (D) ↓"))]
     presets = {m: _table(f"presets-{m}", m, tables[m], COMPACT, ("defense", "defense_preset")) for m in present}
@@ -278,7 +322,7 @@ def collect(source: Source) -> Dict[str, Any]:
             "skipped_fields": SKIPPED_FIELDS, "skipped_listed": SKIPPED_LISTED, "min_n": MIN_N_CORRELATION,
             "low_n": LOW_N, "ci_level": f"{100 * BOOTSTRAP_CONFIDENCE:.0f}%", "ci_resamples": BOOTSTRAP_RESAMPLES,
             "leaderboards": _leaderboards(boards), "presets": presets, "breakdowns": breakdowns,
-            "figure2": figure2 if tables else [], "pareto": pareto, "wins": wins}
+            "figure2": figure2 if tables else [], "pareto": pareto, "wins": wins, **attack_side}
 
 
 def render(context: Dict[str, Any], title: str) -> str:
