@@ -6,6 +6,9 @@ import json
 
 import pytest
 
+import iqaguard
+from iqaguard.data.io import load_image
+
 from iqaguard.attacks.universal import UniversalAttack
 from iqaguard.bench.report import write_report
 from iqaguard.bench.spec import Spec, SpecError
@@ -116,6 +119,15 @@ def test_transfer_scores_each_metrics_adversarial_images_with_the_other_metric(t
     for t in tr:
         # the target metric's clean score is the one the benchmark's clean phase computed
         assert t["defended_clean"] == pytest.approx(clean[(t["metric"], t["image"], t["defense"])], abs=1e-6)
+    # the undefended transfer score is the target metric on the source's cached adversarial PNG
+    with Store(store, read_only=True) as s:
+        paths = {(r[0], r[1]): r[2] for r in s.query("SELECT metric, image, path FROM adversarial")}
+    ds = iqaguard.data.create("toy", n=3, fr=True)
+    refs = {ds[i].name: ds[i].ref for i in range(len(ds))}
+    target = iqaguard.metrics.create("toy-fr")
+    for t in (t for t in tr if t["source"] == "toy-nr" and t["defense"] == "none"):
+        adv = load_image(store.parent / "s_adv" / paths[("toy-nr", t["image"])])
+        assert t["attacked"] == pytest.approx(float(target(adv, refs[t["image"]])), abs=1e-6)
     # toy-nr's images scored by toy-nr itself are the white-box rows; transfer rows hold another metric's score
     nr_on_fr = {t["image"]: t["attacked"] for t in tr if t["source"] == "toy-nr" and t["defense"] == "none"}
     assert set(nr_on_fr) == {r[1] for r in res if r[0] == "toy-nr"}

@@ -120,3 +120,25 @@ def test_adaptive_presets_select_the_adaptively_attacked_presets():
     assert {d.key for d in clean[0].defenses} == {("jpeg", "0"), ("jpeg", "1"), ("jpeg", "3"), ("toy-noise", "4")}
     msg = _error(defenses=[{"name": "jpeg", "adaptive_presets": [9]}])
     assert "defenses[0].adaptive_presets[0]: preset index 9 out of range for defense 'jpeg'; allowed: 0..4" in msg
+
+
+def test_every_shipped_spec_validates_and_the_attack_suite_names_every_package_attack():
+    from iqaguard.bench.spec import SPECS_DIR, load_spec
+    from iqaguard.bench.tasks import expand, fit_tasks, transfer_tasks, Selection
+    from iqaguard.registry import ATTACKS
+
+    for path in sorted(SPECS_DIR.glob("*.yaml")):
+        spec = load_spec(path)
+        sel = {(d.key, s): Selection(tuple(range(20)), tuple(f"i{i}" for i in range(20)))
+               for d in spec.datasets for s in spec.seeds}
+        clean, attacks = expand(spec, sel)
+        assert clean and attacks
+        # universal attacks: one fit per (metric, preset), no adaptive task
+        uni = [a for a in spec.attacks if a.universal]
+        assert len(fit_tasks(spec)) == sum(len(a.presets) for a in uni) * len(spec.metrics)
+        assert not [t for t in attacks if t.mode == "adaptive" and t.attack.label in {a.key for a in uni}]
+        if spec.transfer:
+            assert transfer_tasks(spec, sel)
+    suite = load_spec("attacks")
+    package = {n for n in ATTACKS.names() if ATTACKS.get(n).__module__.startswith("iqaguard.")}
+    assert {a.name for a in suite.attacks} == package

@@ -319,14 +319,14 @@ def _with_sources(tasks: Iterable[TransferTask], store: Store) -> Iterator[Trans
         yield replace(t, cached=tuple((store.cache_dir / h[0]).read_bytes() for h in hits))
 
 
-def _transfer(store: Store, todo: List[TransferTask], executor: Executor, console: Console, progress: bool,
-              meta: Dict[str, Any], run: Dict[str, Any]) -> int:
+def _transfer(store: Store, todo: List[TransferTask], clean: CleanLookup, executor: Executor, console: Console,
+              progress: bool, meta: Dict[str, Any], run: Dict[str, Any]) -> int:
     """Score every metric's cached adversarial images with the spec's other metrics; returns rows."""
     rows = 0
     with counter(console, "transfer", len(todo), progress and bool(todo)) as advance, \
             closing(executor.map(run_task, _with_sources(todo, store))) as results:
         for task, result in results:
-            new = transfer_rows(task, result, meta)
+            new = transfer_rows(task, result, clean, meta)
             store.write(transfer=new)
             rows += len(new)
             run["tasks_run"] += 1
@@ -433,7 +433,7 @@ def _run(spec: Spec, st: Store, executor: Executor, console: Console, progress: 
             advance()
             if on_commit is not None:
                 on_commit(rows)
-    _transfer(st, todo_t, executor, console, progress, meta, run)
+    _transfer(st, todo_t, clean, executor, console, progress, meta, run)
     run["status"] = "finished"
     return RunSummary(run_id, st.path, total, run["tasks_skipped"], run["tasks_run"], reused[0], rows,
                       time.perf_counter() - t0, len(skipped_images(st, spec)))

@@ -362,17 +362,21 @@ def result_rows(task: AttackTask, result: Dict[str, Any], clean: CleanLookup,
     return rows
 
 
-def transfer_rows(task: TransferTask, result: Dict[str, Any], meta: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """``transfer`` rows of a finished :class:`TransferTask`."""
+def transfer_rows(task: TransferTask, result: Dict[str, Any], clean: CleanLookup,
+                  meta: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """``transfer`` rows of a finished :class:`TransferTask`, joined with the target metric's
+    clean-phase scores (``clean`` as in :func:`result_rows`)."""
     lo, hi = result["bounds"]
     rows = []
-    for (label, preset), out in result["scores"].items():
+    for (label, preset), attacked in result["scores"].items():
         for i, name in enumerate(task.names):
+            base = (task.dataset.label, name, task.metric.label)
             rows.append(dict(meta, dataset=task.dataset.label, image=name, source=task.source.label,
                              metric=task.metric.label, attack=task.attack.label, attack_preset=task.preset,
-                             defense=label, defense_preset=preset, seed=task.seed, clean=result["clean"][i],
-                             attacked=result["attacked"][i], defended_clean=out["clean"][i],
-                             defended_attacked=out["attacked"][i], bound_worst=lo, bound_best=hi,
+                             defense=label, defense_preset=preset, seed=task.seed,
+                             clean=clean[base + NO_DEFENSE + (task.seed,)][0], attacked=result["scores"][NO_DEFENSE][i],
+                             defended_clean=clean[base + (label, preset, task.seed)][0],
+                             defended_attacked=attacked[i], bound_worst=lo, bound_best=hi,
                              lower_better=result["lower_better"]))
     return rows
 

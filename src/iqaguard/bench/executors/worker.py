@@ -237,16 +237,12 @@ def _transfer(task: TransferTask) -> Dict[str, Any]:
     if x_adv.shape != x.shape:
         raise InputError(f"transfer {task.source.label} -> {task.metric.label}: cached adversarial images have "
                          f"shape {tuple(x_adv.shape)}, the dataset's {tuple(x.shape)}; use a new store")
-    scored: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    # the clean and defended-clean scores of these images are the target metric's clean phase
+    scored = {NO_DEFENSE: _score(metric, x_adv, ref)}
     for d in task.defenses:
-        px, _, _ = _purify(d, x, task)
-        pa, _, _ = _purify(d, x_adv, task)
-        scored[d.key] = {"clean": _score(metric, px, ref), "attacked": _score(metric, pa, ref)}
-    clean, attacked = _score(metric, x, ref), _score(metric, x_adv, ref)
-    scored[NO_DEFENSE] = {"clean": clean, "attacked": attacked}
+        scored[d.key] = _score(metric, _purify(d, x_adv, task)[0], ref)
     b = metric.bounds
-    return {"bounds": (float(b.worst), float(b.best)), "lower_better": bool(metric.lower_better),
-            "clean": clean, "attacked": attacked, "scores": scored}
+    return {"bounds": (float(b.worst), float(b.best)), "lower_better": bool(metric.lower_better), "scores": scored}
 
 
 def run_task(task: Any) -> Dict[str, Any]:
