@@ -209,8 +209,9 @@ def _dataset_ref(d: Any) -> Ref:
 
 
 def _prepare_datasets(spec: Spec, console: Console, enabled: bool) -> None:
-    """Open every dataset of ``spec`` (cached per process), announcing the slow ones."""
-    for d in spec.datasets:
+    """Open every dataset of ``spec`` and its universal attacks' fit datasets (cached per process),
+    announcing the slow ones."""
+    for d in list(spec.datasets) + [a.fit.dataset for a in spec.attacks if a.fit is not None]:
         hint = f" ({FIRST_USE[d.name]})" if d.name in FIRST_USE else ""
         with phase(console, f"preparing dataset {d.key}{hint}", after=PREPARE_NOTICE_AFTER, enabled=enabled):
             get_dataset(_dataset_ref(d))
