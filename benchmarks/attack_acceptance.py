@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import iqaguard
-from iqaguard.attacks import GradientAttack, QueryAttack, UniversalAttack
+from iqaguard.attacks import QueryAttack, UniversalAttack
 from iqaguard.attacks.budgets import PRESET_BUDGETS, Restriction, measure
 from iqaguard.data.kadid_builtin import BuiltinKadid
 
@@ -68,14 +68,10 @@ def family(atk: Any) -> str:
 
 def preset_params(name: str, preset: str, metric: str) -> Tuple[Dict[str, Any], str]:
     """The attack kwargs of ``preset`` for ``metric`` and where they came from."""
-    try:
-        from iqaguard.attacks.calibrate import resolve_preset
-    except ImportError:
-        return dict(iqaguard.registry.ATTACKS.get(name).presets.get(preset, {})), "class preset"
-    got = resolve_preset(name, preset, metric)
-    params = getattr(got, "params", got)
-    source = getattr(got, "source", "resolved")
-    return dict(params), str(source)
+    from iqaguard.attacks.calibrate import find_table, resolve_preset
+
+    table = find_table(name, metric)
+    return resolve_preset(name, preset, metric), ("table " + table.name) if table is not None else "class preset"
 
 
 def restriction_ok(atk: Any, preset: str, x_adv: torch.Tensor, x: torch.Tensor) -> Tuple[torch.Tensor, str]:

@@ -146,9 +146,15 @@ def params_json(params: Dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def make_attack(ref: Ref, preset: str, universal: Optional[bytes] = None) -> attacks.Attack:
-    """The attack of ``ref`` at ``preset``; a universal attack gets its fitted perturbation."""
-    atk = attacks.create(ref.name, preset=preset, **ref.kw)
+def make_attack(ref: Ref, preset: str, metric: str, universal: Optional[bytes] = None) -> attacks.Attack:
+    """The attack of ``ref`` at ``preset`` for the metric named ``metric``: the preset resolves
+    through the shipped calibration table of (attack, metric) when there is one
+    (:func:`iqaguard.attacks.calibrate.resolve_preset`), the spec's kwargs on top; a universal
+    attack gets its fitted perturbation."""
+    from ...attacks.calibrate import resolve_preset
+
+    atk = attacks.create(ref.name, **{**resolve_preset(ref.name, preset, metric), **ref.kw})
+    atk.preset = preset
     if universal is not None:
         from safetensors.torch import load as load_tensors
 
@@ -166,7 +172,7 @@ def _fit(task: FitTask) -> Dict[str, Any]:
         raise InputError(f"fit dataset {task.dataset.label!r} has no images")
     n = min(task.images, len(ds))
     idx = sorted({round(i * (len(ds) - 1) / max(n - 1, 1)) for i in range(n)})
-    atk = make_attack(task.attack, task.preset)
+    atk = make_attack(task.attack, task.preset, task.metric.name)
     size = getattr(atk, "size", None)
     side = (size, size) if isinstance(size, int) else None
     dev = torch.device(task.device)
@@ -204,7 +210,7 @@ def _attack(task: AttackTask) -> Dict[str, Any]:
             g_eot = torch.Generator(device=x.device).manual_seed(gen_seed("eot", *key))
             p = defenses.create(task.target.name, preset=task.target.preset, **task.target.kw)
             target = defend(metric, p, eot_samples=task.target.eot_samples, generator=g_eot)
-        atk = make_attack(task.attack, task.preset, task.universal)
+        atk = make_attack(task.attack, task.preset, task.metric.name, task.universal)
         g_atk = torch.Generator(device=x.device).manual_seed(gen_seed("attack", *key))
         t0 = time.perf_counter()
         x_adv = quantise(atk(target, x, ref=ref, generator=g_atk))
