@@ -1,9 +1,12 @@
 """``iqaguard demo``: run the builtin demo spec, print one table per defense preset, write the report.
 
 The demo spec (``bench/specs/demo.yaml``) runs builtin-nr on 50 images of six builtin-kadid test
-photographs (Guardians of Image Quality A.3.1 KMeans sampling) and builtin-fr on 5 of them: I-FGSM at the weak / medium / strong presets,
-JPEG at its five presets, non-adaptive (attacks computed once, reused by every defense preset)
-and adaptive (BPDA through JPEG) on a few images. The tables follow Guardians of Image Quality Table 2 (time,
+photographs (Guardians of Image Quality A.3.1 KMeans sampling) and builtin-fr on 10 of them:
+I-FGSM and UAP (fitted once per metric and preset on train photographs) at the weak / medium /
+strong presets and PGD at the medium one, JPEG at its five presets, non-adaptive (attacks
+computed once, reused by every defense preset) and adaptive (BPDA through JPEG; gradient attacks
+only) on a few images, and the transfer of each metric's adversarial images to the other. The
+tables follow Guardians of Image Quality Table 2 (time,
 SROCC clean/adv, D_score, D_score^(D), R_score, PSNR, SSIM, MSE, L-inf).
 
 Ctrl-C or SIGTERM stops the demo like any run (:mod:`iqaguard.bench.runner`): the line it prints
