@@ -27,6 +27,9 @@ import torch
 
 import iqaguard
 from iqaguard.attacks.facpa import FACPA, WEIGHTS_DIR, weights_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _model_card import write_section  # noqa: E402
 from iqaguard.data.builtin import PHOTOS_DIR
 from iqaguard.data.io import load_image
 from iqaguard.data.kadid_builtin import split_sources
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
         "- test-split photographs: not used here (the test suite checks 6 held-out test crops)",
         f"- training time: {train_s / 60:.1f} min (2 CPU threads shared with other jobs)",
         f"- file: `{path.name}` ({path.stat().st_size / 1024:.1f} KB), sha256 `{sha}`", ""]
-    card.write_text("\n".join(lines), encoding="utf-8")
+    write_section(card, lines[0], lines)  # the card also holds other models' sections
     return 0
 
 
