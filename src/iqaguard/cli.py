@@ -20,9 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import click
 import typer
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup
 
 from .bench.cli import WORKERS_HELP, bench_app, console, fail, out_console, print_error, say
 from .cli_list import DESCRIBE, KINDS, _entries, kwargs_text
@@ -236,7 +238,41 @@ def defend(image: Path = typer.Argument(..., help="input image file"),
         say(f"wrote {out} ({what}): PSNR {float(fid['psnr'][0]):.2f} dB, SSIM {float(fid['ssim'][0]):.4f} to {image}")
 
 
-@app.command()
+# ---- iqaguard attack IMAGE | iqaguard attack calibrate -----------------------------------------------------
+#
+# `attack` is a group with two commands: `calibrate` and the image attack, which is what any other first
+# argument runs (so `iqaguard attack IMAGE ...` and `iqaguard attack --help` are what they always were; an
+# image file named "calibrate" is `./calibrate`).
+
+_IMAGE_ATTACK = "image"
+
+
+class _AttackGroup(TyperGroup):
+    """Routes ``attack ARGS`` to the image attack unless ARGS starts with a subcommand's name."""
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        if not args or args[0] not in self.commands or args[0] == _IMAGE_ATTACK:
+            args = [_IMAGE_ATTACK] + list(args)
+        return super().parse_args(ctx, args)
+
+
+class _ImageAttackCommand(TyperCommand):
+    """The image attack under the group's own name: its usage line reads ``iqaguard attack [OPTIONS] IMAGE``."""
+
+    def make_context(self, info_name: Optional[str], args: List[str], parent: Optional[click.Context] = None,
+                     **extra: Any) -> click.Context:
+        if parent is not None and parent.parent is not None:
+            return super().make_context(parent.info_name, args, parent=parent.parent, **extra)
+        return super().make_context(info_name, args, parent=parent, **extra)
+
+
+attack_app = typer.Typer(cls=_AttackGroup, rich_markup_mode="markdown", add_completion=False,
+                         help="Attack METRIC on IMAGE (`iqaguard attack IMAGE --out OUT.png`), or calibrate an "
+                              "attack's presets (`iqaguard attack calibrate --help`).")
+app.add_typer(attack_app, name="attack", cls=_AttackGroup)
+
+
+@attack_app.command(_IMAGE_ATTACK, cls=_ImageAttackCommand, hidden=True)
 def attack(image: Path = typer.Argument(..., help="input image file"),
            metric: str = typer.Option("builtin-nr", "--metric", "-m", help="metric to attack (iqaguard list metrics)"),
            attack_name: str = typer.Option("ifgsm", "--attack", "-a", help="attack (iqaguard list attacks)"),
@@ -244,8 +280,16 @@ def attack(image: Path = typer.Argument(..., help="input image file"),
            ref: Optional[Path] = typer.Option(None, "--ref", help="reference image (full-reference metrics)"),
            out: Path = typer.Option(..., "--out", "-o", help="output file, an 8-bit PNG (.png)"),
            seed: int = typer.Option(0, "--seed", min=0, help="seed of a randomized attack"),
-           device: str = typer.Option("cpu", help="cpu | cuda | auto")) -> None:
-    """Attack METRIC on IMAGE (raise its predicted quality), write x' as an 8-bit PNG, print scores and fidelity."""
+           device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+           table: Optional[Path] = typer.Option(None, "--table", help="calibration table (JSON of `iqaguard attack "
+                                                "calibrate`) the preset resolves through; default: the table "
+                                                "shipped for this attack and metric, if any")) -> None:
+    """Attack METRIC on IMAGE (raise its predicted quality), write x' as an 8-bit PNG, print scores and fidelity.
+
+    The preset resolves through a calibration table: `--table`, else the one shipped for the
+    attack and metric (`iqaguard/attacks/tables/`), else the attack's own presets. To calibrate
+    presets: `iqaguard attack calibrate --help`.
+    """
     import torch
 
     from . import attacks, metrics, scores
@@ -260,7 +304,11 @@ def attack(image: Path = typer.Argument(..., help="input image file"),
         m = metrics.create(metric).to(resolve_device(device))
         if m.kind == "fr" and ref is None:
             raise IqaguardError(f"metric {metric!r} is full-reference: pass --ref REFERENCE_IMAGE")
-        a = attacks.create(attack_name, preset=preset)
+        from .attacks.calibrate import find_table, resolve_preset
+
+        used = table if table is not None else find_table(attack_name, metric)
+        a = attacks.create(attack_name, **resolve_preset(attack_name, preset, metric, table=table))
+        a.preset = preset
         if isinstance(a, UniversalAttack):
             raise IqaguardError(f"--attack: {attack_name!r} is universal: it is fitted on a set of images "
                                 "(Python: attacks.create(...).fit(metric, images)) or in a benchmark run")
@@ -275,8 +323,123 @@ def attack(image: Path = typer.Argument(..., help="input image file"),
         fail(e)
     better = "lower" if m.lower_better else "higher"
     say(f"wrote {out} ({attack_name} {preset}: {kwargs_text(a.params, per_255=a.restriction == 'linf')})")
+    if used is not None:
+        say(f"preset {preset} from the calibration table {used}")
     say(f"{metric} ({better} is better): clean {before:.4f} -> attacked {after:.4f}; PSNR {float(fid['psnr'][0]):.2f} dB, "
         f"SSIM {float(fid['ssim'][0]):.4f}, L-inf {255 * float(fid['linf'][0]):.2f}/255 to {image}")
+
+
+def _note(text: str) -> None:
+    """One line of progress on stderr (plain text, not wrapped)."""
+    console.print(escape(text), soft_wrap=True)
+
+
+def _parse_fix(items: List[str]) -> Dict[str, Any]:
+    import yaml
+
+    out: Dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise IqaguardError(f"--fix: expected KEY=VALUE (e.g. --fix steps=20), got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise IqaguardError(f"--fix: cannot read the value of {item!r}; e.g. --fix steps=20") from None
+    return out
+
+
+def _parse_values(text: str) -> Any:
+    if text.strip() == "auto":
+        return "auto"
+    vals = []
+    for part in text.split(","):
+        try:
+            num, sep, den = part.strip().partition("/")
+            vals.append(float(num) / float(den) if sep else float(num))
+        except (ValueError, ZeroDivisionError):
+            raise IqaguardError(f"--values: expected 'auto' or numbers separated by commas (e.g. 2/255,4/255,8/255), "
+                                f"got {text!r}") from None
+    return vals
+
+
+@attack_app.command("calibrate")
+def calibrate_cmd(attack_name: str = typer.Option(..., "--attack", "-a", help="attack to calibrate (iqaguard list attacks)"),
+                  metric: str = typer.Option("builtin-nr", "--metric", "-m", help="metric attacked (iqaguard list metrics)"),
+                  dataset: str = typer.Option("builtin-kadid", "--dataset", "-d", help="dataset the images come from "
+                                              "(iqaguard list datasets)"),
+                  restriction: Optional[str] = typer.Option(None, "--restriction", "-r", help="linf | ssim | psnr: "
+                                                            "the budget measured and targeted; default the attack's own"),
+                  split: Optional[str] = typer.Option(None, "--split", help="dataset split (default val where the "
+                                                      "dataset has splits; test is refused)"),
+                  n: int = typer.Option(125, "--n", help="calibration images (>= 4; 125: every builtin-kadid "
+                                       "distortion type x level once)"),
+                  held_out: int = typer.Option(125, "--held-out", help="held-out images the presets are verified on "
+                                               "(0: no verification)"),
+                  size: int = typer.Option(96, "--size", help="crop size in px at seeded random positions "
+                                           "(0: whole images, which must share their size)"),
+                  seed: int = typer.Option(0, "--seed", min=0, help="seed of the image draw, the crops and the attack"),
+                  out: Optional[Path] = typer.Option(None, "--out", "-o", help="table JSON to write (default "
+                                                     "runs/calibration/ATTACK__METRIC.json)"),
+                  second: str = typer.Option("auto", "--second", help="second parameter calibrated where the varied "
+                                             "one cannot reach a budget: a parameter name, auto (steps / max_queries "
+                                             "/ epochs) or none"),
+                  values: str = typer.Option("auto", "--values", help="sweep of the varied parameter: auto (probe the "
+                                             "valid range, then 10 values around the targets) or a comma list"),
+                  local: int = typer.Option(4, "--local", help="solve each target on the line through this many sweep "
+                                            "values around it (0: one line over the whole sweep)"),
+                  fix: List[str] = typer.Option([], "--fix", help="fixed attack parameter KEY=VALUE (repeatable); "
+                                                "default: what the attack's presets share, e.g. steps=10"),
+                  root: Optional[Path] = typer.Option(None, "--root", help="folder of a dataset that needs one"),
+                  batch: int = typer.Option(16, "--batch", min=1, help="images per attack call"),
+                  device: str = typer.Option("cpu", help="cpu | cuda | auto")) -> None:
+    """Calibrate an attack's weak / medium / strong presets to their budgets (Guardians of Image Quality A.3.4).
+
+    Sweeps the attack's varied parameter over 10 values on N calibration crops, fits the line
+    budget ~ a + b * value, solves for the budgets of the presets (L-inf 2/4/8 /255, SSIM
+    0.9/0.8/0.75, PSNR 35/30/25 dB), checks them on K held-out crops of other source photographs
+    and writes the table; `iqaguard attack IMAGE --table TABLE` uses it. Progress (one line per
+    probe, sweep and held-out run) goes to stderr; the fit and the presets to stdout.
+    """
+    from .attacks.calibrate import calibrate_dataset, fmt_budget
+
+    try:
+        fixed = _parse_fix(fix) or None
+        sweep = _parse_values(values)
+        second_param = None if second == "none" else second
+        table = calibrate_dataset(attack_name, metric, dataset, split=split, n=n, held_out=held_out,
+                                  size=size or None, seed=seed, restriction=restriction, values=sweep,
+                                  second=second_param, root=None if root is None else str(root), fixed=fixed,
+                                  progress=_note, batch=batch, device=device, local=local)
+        from .attacks.calibrate import table_filename
+
+        path = out if out is not None else Path("runs") / "calibration" / table_filename(attack_name, metric)
+        table.to_json(path)
+    except IqaguardError as e:
+        fail(e)
+    r, f = table.restriction, table.fit
+    fixed_text = f" ({kwargs_text(table.fixed)})" if table.fixed else ""
+    say(f"images: {table.n_images} calibration, {table.n_held_out} held-out ({table.dataset}"
+        f"{f' split {table.split}' if table.split else ''}){fixed_text}")
+    say(f"fit: {r} ~ a + b * {table.varied}, a = {f['a']:.6g}, b = {f['b']:.6g}, r² = {f['r2']:.5f}")
+    for level in table.levels[1:]:
+        lf = level["fit"]
+        say(f"fit at {table.second}={level['value']}: a = {lf['a']:.6g}, b = {lf['b']:.6g}, r² = {lf['r2']:.5f}")
+    for name, e in table.entries.items():
+        params = kwargs_text(table.presets()[name])
+        line = f"{name}: {params}; target {fmt_budget(r, e['target'])}, predicted {fmt_budget(r, e['predicted'])}"
+        if "fit" in e:
+            line += f" (local line r² {e['fit']['r2']:.5f})"
+        v = table.verification.get(name)
+        if v is not None:
+            line += f"; held-out {fmt_budget(r, v['achieved'])}, error {100 * v['rel_error']:.2f}%, gain {v['gain']:+.4f}"
+        if not e["reached"]:
+            line += "; NOT reached (clipped to the end of the sweep)"
+        say(line)
+    worst = max((v["rel_error"] for v in table.verification.values()), default=None)
+    if worst is not None and worst > 0.05:
+        say(f"note: the largest held-out error is {100 * worst:.1f}% (> 5%): calibrate on more images (--n, --held-out)")
+    say(f"wrote {path}")
 
 
 # ---- iqaguard demo -----------------------------------------------------------------------------------------

@@ -147,16 +147,33 @@ def grid_rows(clean: Sequence[Any], attacks: Sequence[Any]) -> List[Tuple[str, .
     return [k + tuple(str(v) for v in g) for k, g in groups.items()]
 
 
-def time_tasks(clean: Sequence[Any], attacks: Sequence[Any]) -> Tuple[float, float]:
+def time_tasks(clean: Sequence[Any], attacks: Sequence[Any], fits: Sequence[Any] = ()) -> Tuple[float, float]:
     """Estimated serial seconds of every task, and the seconds the measurement took.
 
     One clean task per metric and one attack task per metric x attack x mode run on their first
     image only (:func:`~iqaguard.bench.executors.worker.run_task`, results discarded); every
-    task's cost is that per-image time times its images.
+    task's cost is that per-image time times its images. A universal attack is first fitted on
+    two of its training images (that time, times its images / 2, per preset), and its attack
+    tasks are timed with that trial perturbation.
     """
     from .executors.worker import get_metric, run_task
 
-    t_start, cost = time.perf_counter(), {}
+    t_start, cost, trial = time.perf_counter(), {}, {}
+    total = 0.0
+    for f in fits:
+        key = ("fit", f.metric.label, f.attack.label)
+        if key not in cost:
+            small = replace(f, images=min(2, f.images))
+            get_metric(small.metric, small.device)
+            t0 = time.perf_counter()
+            try:
+                trial[key[1:]] = run_task(small)["state"]
+            except (IqaguardError, RuntimeError, ValueError) as e:
+                raise IqaguardError(f"task {small.describe()} fails: {e}".replace("\n", " ")) from e
+            cost[key] = (time.perf_counter() - t0) * f.images / small.images
+        total += cost[key]
+    attacks = [replace(t, universal=trial[(t.metric.label, t.attack.label)])
+               if (t.metric.label, t.attack.label) in trial else t for t in attacks]
 
     def per_image(key: tuple, task: Any) -> float:
         if key not in cost:
@@ -170,7 +187,7 @@ def time_tasks(clean: Sequence[Any], attacks: Sequence[Any]) -> Tuple[float, flo
             cost[key] = time.perf_counter() - t0
         return cost[key] * len(task.names)
 
-    total = sum(per_image(("clean", t.metric.label), t) for t in clean)
+    total += sum(per_image(("clean", t.metric.label), t) for t in clean)
     total += sum(per_image((t.metric.label, t.attack.label, t.mode), t) for t in attacks)
     return total, time.perf_counter() - t_start
 
@@ -192,7 +209,7 @@ def validate_cmd(spec: str = typer.Argument(..., help="spec YAML file, or a buil
     from .runner import _check_references, select_images
     from .spec import load_spec
     from .store import Store
-    from .tasks import expand
+    from .tasks import expand, fit_tasks, transfer_tasks
 
     try:
         sp = load_spec(spec)
@@ -206,7 +223,8 @@ def validate_cmd(spec: str = typer.Argument(..., help="spec YAML file, or a buil
             how = ("images counted without KMeans or screening (a kmeans subset counts as k_per_cluster x "
                    "n_clusters, at most); --exact selects them as `bench run` does")
         clean, attacks = expand(sp, selections)
-        estimate = time_tasks(clean, attacks) if timing else None
+        fits, transfers = fit_tasks(sp), transfer_tasks(sp, selections)
+        estimate = time_tasks(clean, attacks, fits) if timing else None
     except IqaguardError as e:
         fail(e)
     t = Table("metric", "mode", "attack", "preset", "defenses scored", "tasks", "images", "rows",
@@ -216,8 +234,13 @@ def validate_cmd(spec: str = typer.Argument(..., help="spec YAML file, or a buil
     out_console.print(t)
     n_rows, n_clean = sum(len(a.keys()) for a in attacks), sum(len(c.keys()) for c in clean)
     images = sum(len(s.indices) for s in selections.values())
-    say(f"tasks: {len(clean)} clean + {len(attacks)} attack = {len(clean) + len(attacks)}; {n_rows} result rows "
+    extra = "".join(f" + {n} {what}" for n, what in ((len(fits), "universal fit"), (len(transfers), "transfer"))
+                    if n)
+    total = len(clean) + len(attacks) + len(fits) + len(transfers)
+    say(f"tasks: {len(clean)} clean + {len(attacks)} attack{extra} = {total}; {n_rows} result rows "
         f"(+ {n_clean} clean-score rows); {images} images over {len(selections)} dataset x seed selection(s)")
+    if transfers:
+        say(f"transfer: {sum(len(t.keys()) for t in transfers)} transfer rows (scoring only; not in the estimate)")
     say(how)
     if estimate is not None:
         serial, took = estimate
