@@ -109,13 +109,20 @@ def _family(factory: Any) -> str:
 
 
 def _attack_rows() -> Tuple[Sequence[str], List[List[str]]]:
+    from .attacks.calibrate import shipped_tables
+
+    tables: Dict[str, List[str]] = {}
+    for attack, metric in shipped_tables():
+        tables.setdefault(attack, []).append(metric)
     rows = []
     for name, factory in _entries("attacks"):
         norm = str(getattr(factory, "restriction", "?"))
         presets = getattr(factory, "presets", {}) or {}
         text = "\n".join(f"{p}: {kwargs_text(kw, per_255=norm == 'linf')}" for p, kw in presets.items())
+        calibrated = (f"(presets calibrated for {', '.join(sorted(tables[name]))} (shipped tables; the class "
+                      "presets above apply to other metrics))") if name in tables else ""
         rows.append([name, _family(factory), norm, str(getattr(factory, "varied", "?")), text or "(none)",
-                     _summary(factory)])
+                     " ".join(t for t in (_summary(factory).rstrip("."), calibrated) if t)])
     return ("attack", "family", "restriction", "varied", "presets (budgets)", "notes"), rows
 
 
