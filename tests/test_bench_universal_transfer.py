@@ -137,3 +137,18 @@ def test_transfer_scores_each_metrics_adversarial_images_with_the_other_metric(t
     with Store(store, read_only=True) as s:
         assert s.count("transfer") == len(tr)
     assert again.tasks_run == 0
+
+
+def test_the_worker_resolves_presets_through_the_shipped_table_of_attack_and_metric():
+    from iqaguard.attacks.calibrate import CalibrationTable, find_table
+    from iqaguard.bench.executors.worker import make_attack
+    from iqaguard.bench.tasks import Ref
+
+    table = CalibrationTable.from_json(find_table("stadv", "builtin-nr"))
+    atk = make_attack(Ref("stadv", "stadv"), "medium", "builtin-nr")
+    assert atk.params["max_flow"] == table.entries["medium"]["max_flow"] != iqaguard.attacks.create(
+        "stadv", preset="medium").params["max_flow"]
+    assert atk.preset == "medium"
+    # no table for a metric: the class preset; the spec's kwargs win over both
+    assert make_attack(Ref("stadv", "stadv"), "medium", "toy-nr").params["max_flow"] == 0.5
+    assert make_attack(Ref("stadv", "stadv", '{"steps": 3}'), "medium", "builtin-nr").params["steps"] == 3
