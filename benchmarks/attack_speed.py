@@ -2,6 +2,7 @@
 
     nice -n 5 python benchmarks/attack_speed.py [--device cpu|cuda] [--threads 2] [--steps 5]
                                                 [--queries 60] [--repeats 5] [--photo kitten]
+                                                [--clock wall|cpu]
                                                 [--attacks ifgsm,pgd,...] [--breakdown] [--profile]
 
 Metric: ``builtin-nr`` (its shipped weights; the same network untrained when they are missing:
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import time
@@ -81,10 +83,13 @@ def load_metric(device: str):
 
 
 class Clock:
-    """Wall seconds of ``fn()``, synchronising CUDA before and after."""
+    """Seconds of ``fn()``, synchronising CUDA before and after: wall seconds, or with ``cpu`` the
+    CPU seconds of this process (all its threads; on a machine shared with other jobs they count
+    the work done rather than the waiting for a core, most faithfully at ``--threads 1``)."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, cpu: bool = False) -> None:
         self.cuda = torch.device(device).type == "cuda"
+        self.now = time.process_time if cpu else time.perf_counter
 
     def sync(self) -> None:
         if self.cuda:
@@ -92,10 +97,10 @@ class Clock:
 
     def __call__(self, fn: Callable[[], object]) -> float:
         self.sync()
-        t = time.perf_counter()
+        t = self.now()
         fn()
         self.sync()
-        return time.perf_counter() - t
+        return self.now() - t
 
 
 class Case:
@@ -212,10 +217,10 @@ def breakdown(case: Case, m, clock: Clock) -> str:
 
     def score(*a, **k):
         clock.sync()
-        t = time.perf_counter()
+        t = clock.now()
         out = orig_score(*a, **k)
         clock.sync()
-        dt = time.perf_counter() - t
+        dt = clock.now() - t
         acc["score"] += dt
         acc["n_score"] += 1
         if depth[0]:
@@ -226,12 +231,12 @@ def breakdown(case: Case, m, clock: Clock) -> str:
         def inner(*a, **k):
             depth[0] += 1
             clock.sync()
-            t = time.perf_counter()
+            t = clock.now()
             try:
                 return orig(*a, **k)
             finally:
                 clock.sync()
-                acc[key] += time.perf_counter() - t
+                acc[key] += clock.now() - t
                 depth[0] -= 1
         return inner
 
@@ -277,6 +282,8 @@ def main(argv=None) -> int:
     ap.add_argument("--photo", default="kitten", help="builtin photograph (default kitten)")
     ap.add_argument("--height", type=int, default=384)
     ap.add_argument("--width", type=int, default=512)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall seconds (default) or CPU seconds of this process (a shared, busy machine)")
     ap.add_argument("--attacks", default="", help="comma-separated subset (default: every gradient and query attack)")
     ap.add_argument("--breakdown", action="store_true", help="time breakdown for every attack, not only failing ones")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table for attacks above their bar")
@@ -287,7 +294,8 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    clock = Clock(args.device)
+    load0 = load_average()
+    clock = Clock(args.device, cpu=args.clock == "cpu")
     m, note = load_metric(args.device)
     x = photo(args.photo, args.height, args.width).to(args.device)
     cases = build_cases(args, m, x, clock)
@@ -297,7 +305,7 @@ def main(argv=None) -> int:
     dev = torch.cuda.get_device_name(0) if clock.cuda else f"cpu, {args.threads} threads"
     print(f"builtin-nr{note} on {dev}, input 1x3x{args.height}x{args.width} ({args.photo}), torch "
           f"{torch.__version__}, steps={args.steps}, queries={args.queries}, median of {args.repeats} "
-          f"interleaved rounds")
+          f"interleaved rounds, {args.clock} clock")
     print(f"{'attack':<13} {'unit':<10} {'s/unit':>9} {'baseline s':>10} {'ratio':>6}  {'bar':>6}  result")
     for c in cases:
         bar = "-" if c.bar is None else f"<={c.bar:g}"
@@ -314,8 +322,17 @@ def main(argv=None) -> int:
         for c in cases:
             if c.passed is False:
                 profile(c, args.profile_rows)
-    print(f"wall {time.perf_counter() - t0:.0f} s")
+    print(f"wall {time.perf_counter() - t0:.0f} s; load average (1, 5, 15 min) at the start {load0}, "
+          f"at the end {load_average()}")
     return 0
+
+
+def load_average() -> str:
+    """The machine's 1 / 5 / 15-minute load averages (other jobs make the ratios noisy)."""
+    try:
+        return "/".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:  # not available on this platform
+        return "n/a"
 
 
 if __name__ == "__main__":

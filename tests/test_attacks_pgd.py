@@ -148,6 +148,52 @@ def test_apgd_beats_pgd_on_builtin_nr(builtin_nr, steps):
     assert (o_apgd >= o_pgd).double().mean() >= 0.7, (o_apgd - o_pgd)
 
 
+def _val_crops(size):
+    """Central ``size x size`` crops of the validation-split photographs of builtin-kadid (24, none
+    of the test split; builtin-nr was not trained on them, they only selected its checkpoint)."""
+    from attack_toys import PHOTOS
+    from iqaguard.data.io import load_image
+    from iqaguard.data.kadid_builtin import split_sources
+
+    out = []
+    for name in split_sources(0)["val"]:
+        x = load_image(PHOTOS / f"{name}.jpg")
+        top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+        out.append(x[..., top:top + size, left:left + size])
+    return torch.cat(out)
+
+
+@pytest.fixture(scope="module")
+def apgd_vs_pgd_val():
+    """builtin-nr, eps = 4/255, 10 iterations of each (each: 10 gradient steps, the start and every
+    iterate evaluated), on 24 central 80x80 val crops: the objectives of APGD (its default start,
+    the clean image: one deterministic run) and the mean over seeds 0-2 of PGD's (random starts)."""
+    m, x, eps = iqaguard.metrics.create("builtin-nr"), _val_crops(80), 4 / 255
+    runs = {"pgd": [PGD(eps=eps, steps=10)(m, x, generator=gen(s)) for s in range(3)],
+            "apgd": [APGD(eps=eps, steps=10)(m, x, generator=gen(s)) for s in range(3)]}
+    for outs in runs.values():
+        assert all(bool(within("linf", o, x, eps).all()) for o in outs)
+    mean = {k: torch.stack([_objective(m, o) for o in outs]).mean(dim=0) for k, outs in runs.items()}
+    return _objective(m, x), mean["pgd"], mean["apgd"]
+
+
+def test_apgd_and_pgd_raise_builtin_nr_on_val_crops(apgd_vs_pgd_val):
+    clean, pgd, apgd = apgd_vs_pgd_val
+    assert bool((pgd > clean).all()) and bool((apgd > clean).all())
+
+
+# The acceptance line "APGD's mean objective >= PGD's at equal iterations on >= 70% of the images"
+# does not hold at 10 iterations: measured 9/24 (0.38). Croce & Hein's Algorithm 1 as written
+# (eta = 2 eps, checkpoints ceil(p_j N): 3, 5, 6, 7, 8, 9 at N = 10) spends its first step at a
+# corner of the ball, which builtin-nr scores far below the clean crop, and halves eta only at the
+# checkpoints; mean gains 0.125 (APGD) vs 0.130 (PGD). Central crops of 64 / 96 px: 0.42 / 0.25;
+# APGD from random starts (the authors' code) 0.17; at 30 iterations 0.67 (16/24).
+@pytest.mark.xfail(reason="measured 9/24 = 0.38 < 0.7 at 10 iterations (see the comment above)", strict=True)
+def test_apgd_mean_objective_at_least_pgds_on_70_percent_of_val_crops(apgd_vs_pgd_val):
+    _, pgd, apgd = apgd_vs_pgd_val
+    assert float((apgd >= pgd).double().mean()) >= 0.7, (apgd - pgd)
+
+
 def test_builtin_fr_perturbs_the_distorted_image_only():
     m = iqaguard.metrics.create("builtin-fr")
     ref = photo_crops(3, 48, step=40)

@@ -12,6 +12,7 @@ from typing import Generator, List, Optional, Sequence
 import torch
 
 from .base import seeded  # noqa: F401  (the query attacks call it as S.seeded)
+from .gradient import take  # noqa: F401  (per-image selection: S.take)
 
 from .query import QueryOracle
 

@@ -28,7 +28,7 @@ from ..errors import InputError
 from ..metrics.base import Metric
 from ..registry import ATTACKS
 from .budgets import Restriction, check_count, linf_presets
-from .gradient import BallAttack
+from .gradient import BallAttack, take
 from .budgets import Ball, check_norm_eps
 
 
@@ -110,7 +110,7 @@ class APGD(BallAttack):
         """One run of Algorithm 1 from ``x_k``: ``(best iterate [B, 3, H, W], its objective [B])``."""
         b, view = x_k.shape[0], (-1,) + (1,) * (x_k.dim() - 1)
         obj_k, grad_k = self.gradient(metric, x_k, ref)
-        best_x, best_obj, best_grad = x_k.clone(), obj_k.clone(), grad_k.clone()
+        best_x, best_obj, best_grad = x_k, obj_k.clone(), grad_k  # never written in place
         eta = torch.full((b,), 2 * float(self.eps), dtype=x_k.dtype, device=x_k.device)
         x_prev, has_prev = x_k, torch.zeros(b, dtype=torch.bool, device=x_k.device)
         # state at the last checkpoint: its iteration, eta before its decision, best objective
@@ -120,8 +120,13 @@ class APGD(BallAttack):
         a = float(self.momentum)
         for k in range(self.steps):
             z = ball.project(x_k + eta.view(view) * ball.direction(grad_k))
-            moved = ball.project(x_k + a * (z - x_k) + (1 - a) * (x_k - x_prev))
-            x_prev, x_k = x_k, torch.where(has_prev.view(view), moved, z)
+            # the momentum step; a batch where every image (or none) has a previous iterate
+            # computes only the branch it takes (the first step, and after a restart of all)
+            if bool(has_prev.any()):
+                moved = ball.project(x_k + a * (z - x_k) + (1 - a) * (x_k - x_prev))
+                x_prev, x_k = x_k, take(has_prev, moved, z)
+            else:
+                x_prev, x_k = x_k, z
             has_prev = torch.ones_like(has_prev)
             if k + 1 < self.steps:
                 obj, grad_k = self.gradient(metric, x_k, ref)
@@ -130,11 +135,13 @@ class APGD(BallAttack):
                     obj = self.objective(metric, x_k, ref)
             increases += obj > obj_k
             obj_k = obj
+            # new tensors every iteration (nothing below writes in place), so the best iterate
+            # and its gradient may be references to them
             better = obj > best_obj
-            best_x = torch.where(better.view(view), x_k, best_x)
+            best_x = take(better, x_k, best_x)
             best_obj = torch.where(better, obj, best_obj)
             if k + 1 < self.steps:
-                best_grad = torch.where(better.view(view), grad_k, best_grad)
+                best_grad = take(better, grad_k, best_grad)
             if k + 1 in marks:
                 few = increases.double() < float(self.rho) * (k + 1 - last_w)
                 stalled = (eta == last_eta) & (best_obj == last_best)
@@ -142,7 +149,6 @@ class APGD(BallAttack):
                 last_w, last_eta, last_best = k + 1, eta.clone(), best_obj.clone()
                 increases.zero_()
                 eta = torch.where(halve, eta / 2, eta)
-                hv = halve.view(view)
-                x_k, grad_k = torch.where(hv, best_x, x_k), torch.where(hv, best_grad, grad_k)
+                x_k, grad_k = take(halve, best_x, x_k), take(halve, best_grad, grad_k)
                 obj_k, has_prev = torch.where(halve, best_obj, obj_k), has_prev & ~halve
         return best_x, best_obj

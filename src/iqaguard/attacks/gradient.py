@@ -46,11 +46,30 @@ class GradientAttack(Attack):
 
 def keep_best(best_x: Optional[torch.Tensor], best_obj: Optional[torch.Tensor], x: torch.Tensor,
               obj: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per image, the iterate with the higher objective (``best_x`` may be ``None``: take ``x``)."""
+    """Per image, the iterate with the higher objective (``best_x`` may be ``None``: take ``x``).
+
+    The result never shares memory with ``x`` (a caller may update ``x`` in place afterwards).
+    When every image or none improved (always so for one image) the whole batch is copied or
+    kept instead of selected elementwise: the same values without a full-size ``torch.where``.
+    """
     if best_x is None or best_obj is None:
         return x.clone(), obj.clone()
     better = obj > best_obj
+    if bool(better.all()):
+        return x.clone(), obj.clone()
+    if not bool(better.any()):
+        return best_x, best_obj
     return torch.where(better.view(-1, *([1] * (x.dim() - 1))), x, best_x), torch.where(better, obj, best_obj)
+
+
+def take(better: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Per image (dim 0), ``new`` where ``better`` else ``old``: ``torch.where`` over the batch, but
+    ``new`` / ``old`` themselves (no copy) when every image or none is better."""
+    if bool(better.all()):
+        return new
+    if not bool(better.any()):
+        return old
+    return torch.where(better.view(-1, *([1] * (new.dim() - 1))), new, old)
 
 
 class BallAttack(GradientAttack):

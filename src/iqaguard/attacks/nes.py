@@ -4,16 +4,24 @@ Ilyas, Engstrom, Athalye & Lin, "Black-box Adversarial Attacks with Limited Quer
 Information", ICML 2018, used on IQA metrics by Guardians of Image Quality (Table 7: restriction
 L∞, varied parameter ε). Each step estimates the gradient of the objective ``sign · f(x') /
 diam(f)`` from antithetic Gaussian samples,
-``g = 1 / (2 n σ) · Σ_i [F(x' + σ u_i) - F(x' - σ u_i)] u_i`` with ``u_i ~ N(0, I)``, and takes a
-PGD step ``x' <- Π(x' + α · sign(g))`` onto the ε-ball around the clean image and [0, 1]. All
-``2 n`` samples of all images of the batch are scored in one oracle call.
+``g = 1 / (2 n σ) · Σ_i [F(x' + σ u_i) - F(x' - σ u_i)] u_i`` with ``u_i ~ N(0, I)``, averages it
+with the previous estimates by momentum, ``m <- μ m + (1 - μ) g``, and takes a PGD step
+``x' <- Π(x' + α · sign(m))`` onto the ε-ball around the clean image and [0, 1]. The step size
+``α`` is halved (down to ``α / 200``) when the mean objective of the samples of a step is below
+that of ``plateau - 1`` steps before. Momentum 0.9 and the plateau schedule (window 5, factor 2,
+floor 1/200 of the initial step) are those of the authors' implementation of the query-limited
+attack; σ = 0.001 and 50 queries per estimate are the paper's. All ``2 n`` samples of all images
+of the batch are scored in one oracle call.
 """
 from __future__ import annotations
 
-from typing import Optional
+import numbers
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional, Tuple
 
 import torch
 
+from ..errors import InputError
 from ..registry import ATTACKS
 from . import _search as S
 from .budgets import Restriction, check_budget, check_count, check_linf_eps, linf_box, linf_presets, project_linf
@@ -38,7 +46,11 @@ class NES(QueryAttack):
             paper's 50 queries per estimate).
         sigma: standard deviation of the search distribution on the [0, 1] scale,
             ``0 < sigma <= 1`` (default 0.001, the paper's value).
-        alpha: PGD step size, ``0 < alpha <= 1``; ``None`` (default) uses ``eps / 4``.
+        alpha: initial PGD step size, ``0 < alpha <= 1``; ``None`` (default) uses ``eps / 4``.
+        momentum: weight ``μ`` of the previous estimates, ``0 <= momentum < 1`` (default 0.9;
+            0 steps on each estimate alone).
+        plateau: window of the step-size schedule in steps, >= 2 (default 5), or ``None`` for a
+            constant step.
 
     Shapes: ``x`` ``[B, 3, H, W]`` in [0, 1] -> ``x_adv`` of the same shape; ``attack.queries``
     ``[B]`` holds the queries each image used.
@@ -52,13 +64,18 @@ class NES(QueryAttack):
     presets = linf_presets(max_queries=1000)
 
     def __init__(self, eps: float = 4 / 255, max_queries: int = 1000, n_samples: int = 25,
-                 sigma: float = 0.001, alpha: Optional[float] = None) -> None:
+                 sigma: float = 0.001, alpha: Optional[float] = None, momentum: float = 0.9,
+                 plateau: Optional[int] = 5) -> None:
         check_linf_eps(eps)
         check_count("max_queries", max_queries, low=2)
         check_count("n_samples", n_samples)
         check_budget("sigma", sigma, 1.0, "1")
         if alpha is not None:
             check_budget("alpha", alpha, 1.0, "1 (the whole range)", ", or None (eps / 4)")
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum < 1:
+            raise InputError(f"momentum: expected a number 0 <= momentum < 1, got {momentum!r}")
+        if plateau is not None:
+            check_count("plateau", plateau, low=2)
 
     @property
     def step_size(self) -> float:
@@ -72,21 +89,77 @@ class NES(QueryAttack):
             ``[B, 3, H, W]`` with ``||x_adv - x||_inf <= eps`` (as computed) and values in [0, 1].
         """
         gen, dev = S.seeded(generator), x.device
-        b = x.shape[0]
+        b, shape = x.shape[0], x.shape[1:]
         box = linf_box(x, float(self.eps))
-        sigma = float(self.sigma)
+        sigma, mu = float(self.sigma), float(self.momentum)
         x_adv = x.clone()
         idx = torch.arange(b)
+        est = torch.zeros_like(x)  # the momentum average of the estimates
+        step = torch.full((b,), self.step_size, dtype=x.dtype, device=dev)
+        floor = self.step_size / 200
+        window = int(self.plateau or 0)
+        history = torch.zeros(b, max(window, 1), dtype=torch.float64, device=dev)
+        filled = torch.zeros(b, dtype=torch.long, device=dev)
         left = self.max_queries
-        while left >= 2:
-            n = min(int(self.n_samples), left // 2)
-            u = S.randn((b, n, *x.shape[1:]), gen, dev)
-            plus = (x_adv.unsqueeze(1) + sigma * u).clamp(0, 1)
-            minus = (x_adv.unsqueeze(1) - sigma * u).clamp(0, 1)
-            cands = torch.cat([plus, minus], dim=1).flatten(0, 1)  # [B * 2n, 3, H, W], image-major
-            f = oracle(cands, idx.repeat_interleave(2 * n)).view(b, 2, n).to(dev)
-            diff = (f[:, 0] - f[:, 1]).view(b, n, 1, 1, 1)
-            grad = (diff * u).sum(dim=1) / (2 * n * sigma)
-            x_adv = project_linf(x_adv + self.step_size * grad.sign(), box)
-            left -= 2 * n
+        with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
+            while left >= 2:
+                n = min(int(self.n_samples), left // 2)
+                cands, u = self._samples(x_adv, n, sigma, gen, pool)
+                f = oracle(cands.view(b * 2 * n, *shape), idx.repeat_interleave(2 * n)).view(b, 2, n).to(dev)
+                del cands
+                diff = (f[:, 0] - f[:, 1]).to(u.dtype)
+                g = torch.bmm(diff.view(b, 1, n), u.view(b, n, -1)).view_as(x)  # sum_i diff_i u_i
+                est.mul_(mu).add_(g, alpha=(1 - mu) / (2 * n * sigma))
+                if window:
+                    step, filled = self._plateau(step, floor, history, filled, f.double().mean(dim=(1, 2)))
+                x_adv = project_linf(torch.addcmul(x_adv, step.view(-1, 1, 1, 1), est.sign()), box)
+                left -= 2 * n
         return x_adv
+
+    @staticmethod
+    def _samples(x_adv: torch.Tensor, n: int, sigma: float, gen: torch.Generator,
+                 pool: ThreadPoolExecutor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``n`` antithetic pairs per image: candidates ``[B, 2n, 3, H, W]`` (``x' + σ u_i`` in the
+        first n slots, ``x' - σ u_i`` in the last n, clipped to [0, 1]) and the directions ``u``
+        ``[B, n, 3, H, W]``, i.i.d. standard normal.
+
+        Each direction is drawn on the CPU by its own generator, seeded from ``gen`` (so a seed
+        gives the same directions on any device and with any number of threads); the directions
+        are drawn in parallel on ``pool`` and, on the CPU, each one's two candidates are written
+        while it is still in cache (drawing all of them sequentially with ``gen``, then building
+        the candidates in whole-batch passes, added 11-13% to the forward passes of builtin-nr
+        at 3x384x512).
+        """
+        b, shape, dev = x_adv.shape[0], x_adv.shape[1:], x_adv.device
+        seeds = torch.randint(0, 2 ** 62, (b, n), generator=gen).tolist()
+        u = torch.empty((b, n, *shape), dtype=x_adv.dtype)
+        on_cpu = dev.type == "cpu"
+        cands = torch.empty((b, 2 * n, *shape), dtype=x_adv.dtype, device=dev)
+
+        def draw(ji: Tuple[int, int]) -> None:
+            j, i = ji
+            u[j, i].normal_(generator=torch.Generator().manual_seed(seeds[j][i]))
+            if on_cpu:
+                torch.add(x_adv[j], u[j, i], alpha=sigma, out=cands[j, i]).clamp_(0, 1)
+                torch.add(x_adv[j], u[j, i], alpha=-sigma, out=cands[j, n + i]).clamp_(0, 1)
+
+        list(pool.map(draw, [(j, i) for j in range(b) for i in range(n)]))
+        if not on_cpu:
+            u = u.to(dev)
+            torch.add(x_adv.unsqueeze(1), u, alpha=sigma, out=cands[:, :n])
+            torch.add(x_adv.unsqueeze(1), u, alpha=-sigma, out=cands[:, n:])
+            cands.clamp_(0, 1)
+        return cands, u
+
+    @staticmethod
+    def _plateau(step: torch.Tensor, floor: float, history: torch.Tensor, filled: torch.Tensor,
+                 value: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Record each image's mean sample objective ``value [B]`` in ``history [B, window]``
+        (updated in place) and halve the step of every image whose value fell below the one
+        ``window - 1`` steps before; its window starts again empty."""
+        history[:, :-1] = history[:, 1:].clone()
+        history[:, -1] = value
+        filled = filled + 1
+        drop = (filled >= history.shape[1]) & (history[:, -1] < history[:, 0])
+        step = torch.where(drop, (step / 2).clamp_min(floor), step)
+        return step, torch.where(drop, torch.zeros_like(filled), filled)

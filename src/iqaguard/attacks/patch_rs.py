@@ -114,18 +114,19 @@ class PatchRS(QueryAttack):
             cand = self._paste(x, c_patch, c_rows, c_cols)
             f = oracle(cand).to(dev)
             better = f > best_f
-            keep = better.view(b, 1, 1, 1)
-            patch, best = torch.where(keep, c_patch, patch), torch.where(keep, cand, best)
+            patch, best = S.take(better, c_patch, patch), S.take(better, cand, best)
             rows, cols = torch.where(better, c_rows, rows), torch.where(better, c_cols, cols)
             best_f = torch.where(better, f, best_f)
         return torch.where((best_f > clean_f).view(b, 1, 1, 1), best, x)
 
     @staticmethod
     def _paste(x: torch.Tensor, patch: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """``x`` with ``patch`` ``[B, 3, s, s]`` at top-left ``(rows[b], cols[b])``."""
-        b, c, h, w = x.shape
+        """A copy of ``x`` with ``patch`` ``[B, 3, s, s]`` at top-left ``(rows[b], cols[b])``.
+
+        Only the window of each image is written (a full-image mask and ``torch.where`` would
+        cost a good part of a batch-1 forward pass)."""
+        out = x.clone()
         s = patch.shape[-1]
-        r = (torch.arange(h, device=x.device).view(1, h, 1) - rows.view(b, 1, 1)).clamp(0, s - 1)
-        q = (torch.arange(w, device=x.device).view(1, 1, w) - cols.view(b, 1, 1)).clamp(0, s - 1)
-        canvas = patch.flatten(2).gather(2, (r * s + q).view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
-        return torch.where(S.window_mask(rows, cols, s, h, w), canvas, x)
+        for i, (r, q) in enumerate(zip(rows.tolist(), cols.tolist())):
+            out[i, :, r:r + s, q:q + s] = patch[i]
+        return out

@@ -75,9 +75,15 @@ class PGD(BallAttack):
                 ball: Ball) -> Tuple[torch.Tensor, torch.Tensor]:
         """``steps`` projected steps from ``x_adv``: ``(best iterate, its objective)`` per image."""
         best_x = best_obj = None
+        step = self.step_size
         for _ in range(self.steps):
             obj, grad = self.gradient(metric, x_adv, ref)
             best_x, best_obj = keep_best(best_x, best_obj, x_adv, obj)
-            x_adv = ball.project(x_adv + self.step_size * ball.direction(grad))
+            if ball.norm is Restriction.LINF:  # ball.project(x_adv + step * sign(grad)), in one new tensor
+                lo, hi = ball.box
+                z = torch.add(x_adv, torch.sign(grad, out=grad), alpha=step)  # step * ±1 is exact
+                x_adv = torch.minimum(torch.maximum(z, lo, out=z), hi, out=z)
+            else:
+                x_adv = ball.project(x_adv + step * ball.direction(grad))
         with torch.no_grad():
             return keep_best(best_x, best_obj, x_adv, self.objective(metric, x_adv, ref))

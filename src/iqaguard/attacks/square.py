@@ -74,6 +74,9 @@ class Square(QueryAttack):
                    torch.arange(b).repeat(start)).view(start, b)
         from_stripes = f[0] >= f[-1]
         signs = torch.where(from_stripes.view(b, 1, 1, 1), stripes, torch.zeros_like(stripes))
+        # the image holds the perturbation: outside the proposed window a candidate is the
+        # current best, inside it is hi or lo; only the window is computed (at batch size 1 a
+        # full-image torch.where would cost a good part of a forward pass)
         best, best_f = self._image(signs, x, lo, hi), f.max(dim=0).values
         n_iters = self.max_queries - start
         for it in range(n_iters):
@@ -81,15 +84,14 @@ class Square(QueryAttack):
             side = int(min(max(round(math.sqrt(p * h * w)), 1), h, w))
             rows = S.randint(h - side + 1, (b,), gen, dev)
             cols = S.randint(w - side + 1, (b,), gen, dev)
-            mask = S.window_mask(rows, cols, side, h, w)
             new = S.random_signs((b, c, 1, 1), gen, dev)
-            cand_signs = torch.where(mask, new.expand(b, c, h, w), signs)
-            cand = self._image(cand_signs, x, lo, hi)
+            cand = best.clone()
+            for i, (r, q) in enumerate(zip(rows.tolist(), cols.tolist())):
+                win = (i, slice(None), slice(r, r + side), slice(q, q + side))
+                cand[win] = torch.where(new[i] > 0, hi[win], lo[win])
             f = oracle(cand)
             better = f > best_f
-            keep = better.view(b, 1, 1, 1)
-            signs = torch.where(keep, cand_signs, signs)
-            best = torch.where(keep, cand, best)
+            best = S.take(better, cand, best)
             best_f = torch.where(better, f, best_f)
         return best
 
