@@ -44,7 +44,7 @@ from iqaguard.data.kadid_builtin import split_sources
 from iqaguard.metrics import functional as FM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _model_card import section as card_section, write_section  # noqa: E402
+from _training import fixed_crops, section as card_section, write_section  # noqa: E402
 
 CROP, VAL_CROP, VAL_PER_PHOTO = 64, 96, 2
 CARD_HEADING = "# Model card: cAdv colouriser"
@@ -59,14 +59,7 @@ def photos(split: str) -> List[torch.Tensor]:
 
 def val_crops(images: List[torch.Tensor], seed: int) -> torch.Tensor:
     """``VAL_PER_PHOTO`` fixed random ``VAL_CROP`` crops of every image (drawn from ``seed + 1``), float."""
-    g, out = torch.Generator().manual_seed(seed + 1), []
-    for im in images:
-        h, w = im.shape[-2:]
-        for _ in range(VAL_PER_PHOTO):
-            t = int(torch.randint(0, h - VAL_CROP + 1, (1,), generator=g))
-            l = int(torch.randint(0, w - VAL_CROP + 1, (1,), generator=g))
-            out.append(im[..., t:t + VAL_CROP, l:l + VAL_CROP])
-    return torch.cat(out).float() / 255
+    return fixed_crops(images, VAL_PER_PHOTO, VAL_CROP, seed + 1).float() / 255
 
 
 def batch(pool: List[torch.Tensor], n: int, g: torch.Generator) -> torch.Tensor:

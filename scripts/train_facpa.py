@@ -29,7 +29,7 @@ import iqaguard
 from iqaguard.attacks.facpa import FACPA, WEIGHTS_DIR, weights_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _model_card import write_section  # noqa: E402
+from _training import fixed_crops, write_section  # noqa: E402
 from iqaguard.data.builtin import PHOTOS_DIR
 from iqaguard.data.io import load_image
 from iqaguard.data.kadid_builtin import split_sources
@@ -44,14 +44,7 @@ def photos(split: str) -> List[torch.Tensor]:
 
 def val_crops(images: List[torch.Tensor], seed: int) -> torch.Tensor:
     """``VAL_PER_PHOTO`` fixed random ``VAL_CROP`` crops of every image (drawn from ``seed + 1``)."""
-    g, out = torch.Generator().manual_seed(seed + 1), []
-    for im in images:
-        h, w = im.shape[-2:]
-        for _ in range(VAL_PER_PHOTO):
-            t = int(torch.randint(0, h - VAL_CROP + 1, (1,), generator=g))
-            l = int(torch.randint(0, w - VAL_CROP + 1, (1,), generator=g))
-            out.append(im[..., t:t + VAL_CROP, l:l + VAL_CROP])
-    return torch.cat(out)
+    return fixed_crops(images, VAL_PER_PHOTO, VAL_CROP, seed + 1)
 
 
 @torch.no_grad()
