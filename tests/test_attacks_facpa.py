@@ -139,3 +139,23 @@ def test_bad_files_and_args_are_one_line_errors(tmp_path):
         assert "\n" not in str(e.value)
     with pytest.raises(InputError, match="4/255"):
         FACPA(eps=4)
+
+
+def test_generator_for_uses_the_shipped_generator_of_another_metric_as_a_transfer_attack():
+    from attack_toys import photo_crops
+
+    x = photo_crops(2, size=96, step=30)
+    niqe = metrics.create("niqe")
+    with pytest.raises(MissingWeightsError, match="generator_for"):
+        FACPA()(niqe, x)  # no generator trained for NIQE: the error names the way out
+    a = FACPA(eps=4 / 255, generator_for="builtin-nr")
+    x_adv = a(niqe, x)
+    assert a.trained_for == "builtin-nr"
+    assert float((x_adv - x).abs().max()) <= 4 / 255
+    # the same generator as the white-box one on builtin-nr: identical perturbation
+    nr = metrics.create("builtin-nr")
+    assert torch.equal(x_adv, FACPA(eps=4 / 255)(nr, x))
+    with pytest.raises(MissingWeightsError, match="no shipped FACPA generator for metric 'niqe'"):
+        FACPA(generator_for="niqe")
+    with pytest.raises(InputError, match="give one of them"):
+        FACPA(generator_for="builtin-nr", weights="x.safetensors")

@@ -139,6 +139,9 @@ class FACPA(GradientAttack):
         eps: L∞ budget on the [0, 1] scale (default 4/255), ``0 < eps <= 64/255``.
         weights: path of a generator saved by :meth:`save`, or ``None`` (the file of the attacked
             metric in ``attacks/weights``).
+        generator_for: instead of ``weights``, the metric whose shipped generator to use
+            (``"builtin-nr"``): on another metric a transfer attack, e.g. in a benchmark spec that
+            attacks several metrics with the one shipped generator.
         preset: ``"weak"``, ``"medium"`` or ``"strong"`` (explicit arguments override it).
 
     Shapes: ``x`` ``[B, 3, H, W]`` in [0, 1] -> ``x_adv`` of the same shape, ``||x_adv - x||_inf <= eps``.
@@ -154,8 +157,16 @@ class FACPA(GradientAttack):
     net: Optional[UNet] = None
     trained_for: str = ""
 
-    def __init__(self, eps: float = 4 / 255, weights: Union[None, str, Path] = None) -> None:
+    def __init__(self, eps: float = 4 / 255, weights: Union[None, str, Path] = None,
+                 generator_for: Optional[str] = None) -> None:
         check_linf_eps(eps)
+        if generator_for is not None:
+            if weights is not None:
+                raise InputError("weights, generator_for: give one of them (a generator file, or the metric whose "
+                                 "shipped generator to use)")
+            if not isinstance(generator_for, str) or not weights_file(generator_for).is_file():
+                raise MissingWeightsError(f"generator_for: no shipped FACPA generator for metric {generator_for!r} "
+                                          f"({weights_file(str(generator_for)).name} not found); shipped: builtin-nr")
         if weights is not None:
             if not isinstance(weights, (str, Path)):
                 raise InputError(f"weights: expected a path to a FACPA generator (.safetensors) or None, "
@@ -175,8 +186,8 @@ class FACPA(GradientAttack):
             generator: Optional[torch.Generator]) -> torch.Tensor:
         """One forward pass of the generator, then the exact projection onto the ε-box in [0, 1]."""
         if self.net is None:
-            self.load(Path(self.weights) if self.weights is not None else weights_file(metric.name),
-                      metric_name=metric.name)
+            path = Path(self.weights) if self.weights is not None else weights_file(self.generator_for or metric.name)
+            self.load(path, metric_name=self.generator_for or metric.name)
         with torch.no_grad():
             return project_linf(x + self.perturbation(x), linf_box(x, float(self.eps)))
 
@@ -263,8 +274,8 @@ class FACPA(GradientAttack):
         if not path.is_file():
             name = metric_name or "NAME"
             raise MissingWeightsError(f"no FACPA generator for metric {name!r}: {path} not found; make it with "
-                                      f"`python scripts/train_facpa.py --metric {name}` (or pass weights= a "
-                                      "generator file, e.g. the shipped facpa-builtin-nr.safetensors, as a transfer attack)")
+                                      f"`python scripts/train_facpa.py --metric {name}` (or attack with the shipped "
+                                      "builtin-nr generator as a transfer attack: generator_for='builtin-nr')")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
