@@ -144,13 +144,33 @@ def test_defended_full_reference_metric():
 
 # ---------------------------------------------------------------- gradients
 def test_bpda_gradient_is_metric_gradient_at_purified_input():
+    class Quantise(Purification):
+        """Non-differentiable, no surrogate: BPDA with the identity."""
+
+        def apply(self, x, generator=None):
+            return torch.round(x * 7) / 7
+
     w = _weights()
-    m, p = Quadratic(w), JPEG(q=30)
+    m, p = Quadratic(w), Quantise()
     x = _image()
     px = p(x)
     expected = 2 * w * px  # grad of sum(w x^2) evaluated at P(x), identity backward for P
     torch.testing.assert_close(_grad(defend(m, p), x), expected, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(_grad(defend(m, p), x), _grad(m, px), atol=0, rtol=0)
+
+
+def test_jpeg_bpda_differentiates_its_diffjpeg_surrogate():
+    w = _weights()
+    m, p = Quadratic(w), JPEG(q=30)
+    x = _image()
+    px = p(x)
+    assert torch.equal(defend(m, p)(x), m(px))  # the value is real JPEG's
+    # backward: the surrogate's vector-Jacobian product with grad f at P(x)
+    xs = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad((p.surrogate().apply(xs).clamp(0, 1) * (2 * w * px)).sum(), xs)
+    got = _grad(defend(m, p), x)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(got, 2 * w * px, atol=1e-3)  # not the identity
 
 
 def test_differentiable_purification_gets_exact_chain_rule():
@@ -207,9 +227,12 @@ def test_adaptive_ifgsm_through_jpeg_stays_in_budget_and_raises_defended_score()
     eps = 8 / 255
     x_adv = IFGSM(eps=eps, steps=5)(dm, x)
     assert (x_adv - x).abs().max().item() <= eps + 1e-6
-    # BPDA gradient of mean brightness is +1/N everywhere: every pixel rises by eps, and JPEG
-    # keeps the DC level, so the defended score rises too
-    torch.testing.assert_close(x_adv, x + eps, atol=1e-6, rtol=0)
+    # BPDA differentiates the DiffJPEG surrogate, whose quantiser passes each DCT coefficient's
+    # gradient with the cubic rounding slope 3 (z - round z)^2: the step is no longer +eps
+    # everywhere (the identity BPDA's), yet it raises brightness on average, and JPEG keeps the
+    # DC level, so the defended score rises too
+    assert not torch.allclose(x_adv, x + eps, atol=1e-6)
+    assert (x_adv - x).mean() > 0.5 * eps
     assert (dm(x_adv) > dm(x) + 0.5 * eps).all()
 
 

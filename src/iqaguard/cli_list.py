@@ -135,14 +135,39 @@ def _defense_family(factory: Any) -> str:
     return bases[0].lower() if bases else "?"
 
 
+def _adaptive_gradient(p: Any) -> str:
+    """How adaptive attacks differentiate the purification ``p`` (an instance: the flags may depend on its parameters)."""
+    if p.differentiable:
+        grad = "exact"
+    else:
+        s = p.surrogate()
+        grad = f"BPDA through {getattr(s, 'registry_name', type(s).__name__)}" if s is not None else "BPDA (identity)"
+    return f"{grad}; {'randomized (EOT)' if p.randomized else 'deterministic'}"
+
+
 def _defense_rows() -> Tuple[Sequence[str], List[List[str]]]:
+    from .defenses.base import Purification
+
     rows = []
     for name, factory in _entries("defenses"):
         presets = getattr(factory, "presets", []) or []
         text = "\n".join(f"{i}: {kwargs_text(kw)}" for i, kw in enumerate(presets))
-        grad = "exact" if getattr(factory, "differentiable", False) else "BPDA (not differentiable)"
-        rnd = "randomized (EOT)" if getattr(factory, "randomized", False) else "deterministic"
-        rows.append([name, _defense_family(factory), text or "(none)", f"{grad}; {rnd}", _summary(factory)])
+        notes = [_summary(factory)]
+        if isinstance(factory, type) and issubclass(factory, Purification):
+            try:
+                built = [factory(preset=i) for i in range(len(presets))] or [factory()]
+                grads = list(dict.fromkeys(_adaptive_gradient(p) for p in built))
+                adaptive = grads[0] if len(grads) == 1 else "per preset: " + " | ".join(grads)
+                resized = [p for p in built if p.output_size(384, 512) != (384, 512)]
+                if resized:
+                    notes.append("changes the image size (384x512 -> "
+                                 + ", ".join("x".join(map(str, p.output_size(384, 512))) for p in resized) + ")")
+            except Exception as e:  # noqa: BLE001 - listed as a note, as for metrics
+                adaptive = f"cannot be built here: {e}".replace("\n", " ")
+        else:
+            grad = "exact" if getattr(factory, "differentiable", False) is True else "BPDA (not differentiable)"
+            adaptive = f"{grad}; {'randomized (EOT)' if getattr(factory, 'randomized', False) is True else 'deterministic'}"
+        rows.append([name, _defense_family(factory), text or "(none)", adaptive, "; ".join(n for n in notes if n)])
     return ("defense", "family", "presets", "adaptive gradient", "notes"), rows
 
 

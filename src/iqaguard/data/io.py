@@ -9,6 +9,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageFileError
+from ..ops.jpeg import jpeg_roundtrip, to_uint8 as tensor_to_uint8  # noqa: F401  (public names of this module)
 from ..validation import check_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -131,14 +132,6 @@ def load_image(path: PathLike) -> torch.Tensor:
         raise ImageFileError(f"cannot read image {p}: corrupt or unsupported file ({msg})") from e
 
 
-def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
-    """``[3, H, W]`` or ``[1, 3, H, W]`` float in [0, 1] -> ``[H, W, 3]`` uint8 (rounded)."""
-    if x.dim() == 4:
-        x = x[0]
-    arr = (x.detach().float().clamp(0, 1).cpu() * 255.0).round().to(torch.uint8)
-    return arr.permute(1, 2, 0).numpy()
-
-
 def save_png(x: torch.Tensor, path: PathLike) -> Path:
     """Write one image ``[1, 3, H, W]`` (or ``[3, H, W]``) as a lossless 8-bit PNG.
 
@@ -160,27 +153,3 @@ def list_images(folder: PathLike, recursive: bool = False) -> list[Path]:
         raise ImageFileError(f"image folder not found: {root}")
     it = root.rglob("*") if recursive else root.iterdir()
     return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """Encode each image of ``x`` as baseline JPEG (PIL/libjpeg, 4:2:0) at ``quality`` and decode.
-
-    Args:
-        x: ``[B, 3, H, W]`` float in [0, 1] (any device; computed on CPU).
-        quality: libjpeg quality 1..95.
-
-    Returns:
-        ``[B, 3, H, W]`` float32 on ``x``'s device. Not differentiable (use BPDA).
-    """
-    import io as _io
-
-    if not 1 <= int(quality) <= 100:
-        raise ValueError(f"quality: expected 1..100, got {quality}")
-    out = []
-    for img in x:
-        buf = _io.BytesIO()
-        Image.fromarray(tensor_to_uint8(img)).save(buf, format="JPEG", quality=int(quality))
-        buf.seek(0)
-        with Image.open(buf) as dec:
-            out.append(pil_to_tensor(dec))
-    return torch.cat(out).to(x.device)

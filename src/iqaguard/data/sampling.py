@@ -39,11 +39,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..ops.color import BT601
 from ..validation import check_image
 from .base import Dataset
 
 #: ITU-R BT.601 luma weights (R, G, B).
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+LUMA_WEIGHTS = BT601
 
 _SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any, List
 
 from ..registry import DEFENSES
-from .base import Purification
+from .base import Purification, match_size
 from .defend import DefendedMetric, defend
-from .purification import jpeg  # noqa: F401  (registration side effects)
+from . import purification  # noqa: F401  (imports and registers every purification module)
 
 
 def create(name: str, **kwargs: Any):
@@ -18,4 +18,4 @@ def names() -> List[str]:
     return DEFENSES.names()
 
 
-__all__ = ["DefendedMetric", "Purification", "create", "defend", "names"]
+__all__ = ["DefendedMetric", "Purification", "create", "defend", "match_size", "names"]

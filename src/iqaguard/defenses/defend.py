@@ -5,12 +5,19 @@ The result is itself a :class:`~iqaguard.metrics.base.Metric`, so attacks on it 
 
 * exact when the purification is differentiable (autograd through ``P``);
 * BPDA — Backward Pass Differentiable Approximation (Athalye, Carlini & Wagner, "Obfuscated
-  gradients give a false sense of security", ICML 2018, §4.1) with the identity as the backward
-  approximation of ``P`` — when it is not: the forward value is ``f(P(x))`` and the gradient is
-  ``∇f`` evaluated at ``P(x)``;
+  Gradients Give a False Sense of Security", ICML 2018, §4.1) — when it is not: the forward
+  value is ``f(P(x))`` and the backward pass differentiates ``f(S(x))`` at the same point, where
+  ``S = P.surrogate()`` is the defense's differentiable approximation (JPEG's is DiffJPEG at the
+  same quality) or, when it has none, the identity (then the gradient is ``∇f`` evaluated at
+  ``P(x)``);
 * averaged by EOT — Expectation over Transformation (Athalye et al. 2018, §4.2; Athalye et al.,
   "Synthesizing robust adversarial examples", ICML 2018) — over ``eot_samples`` draws when it is
-  randomized: the score is ``1/K Σ_k f(P_k(x))``.
+  randomized: the score is ``1/K Σ_k f(P_k(x))``; a randomized defense's surrogate sees the same
+  draw ``k`` as the defense.
+
+Size changes: the metric scores ``P(x)`` at the size ``P`` returns (``resize`` shrinks on
+purpose); a purified image below the metric's ``min_size`` raises one ``InputError``. The identity
+BPDA needs ``P`` to keep the size; a surrogate must return ``P``'s size.
 """
 from __future__ import annotations
 
@@ -21,6 +28,20 @@ import torch
 from ..errors import InputError
 from ..metrics.base import Metric
 from .base import Purification
+
+
+def _snapshot(generator: Optional[torch.Generator]) -> torch.Tensor:
+    """The state of ``generator`` (torch's global CPU generator for ``None``) before a draw."""
+    return generator.get_state() if generator is not None else torch.random.get_rng_state()
+
+
+def _replayed(generator: Optional[torch.Generator], state: torch.Tensor) -> torch.Generator:
+    """A new generator in ``state`` on ``generator``'s device: the surrogate replays the defense's draws
+    while ``generator`` itself continues after them."""
+    dev = generator.device if generator is not None else torch.device("cpu")
+    g = torch.Generator(device=dev)
+    g.set_state(state)
+    return g
 
 
 class DefendedMetric(Metric):
@@ -52,21 +73,46 @@ class DefendedMetric(Metric):
             x: ``[B, 3, H, W]`` in [0, 1] (may require grad).
 
         Returns:
-            ``[B, 3, H, W]`` with the value of ``P(x)`` clamped to [0, 1]; its gradient is the
-            exact one (differentiable ``P``) or the identity (BPDA).
+            ``[B, 3, H', W']`` (``P.output_size(H, W)``) with the value of ``P(x)`` clamped to [0, 1];
+            its gradient is the exact one (differentiable ``P``), the surrogate's or the identity (BPDA).
+
+        Raises:
+            InputError: an input or a purified image too small for ``P`` or for the metric, or an
+                identity BPDA of a size-changing ``P``.
         """
-        p = self.purification
+        p, g = self.purification, self.generator
+        p.check_input(x, g)
         if p.differentiable:
-            return p.apply(x, self.generator).clamp(0, 1)
-        with torch.no_grad():
-            px = p.apply(x.detach(), self.generator).clamp(0, 1)
-        if px.shape != x.shape:
+            px = p.apply(x, g).clamp(0, 1)
+        else:
+            s = p.surrogate()
+            replay = _snapshot(g) if s is not None and p.randomized else None
+            with torch.no_grad():
+                px = p.apply(x.detach(), g).clamp(0, 1)
+            if s is None:
+                if px.shape != x.shape:
+                    raise InputError(
+                        f"purification: BPDA with the identity needs {type(p).__name__} to keep the image shape "
+                        f"{list(x.shape)}, got {list(px.shape)}; give it a surrogate() or declare it differentiable"
+                    )
+                # value exactly px (x - x.detach() is exactly 0), gradient d/dx = identity
+                px = px + (x - x.detach())
+            else:
+                sx = s.apply(x, _replayed(g, replay)).clamp(0, 1) if replay is not None else s.apply(x, g).clamp(0, 1)
+                if sx.shape != px.shape:
+                    raise InputError(
+                        f"purification: the surrogate {s!r} of {type(p).__name__} returns {list(sx.shape)}, "
+                        f"the defense {list(px.shape)}; a surrogate must keep the defense's output size"
+                    )
+                # value exactly px, gradient d/dx of the surrogate
+                px = px + (sx - sx.detach())
+        h, w = px.shape[-2:]
+        if min(h, w) < int(self.metric.min_size):
             raise InputError(
-                f"purification: BPDA (identity backward) needs {type(p).__name__} to keep the image shape "
-                f"{list(x.shape)}, got {list(px.shape)}; declare it differentiable so gradients flow exactly"
+                f"x: {p!r} turns {x.shape[-2]}x{x.shape[-1]} images into {h}x{w}, below {self.metric.name}'s "
+                f"minimum {self.metric.min_size}x{self.metric.min_size}; use a weaker preset or larger images"
             )
-        # value exactly px (x - x.detach() is exactly 0), gradient d/dx = identity
-        return px + (x - x.detach())
+        return px
 
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``[B]`` scores ``f(P(x), ref)``, averaged over ``eot_samples`` draws if ``P`` is randomized.

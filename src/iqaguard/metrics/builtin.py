@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import ops
 from ..errors import MissingWeightsError
 from ..registry import METRICS
 from .base import Bounds, Metric
-from .functional import gaussian_taps
 from .cells import CHROMA_MAX, N_STATS, chroma_map, luma, mos_from_cells
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -64,11 +64,7 @@ def gaussian_blur(z: torch.Tensor, sigma: float, radius: int = 3) -> torch.Tenso
     Borders are reflected; maps too small to reflect (a side <= ``radius``, e.g. the deepest
     stage of a small input) replicate their edge instead.
     """
-    c, k = z.shape[1], 2 * radius + 1
-    g = gaussian_taps(k, sigma, z.dtype, z.device)
-    z = F.pad(z, (radius,) * 4, mode="reflect" if min(z.shape[-2:]) > radius else "replicate")
-    z = F.conv2d(z, g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
-    return F.conv2d(z, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+    return ops.gaussian_blur(z, sigma, 2 * radius + 1, "reflect" if min(z.shape[-2:]) > radius else "replicate")
 
 
 def mscn(x: torch.Tensor, sigma: float = 7 / 6, c: float = 1 / 255) -> torch.Tensor:

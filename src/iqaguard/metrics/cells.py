@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_lab
 
+from ..ops.color import luma as ops_luma
 from .functional import _ssim_maps, _to255
 
 GMSD_T = 170.0  # stability constant of Xue et al. 2014 for 0..255 images
@@ -45,9 +46,8 @@ N_STATS = 4  # (s, m, d, c) per cell
 _PREWITT = torch.tensor([[1.0, 0.0, -1.0]] * 3) / 3.0
 
 
-def luma(x: torch.Tensor) -> torch.Tensor:
-    """BT.601 luma ``0.299 R + 0.587 G + 0.114 B``: ``[B, 1, H, W]`` of RGB ``[B, 3, H, W]``."""
-    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+#: BT.601 luma ``0.299 R + 0.587 G + 0.114 B``: ``[B, 1, H, W]`` of RGB ``[B, 3, H, W]`` (:func:`iqaguard.ops.luma`).
+luma = ops_luma
 
 
 def gradient_magnitude(img: torch.Tensor, downsample: bool = True) -> torch.Tensor:

@@ -42,11 +42,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..ops.color import STUDIO_LUMA_OFFSET, STUDIO_LUMA_WEIGHTS, studio_luma255
+from ..ops.filters import gaussian_taps, separable_filter
 from ..validation import check_image, check_pair
 
 #: BT.601 luma coefficients of MATLAB ``rgb2ycbcr`` for R, G, B in [0, 1], output on 0..255.
-LUMA_WEIGHTS = (65.481, 128.553, 24.966)
-LUMA_OFFSET = 16.0
+LUMA_WEIGHTS = STUDIO_LUMA_WEIGHTS
+LUMA_OFFSET = STUDIO_LUMA_OFFSET
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -80,9 +82,8 @@ def rgb_to_luma(x: torch.Tensor) -> torch.Tensor:
     return _luma255(x) / 255.0
 
 
-def _luma255(x: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(dim=1, keepdim=True) + LUMA_OFFSET
+#: ``rgb2ycbcr`` luma on 0..255 (:func:`iqaguard.ops.studio_luma255`).
+_luma255 = studio_luma255
 
 
 def _to255(x: torch.Tensor, luma: bool) -> torch.Tensor:
@@ -166,18 +167,6 @@ def _psnr_from_mse(err: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     return 10.0 * torch.log10(data_range**2 / err.clamp(min=QUANTIZATION_MSE))
 
 
-def gaussian_taps(size: int, sigma: float, dtype: torch.dtype = torch.float32,
-                  device: torch.device = torch.device("cpu")) -> torch.Tensor:
-    """Normalised 1-D factor of ``fspecial('gaussian', size, sigma)`` (the 2-D window is separable).
-
-    The one Gaussian kernel of the package: SSIM (11, 1.5), the NSS metrics' MSCN window
-    (7, 7/6) and the builtin models' filters use it.
-    """
-    t = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
-    g = torch.exp(-(t * t) / (2 * sigma * sigma))
-    return g / g.sum()
-
-
 def _gaussian_1d(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """SSIM's window factor: :func:`gaussian_taps` ``(11, 1.5)``."""
     return gaussian_taps(SSIM_WINDOW, SSIM_SIGMA, dtype, device)
@@ -191,11 +180,7 @@ def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     correlation = convolution). On CPU this is about 6x faster than sliding-window dot products
     and equal to them up to float rounding.
     """
-    k = g.numel()
-    y = x.reshape(1, -1, *x.shape[-2:])
-    c = y.shape[1]
-    y = F.conv2d(y, g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
-    y = F.conv2d(y, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+    y = separable_filter(x.reshape(1, -1, *x.shape[-2:]), g)
     return y.reshape(*x.shape[:-2], *y.shape[-2:])
 
 

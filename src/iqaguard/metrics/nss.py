@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import MissingDependencyError
-from .functional import gaussian_taps, symmetric_index
+from ..ops.filters import correlate1d, gaussian_taps, pad2d
+from .functional import symmetric_index
 
 #: MATLAB ``rgb2gray`` weights for R, G, B (Rec. 601 luma as MATLAB stores them).
 GRAY_WEIGHTS = (0.298936021293775, 0.587043074451121, 0.114020904255103)
@@ -70,23 +70,6 @@ def rgb2gray(x: torch.Tensor, quantize: bool = False) -> torch.Tensor:
     return round_ste(g) if quantize else g
 
 
-def correlate1d(x: torch.Tensor, taps, dim: int, stride: int = 1) -> torch.Tensor:
-    """``'valid'`` correlation of ``x`` with the 1-D kernel ``taps`` along ``dim`` (-1 or -2).
-
-    A sum of ``len(taps)`` shifted (strided) slices: vectorised for any dtype and device, and on
-    CPU several times faster in float64 than a depthwise ``conv2d`` (which has no fast float64
-    path there). Output length ``(L - K) // stride + 1``.
-    """
-    k = len(taps)
-    n_out = (x.shape[dim] - k) // stride + 1
-    span = (n_out - 1) * stride + 1
-    out = None
-    for j, t in enumerate(taps):
-        sl = x[..., j:j + span:stride] if dim == -1 else x[..., j:j + span:stride, :]
-        out = sl * t if out is None else out + sl * t
-    return out
-
-
 def gaussian_filter(x: torch.Tensor, padding: str) -> torch.Tensor:
     """7x7 Gaussian (sigma 7/6) filtering of ``[..., H, W]`` maps, output the same size.
 
@@ -99,7 +82,7 @@ def gaussian_filter(x: torch.Tensor, padding: str) -> torch.Tensor:
     taps = gaussian_taps(MSCN_WINDOW, MSCN_SIGMA, torch.float64).tolist()
     shape = x.shape
     y = x.reshape(-1, 1, *shape[-2:])
-    y = F.pad(y, (r, r, r, r), mode="constant" if padding == "zeros" else "replicate")
+    y = pad2d(y, r, "zeros" if padding == "zeros" else "replicate")
     y = correlate1d(correlate1d(y, taps, -1), taps, -2)
     return y.reshape(shape)
 

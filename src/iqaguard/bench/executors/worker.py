@@ -107,7 +107,11 @@ def _purify(d: DefenseRef, x: torch.Tensor, task: Any) -> Tuple[torch.Tensor, fl
 
 
 def _fidelity(px: torch.Tensor, x: torch.Tensor) -> Dict[str, List[float]]:
-    return {k: [float(v) for v in vals] for k, vals in scores.fidelity(px, x).items()}
+    """Fidelity of the scored image to the clean one; a size-changing defense's output (Resize) is
+    brought back to the clean image's size first (:func:`iqaguard.defenses.base.match_size`)."""
+    from ...defenses.base import match_size
+
+    return {k: [float(v) for v in vals] for k, vals in scores.fidelity(match_size(px, x), x).items()}
 
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
