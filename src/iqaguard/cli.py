@@ -449,7 +449,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="output folder (DuckDB
          executor: str = typer.Option("local", help="local | ray"),
          workers: Optional[int] = typer.Option(None, min=1, help=WORKERS_HELP),
          fresh: bool = typer.Option(False, help="delete an existing demo store first instead of resuming")) -> None:
-    """Run the builtin demo benchmark (builtin metrics x I-FGSM, PGD, UAP x JPEG, both modes, transfer) and write the report."""
+    """Run the builtin demo benchmark (builtin metrics x I-FGSM, PGD, UAP x JPEG, transfer) and write the report."""
     from .bench.demo import run_demo
 
     try:  # workers=None: run_demo applies the same default as bench run (resolve_workers)
