@@ -41,7 +41,7 @@ def test_registered_with_linf_presets():
     a = attacks.create("facpa", preset="strong")
     assert isinstance(a, FACPA) and a.restriction is Restriction.LINF and FACPA.varied == "eps"
     assert {k: v["eps"] for k, v in FACPA.presets.items()} == {"weak": 2 / 255, "medium": 4 / 255, "strong": 8 / 255}
-    assert a.params == {"eps": 8 / 255, "weights": None}
+    assert a.params == {"eps": 8 / 255, "weights": None, "generator_for": None}
     assert attacks.create("facpa", preset="weak", eps=3 / 255).eps == 3 / 255
 
 
