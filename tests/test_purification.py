@@ -13,7 +13,6 @@ from iqaguard.data.io import load_image
 from iqaguard.defenses import defend, match_size
 from iqaguard.defenses.base import Purification, draw
 from iqaguard.errors import InputError
-from iqaguard.metrics.base import Bounds, Metric
 from iqaguard.metrics.functional import psnr
 from iqaguard.registry import DEFENSES
 
@@ -213,18 +212,7 @@ def test_random_noise_statistics():
 
 
 # ---------------------------------------------------------------- BPDA, surrogates and EOT with toys
-class Quadratic(Metric):
-    """NR, ``sum(w * x^2)`` per image: gradient ``2 w x``."""
-
-    name = "quad"
-    bounds = Bounds(0.0, 10.0)
-
-    def __init__(self, w):
-        super().__init__()
-        self.register_buffer("w", w)
-
-    def score(self, x, ref=None):
-        return (self.w * x * x).sum(dim=(1, 2, 3))
+from test_jpeg_defend import Quadratic  # noqa: E402  (NR, sum(w * x^2): gradient 2 w x)
 
 
 class Affine(Purification):

@@ -7,17 +7,17 @@ size").
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Tuple
 
 import torch
 
 from ...registry import DEFENSES
-from ..base import Generators, Purification, check_float
-from ._resampling import SCALE_GRID, resample, scaled_size
+from ..base import Generators
+from ._resampling import Scaled, resample, scaled_size
 
 
 @DEFENSES.register("resize")
-class Resize(Purification):
+class Resize(Scaled):
     """Bilinear (antialiased) resize by ``scale``: the output is smaller than the input (a size change).
 
     Sources: Guo et al., "Countering Adversarial Images using Input Transformations" (ICLR 2018);
@@ -32,14 +32,6 @@ class Resize(Purification):
         preset: index 0..4 into :attr:`presets`.
         scale: size factor in (0, 1] (default 0.5).
     """
-
-    differentiable = True
-    presets = [{"scale": s} for s in SCALE_GRID]
-    defaults = {"scale": 0.5}
-
-    def __init__(self, preset: Optional[int] = None, **kwargs: Any) -> None:
-        super().__init__(preset, **kwargs)
-        self.scale = self.params["scale"] = check_float("scale", self.scale, 0.0, 1.0, grid=sorted(SCALE_GRID))
 
     def output_size(self, h: int, w: int) -> Tuple[int, int]:
         return scaled_size(h, w, self.scale)

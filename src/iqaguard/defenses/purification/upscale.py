@@ -5,17 +5,15 @@ what survives is the content a ``scale``-times smaller image can represent.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
-
 import torch
 
 from ...registry import DEFENSES
-from ..base import Generators, Purification, check_float
-from ._resampling import SCALE_GRID, resample, scaled_size
+from ..base import Generators
+from ._resampling import Scaled, resample, scaled_size
 
 
 @DEFENSES.register("upscale")
-class Upscale(Purification):
+class Upscale(Scaled):
     """Bilinear downscale by ``scale`` (antialiased) and bilinear upscale back to ``H x W``.
 
     Source: Guardians of Image Quality (Table 1 "Resize and upscale to original size"; Table 8).
@@ -26,14 +24,6 @@ class Upscale(Purification):
         preset: index 0..4 into :attr:`presets`.
         scale: intermediate size factor in (0, 1] (default 0.5).
     """
-
-    differentiable = True
-    presets = [{"scale": s} for s in SCALE_GRID]
-    defaults = {"scale": 0.5}
-
-    def __init__(self, preset: Optional[int] = None, **kwargs: Any) -> None:
-        super().__init__(preset, **kwargs)
-        self.scale = self.params["scale"] = check_float("scale", self.scale, 0.0, 1.0, grid=sorted(SCALE_GRID))
 
     def apply(self, x: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         """``[B, 3, H, W]`` -> ``[B, 3, H, W]`` (``generator`` unused)."""
