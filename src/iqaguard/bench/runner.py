@@ -42,8 +42,8 @@ from .executors.worker import get_dataset, get_metric, run_task
 from .progress import counter, phase, say
 from .spec import Spec, SpecError, load_spec
 from .store import Store
-from .tasks import (AttackTask, CleanLookup, FitTask, Ref, Selection, TransferTask, adv_path, clean_rows, expand, fit_tasks, pending,
-                    result_rows, safe_name, transfer_rows, transfer_tasks)
+from .tasks import (AttackTask, CleanLookup, FitTask, Ref, Selection, TransferTask, adv_path, clean_rows, expand,
+                    fit_tasks, pending, result_rows, safe_name, transfer_rows, transfer_tasks)
 
 
 @dataclass
@@ -315,8 +315,8 @@ def _with_sources(tasks: Iterable[TransferTask], store: Store) -> Iterator[Trans
         hits = [cached.get(k) for k in t.adv_keys()]
         missing = [k for k, h in zip(t.adv_keys(), hits) if h is None or not (store.cache_dir / h[0]).is_file()]
         if missing:
-            raise SpecError(f"transfer: no cached adversarial image for {missing[0]} in {store.cache_dir}; "
-                            "re-run the benchmark with the same store to recompute it")
+            raise SpecError(f"transfer: the cached adversarial image of {missing[0]} is missing from "
+                            f"{store.cache_dir} (the PNG cache was deleted?); run the spec into a new store")
         yield replace(t, cached=tuple((store.cache_dir / h[0]).read_bytes() for h in hits))
 
 
