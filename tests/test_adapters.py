@@ -326,9 +326,13 @@ def test_hugging_face_offline_miss_becomes_missing_weights_error(fake):
             hf_hub_download("org/weights", "model.safetensors")
     msg = str(err.value)
     assert "'model.safetensors'" in msg and "'org/weights'" in msg and "\n" not in msg
-    with pytest.raises(LocalEntryNotFoundError):  # allowed downloads: the error is not ours to rewrite
+    # opted in but offline: the same miss is one line too, saying the download failed and the fix
+    with pytest.raises(MissingWeightsError) as err:
         with adapters.offline_guard("pyiqa metric 'x'", allow_download=True):
             hf_hub_download("org/weights", "model.safetensors")
+    msg = str(err.value)
+    assert "could not download the file 'model.safetensors'" in msg and "huggingface-cli download org/weights" in msg
+    assert "\n" not in msg
 
 
 def test_offline_guard_refuses_torch_hub_and_drops_only_download_notices(capsys):
@@ -367,3 +371,40 @@ def test_a_module_only_one_metric_imports_is_a_missing_dependency(fake, monkeypa
     expected = r"^pyiqa metric 'fakefr' needs the Python module 'icecream'.*pip install icecream\)$"
     with pytest.raises(MissingDependencyError, match=expected):
         PyiqaMetric("fakefr")
+
+
+def test_downloads_are_opt_in_through_the_environment_too(fake, tmp_path, monkeypatch):
+    """The CLI and benchmark workers pass no allow_download: IQAGUARD_ALLOW_DOWNLOAD=1 opts in."""
+    monkeypatch.delenv(adapters.ALLOW_DOWNLOAD_ENV, raising=False)
+    with pytest.raises(MissingWeightsError, match=r"allow_download=True \(Python, spec kwargs\) or "
+                                                   r"IQAGUARD_ALLOW_DOWNLOAD=1"):
+        PyiqaMetric("fakenet")
+    assert fake.downloads == []
+    monkeypatch.setenv(adapters.ALLOW_DOWNLOAD_ENV, "1")
+    PyiqaMetric("fakenet")
+    assert [Path(dst).name for _, dst in fake.downloads] == ["FakeNet_koniq-1234abcd.pth"]
+    # an explicit allow_download=False wins over the environment
+    (tmp_path / "cache" / "FakeNet_koniq-1234abcd.pth").unlink()
+    with pytest.raises(MissingWeightsError, match="FakeNet_koniq-1234abcd.pth"):
+        PyiqaMetric("fakenet", allow_download=False)
+
+
+def test_an_allowed_download_without_network_is_one_line_naming_file_url_and_folder(monkeypatch):
+    import urllib.error
+
+    def no_network(url, dst, *args, **kwargs):
+        raise urllib.error.URLError(OSError(101, "Network is unreachable"))
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(MissingWeightsError) as err:
+        with adapters.offline_guard("piq metric 'lpips'", allow_download=True):
+            torch.hub.download_url_to_file("https://e.invalid/w.pth", "/nowhere/w.pth")
+    msg = str(err.value)
+    assert "\n" not in msg and "'w.pth' from https://e.invalid/w.pth into /nowhere" in msg
+    assert "Network is unreachable" in msg and "put the file there by hand" in msg
+    assert torch.hub.download_url_to_file is no_network  # restored
+    # a failure that is not the network's still surfaces as itself
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        with adapters.offline_guard("piq metric 'lpips'", allow_download=True):
+            torch.hub.download_url_to_file("https://e.invalid/w.pth", "/nowhere/w.pth")

@@ -6,8 +6,10 @@
   so gradients flow and one score per image comes back. pyiqa is an optional extra (its licence
   is non-commercial): it is imported lazily and only called, never copied.
 
-Offline by default: unless ``allow_download=True``, a weight file that pyiqa would download is
-a :class:`~iqaguard.errors.MissingWeightsError` naming the file and the folder to put it in.
+Offline by default: unless ``allow_download=True`` (or ``IQAGUARD_ALLOW_DOWNLOAD=1`` in the
+environment, for the CLI and benchmark workers), a weight file that pyiqa would download is a
+:class:`~iqaguard.errors.MissingWeightsError` naming the file and the folder to put it in; opted
+in, a download that cannot reach its server is the same one-line error, never a traceback.
 
 Shared with the other third-party adapters (``piq_adapter``): :func:`import_optional` (the
 torchvision compatibility shim, then a one-line ``MissingDependencyError`` naming the extra),
@@ -178,6 +180,55 @@ def keep_grad_mode() -> Iterator[None]:
         torch.set_grad_enabled(mode)
 
 
+#: environment variable that opts in to downloads where no ``allow_download`` is given (the CLI,
+#: benchmark workers): ``IQAGUARD_ALLOW_DOWNLOAD=1``
+ALLOW_DOWNLOAD_ENV = "IQAGUARD_ALLOW_DOWNLOAD"
+#: how to opt in, as every refused download says it
+ALLOW_HINT = f"allow the download with allow_download=True (Python, spec kwargs) or {ALLOW_DOWNLOAD_ENV}=1"
+
+
+def download_allowed(allow_download: Optional[bool]) -> bool:
+    """Whether a third-party adapter may download weights: ``allow_download`` when given, else the
+    environment variable :data:`ALLOW_DOWNLOAD_ENV` (``1``/``true``/``yes``). Off by default."""
+    if allow_download is not None:
+        return bool(allow_download)
+    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+#: errors that mean "the download could not reach the server" (no network, DNS, proxy, timeout)
+_NETWORK_ERRORS = ("URLError", "ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "SSLError",
+                   "gaierror", "timeout", "HTTPError", "LocalEntryNotFoundError", "OfflineModeIsEnabled")
+
+
+def _network_error(e: BaseException) -> bool:
+    return isinstance(e, OSError) or any(c.__name__ in _NETWORK_ERRORS for c in type(e).__mro__)
+
+
+def _fetch(who: str, hub: bool, download: Any):
+    """``download`` (``download_url_to_file`` or ``hf_hub_download``) with its network failures turned
+    into one :class:`MissingWeightsError` line naming the file, where it goes and what to do."""
+
+    def fetch(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return download(*args, **kwargs)
+        except Exception as e:
+            if not _network_error(e):
+                raise
+            what = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            if hub:
+                repo = kwargs.get("repo_id", args[0] if args else "?")
+                fname = kwargs.get("filename", args[1] if len(args) > 1 else "?")
+                where = f"the file {fname!r} of the Hugging Face repository {repo!r}"
+            else:
+                url = str(kwargs.get("url", args[0] if args else "?"))
+                dst = Path(str(kwargs.get("dst", args[1] if len(args) > 1 else "?")))
+                where = f"the weight file {dst.name!r} from {url} into {dst.parent}"
+            raise MissingWeightsError(f"{who}: could not download {where} ({what}); without network, put the "
+                                      "file there by hand") from None
+
+    return fetch
+
+
 def _refuse(who: str, hub: bool):
     """A stand-in for a download function that raises :class:`MissingWeightsError`.
 
@@ -195,7 +246,7 @@ def _refuse(who: str, hub: bool):
         source = f" (download it from {url})" if url else ""
         raise MissingWeightsError(
             f"{who} needs the weight file {dst.name!r}, not found in {dst.parent}{source}. "
-            "Put the file there, or allow the download with allow_download=True."
+            f"Put the file there, or {ALLOW_HINT}."
         )
 
     return refuse
@@ -205,7 +256,7 @@ def _hf_missing(who: str, repo: str, fname: str) -> MissingWeightsError:
     return MissingWeightsError(
         f"{who} needs the file {fname!r} of the Hugging Face repository {repo!r}, not found in the "
         "Hugging Face cache (HF_HOME). Put it there (huggingface-cli download "
-        f"{repo} {fname}), or allow the download with allow_download=True."
+        f"{repo} {fname}), or {ALLOW_HINT}."
     )
 
 
@@ -228,7 +279,7 @@ def _hf_request(e: BaseException) -> Tuple[str, str]:
 
 @contextlib.contextmanager
 def offline_guard(
-    who: str, allow_download: bool, patches: Sequence[Tuple[Any, str, Any]] = ()
+    who: str, allow_download: Optional[bool], patches: Sequence[Tuple[Any, str, Any]] = ()
 ) -> Iterator[None]:
     """Construct a third-party model offline unless ``allow_download``.
 
@@ -239,9 +290,16 @@ def offline_guard(
     a refused download are dropped (other output is kept). ``patches`` are extra
     ``(owner, attribute, value)`` replacements (e.g. pyiqa's own downloader). Everything is restored
     on exit, and so is the grad mode.
+
+    Opted in (``allow_download``, or :data:`ALLOW_DOWNLOAD_ENV` when it is ``None``): a download that
+    cannot reach its server (no network, DNS, timeout) is one :class:`MissingWeightsError` line naming
+    the file, the URL and the folder, never a traceback.
     """
+    allow_download = download_allowed(allow_download)
     patches = list(patches)
-    if not allow_download:
+    if allow_download:
+        patches.append((torch.hub, "download_url_to_file", _fetch(who, False, torch.hub.download_url_to_file)))
+    else:
         patches.append((torch.hub, "download_url_to_file", _refuse(who, hub=False)))
         try:
             hf_constants = importlib.import_module("huggingface_hub.constants")
@@ -260,8 +318,13 @@ def offline_guard(
             try:
                 yield
             except Exception as e:
-                if not allow_download and _hf_offline_error(e):
-                    raise _hf_missing(who, *_hf_request(e)) from None
+                if _hf_offline_error(e):
+                    if not allow_download:
+                        raise _hf_missing(who, *_hf_request(e)) from None
+                    repo, fname = _hf_request(e)
+                    raise MissingWeightsError(f"{who}: could not download the file {fname!r} of the Hugging Face "
+                                              f"repository {repo!r} (no network?); put it in the Hugging Face "
+                                              f"cache by hand (huggingface-cli download {repo} {fname})") from None
                 raise
     finally:
         for owner, attr, value in reversed(saved):
@@ -333,10 +396,9 @@ def _pyiqa_patches(
     patches: List[Tuple[Any, str, Any]] = []
     if cache_dir is not None:
         patches.append((dl, "DEFAULT_CACHE_DIR", str(cache_dir)))
-    if not allow_download:
-        for attr, hub in (("download_url_to_file", False), ("hf_hub_download", True)):
-            if hasattr(dl, attr):
-                patches.append((dl, attr, _refuse(who, hub)))
+    for attr, hub in (("download_url_to_file", False), ("hf_hub_download", True)):
+        if hasattr(dl, attr):
+            patches.append((dl, attr, _fetch(who, hub, getattr(dl, attr)) if allow_download else _refuse(who, hub)))
     return patches
 
 
@@ -372,7 +434,8 @@ class PyiqaMetric(Metric):
     Args:
         name: pyiqa metric name (``"lpips"``, ``"dbcnn"``, ``"psnr"``, ...).
         device: where the network runs (default CPU).
-        allow_download: let pyiqa download missing weights (off by default: offline).
+        allow_download: let pyiqa download missing weights (off by default: offline); ``None``:
+            the ``IQAGUARD_ALLOW_DOWNLOAD`` environment variable decides (``1`` opts in).
         weights_dir: folder holding the weight files (default: pyiqa's ``DEFAULT_CACHE_DIR``,
             ``<torch hub dir>/pyiqa``).
         bounds: ``Bounds(worst, best)``; default from pyiqa's ``score_range``.
@@ -395,7 +458,7 @@ class PyiqaMetric(Metric):
         self,
         name: str,
         device: Any = None,
-        allow_download: bool = False,
+        allow_download: Optional[bool] = None,
         weights_dir: Optional[Union[str, Path]] = None,
         bounds: Optional[BoundsLike] = None,
         **options: Any,
@@ -409,18 +472,18 @@ class PyiqaMetric(Metric):
             raise UnknownNameError(f"unknown pyiqa metric {name!r}.{hint}")
         dev = torch.device("cpu") if device is None else resolve_device(device)
         cache = Path(weights_dir) if weights_dir is not None else None
+        allow_download = download_allowed(allow_download)
         if not allow_download:
             folder = cache if cache is not None else Path(_download_module(pyiqa).DEFAULT_CACHE_DIR)
             for fname in expected_weight_files(pyiqa, name, options):
                 if not (folder / fname).is_file():
                     raise MissingWeightsError(
                         f"pyiqa metric {name!r} needs the weight file {fname!r}, not found in {folder}. "
-                        "Put the file there (or pass weights_dir=<folder>), or allow the download "
-                        "with allow_download=True."
+                        f"Put the file there (or pass weights_dir=<folder>), or {ALLOW_HINT}."
                     )
-        patches = _pyiqa_patches(pyiqa, name, cache, bool(allow_download))
+        patches = _pyiqa_patches(pyiqa, name, cache, allow_download)
         try:
-            with offline_guard(f"pyiqa metric {name!r}", bool(allow_download), patches):
+            with offline_guard(f"pyiqa metric {name!r}", allow_download, patches):
                 net = pyiqa.create_metric(name, as_loss=True, loss_reduction="none", device=dev, **options)
         except ImportError as e:  # a module that only this metric's implementation imports
             module = e.name or str(e)
@@ -464,4 +527,6 @@ __all__ = [
     "import_optional",
     "keep_grad_mode",
     "offline_guard",
+    "download_allowed",
+    "ALLOW_DOWNLOAD_ENV",
 ]

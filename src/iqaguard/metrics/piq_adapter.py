@@ -44,7 +44,8 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import InputError, MissingWeightsError, UnknownNameError
 from ..registry import METRICS
-from .adapters import BoundsLike, _as_bounds, import_optional, offline_guard, to_scores
+from .adapters import (ALLOW_HINT, BoundsLike, _as_bounds, download_allowed, import_optional, offline_guard,
+                       to_scores)
 from .base import Bounds, Metric
 
 
@@ -208,7 +209,8 @@ class PiqMetric(Metric):
     Args:
         name: ``fsim``, ``vsi``, ``gmsd``, ``ms-gmsd``, ``vif`` (piq's ``vif_p``), ``haarpsi``,
             ``mdsi``, ``dss``, ``sr-sim``, ``lpips``, ``dists`` (piq's spellings work too).
-        allow_download: let piq download LPIPS/DISTS weights (off by default: offline).
+        allow_download: let piq download LPIPS/DISTS weights (off by default: offline); ``None``:
+            the ``IQAGUARD_ALLOW_DOWNLOAD`` environment variable decides (``1`` opts in).
         bounds: ``Bounds(worst, best)``; required when ``options`` are given.
         **options: keyword options of the piq function (e.g. ``chromatic=False``) or class.
 
@@ -224,7 +226,7 @@ class PiqMetric(Metric):
 
     kind = "fr"
 
-    def __init__(self, name: str, allow_download: bool = False, bounds: Optional[BoundsLike] = None,
+    def __init__(self, name: str, allow_download: Optional[bool] = None, bounds: Optional[BoundsLike] = None,
                  **options: Any) -> None:
         super().__init__()
         key = resolve_name(name)
@@ -247,16 +249,16 @@ class PiqMetric(Metric):
         if spec.weights is None:
             self._fn = getattr(piq, spec.attr)
             return
+        allow_download = download_allowed(allow_download)
         if not allow_download:
             folder = weights_folder()
             for fname, url in weight_files(piq, key):
                 if not (folder / fname).is_file():
                     raise MissingWeightsError(
                         f"piq metric {key!r} needs the weight file {fname!r}, not found in {folder}. Download "
-                        f"{url} into that folder (or point TORCH_HOME elsewhere), or allow the download "
-                        "with allow_download=True."
+                        f"{url} into that folder (or point TORCH_HOME elsewhere), or {ALLOW_HINT}."
                     )
-        with offline_guard(f"piq metric {key!r}", bool(allow_download)):
+        with offline_guard(f"piq metric {key!r}", allow_download):
             net = getattr(piq, spec.attr)(reduction="none", **options)
         self.net = net.eval()
         for p in self.net.parameters():
