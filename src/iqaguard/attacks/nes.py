@@ -28,7 +28,6 @@ from .budgets import Restriction, check_budget, check_count, check_linf_eps, lin
 from .query import QueryAttack, QueryOracle
 
 
-
 @ATTACKS.register("nes")
 class NES(QueryAttack):
     """NES gradient-estimation attack (Ilyas et al. 2018), L∞, raising the predicted quality.

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import duckdb
 import numpy as np
 
 from .. import scores
@@ -45,7 +46,7 @@ WORST_CASE = "worst-case"
 def _columns(con: Any, table: str) -> set:
     try:
         return {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
-    except Exception:  # an older store without the table
+    except duckdb.CatalogException:  # an older store without the table
         return set()
 
 
