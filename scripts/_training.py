@@ -1,10 +1,13 @@
-"""What the training scripts share: fixed validation crops, and model cards shared by several
-weight files (each script owns one ``# Model card: ...`` section of the card and replaces only
-that section, or appends it, leaving the others alone)."""
+"""What the training scripts share: the builtin photographs of a split, fixed validation crops,
+attacked/clean training pairs and the PSNR check of the purification defenses, and model cards
+shared by several weight files (each script owns one ``# Model card: ...`` section of the card
+and replaces only that section, or appends it, leaving the others alone)."""
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -43,3 +46,65 @@ def fixed_crops(images: Sequence[torch.Tensor], per_image: int, side: int, seed:
             l = int(torch.randint(0, w - side + 1, (1,), generator=g))
             out.append(im[..., t:t + side, l:l + side])
     return torch.cat(out)
+
+
+def photos(split: str, uint8: bool = False) -> List[torch.Tensor]:
+    """The builtin photographs of a builtin-kadid split (seed-0 split by source), each ``[1, 3, H, W]``:
+    float in [0, 1], or the exact uint8 pixels with ``uint8``."""
+    from iqaguard.data.builtin import PHOTOS_DIR
+    from iqaguard.data.io import load_image
+    from iqaguard.data.kadid_builtin import split_sources
+    ims = [load_image(PHOTOS_DIR / f"{s}.jpg") for s in split_sources(0)[split]]
+    return [(im * 255).round().to(torch.uint8) for im in ims] if uint8 else ims
+
+
+#: the attacks that make the purification defenses' training and check pairs: (name, kwargs) on builtin-nr
+PAIR_ATTACKS = (("ifgsm", {"eps": 2 / 255}), ("ifgsm", {"eps": 4 / 255}), ("ifgsm", {"eps": 8 / 255}),
+                ("pgd", {"eps": 4 / 255}), ("pgd", {"eps": 8 / 255}))
+
+
+def adversarial_pairs(split: str, per_photo: int, side: int, seed: int,
+                      attacks: Sequence[Tuple[str, Dict]] = PAIR_ATTACKS) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(clean, attacked)`` ``[N, 3, side, side]`` crops of the ``split`` photographs, attacked on builtin-nr.
+
+    ``per_photo`` fixed random crops per photograph (seed ``seed``); crop ``i`` is attacked by
+    ``attacks[i % len(attacks)]`` (``iqaguard.attacks.create(name, **kwargs)``, generator seeded by
+    ``seed + i``; the default pairs: I-FGSM and PGD, 10 steps, at 2, 4, 8 /255), so every budget is
+    represented. The pairs are cached under ``$IQAGUARD_CACHE`` (default ``~/.cache/iqaguard``)
+    in ``pairs-<hash>.pt`` keyed by every argument, so several training scripts share one attack run.
+    """
+    import iqaguard
+    key = hashlib.sha256(repr((split, per_photo, side, seed, tuple(attacks), 1)).encode()).hexdigest()[:16]
+    root = Path(os.environ.get("IQAGUARD_CACHE", Path.home() / ".cache" / "iqaguard"))
+    cache = root / f"pairs-{key}.pt"
+    if cache.is_file():
+        d = torch.load(cache, weights_only=True)
+        return d["clean"], d["attacked"]
+    clean = fixed_crops(photos(split), per_photo, side, seed)
+    metric = iqaguard.metrics.create("builtin-nr")
+    out = []
+    for i in range(clean.shape[0]):
+        name, kwargs = attacks[i % len(attacks)]
+        a = iqaguard.attacks.create(name, **kwargs)
+        out.append(a(metric, clean[i:i + 1], generator=torch.Generator().manual_seed(seed + i)).detach())
+    attacked = torch.cat(out)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"clean": clean, "attacked": attacked}, cache)
+    return clean, attacked
+
+
+def psnr_check(purify: Callable[[torch.Tensor], torch.Tensor], split: str = "test", per_photo: int = 2,
+               side: int = 96, seed: int = 7) -> Dict[str, float]:
+    """Mean PSNR (RGB, dB) to the clean crop of the attacked crops, undefended and purified.
+
+    The acceptance check of the neural purifications (issue: "the shipped weights improve PSNR to
+    the clean image on attacked test images over no defense"): run once per shipped model, never
+    used to choose anything. Returns ``{"attacked": dB, "purified": dB, "gain": dB, "n": crops}``.
+    """
+    from iqaguard.metrics import functional as FM
+    clean, attacked = adversarial_pairs(split, per_photo, side, seed)
+    with torch.no_grad():
+        purified = torch.cat([purify(attacked[i:i + 1]) for i in range(attacked.shape[0])])
+    a = float(FM.psnr(attacked, clean).mean())
+    p = float(FM.psnr(purified, clean).mean())
+    return {"attacked": round(a, 3), "purified": round(p, 3), "gain": round(p - a, 3), "n": int(clean.shape[0])}

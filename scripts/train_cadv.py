@@ -38,23 +38,15 @@ from kornia.color import rgb_to_lab
 import iqaguard
 from iqaguard.attacks.cadv import (AB_SCALE, WEIGHTS_FILE, CAdv, Colouriser, load_colouriser, random_hints,
                                   save_colouriser)
-from iqaguard.data.builtin import PHOTOS_DIR
-from iqaguard.data.io import load_image
-from iqaguard.data.kadid_builtin import split_sources
 from iqaguard.metrics import functional as FM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training import fixed_crops, section as card_section, write_section  # noqa: E402
+from _training import fixed_crops, photos as _photos, section as card_section, write_section  # noqa: E402
 
 CROP, VAL_CROP, VAL_PER_PHOTO = 64, 96, 2
 CARD_HEADING = "# Model card: cAdv colouriser"
 SWEEP = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3)
 SWEEP_HEAD = "- lr sweep of the attack on builtin-nr"
-
-
-def photos(split: str) -> List[torch.Tensor]:
-    """The builtin photographs of a builtin-kadid split, each ``[1, 3, H, W]`` as uint8 (exact for JPEG)."""
-    return [(load_image(PHOTOS_DIR / f"{s}.jpg") * 255).round().to(torch.uint8) for s in split_sources(0)[split]]
 
 
 def val_crops(images: List[torch.Tensor], seed: int) -> torch.Tensor:
@@ -230,14 +222,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     path = args.out / WEIGHTS_FILE.name
-    val = val_crops(photos("val"), args.seed)
+    val = val_crops(_photos("val", uint8=True), args.seed)
     card = args.out / "MODEL_CARD.md"
     if args.calibrate:
         x = sweep_crops(val)
         write_sweep(card, sweep(x, path, args.seed), len(x))
         return 0
 
-    train_pool = photos("train")
+    train_pool = _photos("train", uint8=True)
     t0 = time.time()
     net = train(train_pool, args.steps, args.batch, args.lr, args.seed)
     train_s = time.time() - t0

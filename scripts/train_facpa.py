@@ -29,17 +29,9 @@ import iqaguard
 from iqaguard.attacks.facpa import FACPA, WEIGHTS_DIR, weights_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training import fixed_crops, write_section  # noqa: E402
-from iqaguard.data.builtin import PHOTOS_DIR
-from iqaguard.data.io import load_image
-from iqaguard.data.kadid_builtin import split_sources
+from _training import fixed_crops, photos, write_section  # noqa: E402
 
 VAL_CROP, VAL_PER_PHOTO = 96, 2
-
-
-def photos(split: str) -> List[torch.Tensor]:
-    """The builtin photographs of a builtin-kadid split, each ``[1, 3, H, W]``."""
-    return [load_image(PHOTOS_DIR / f"{s}.jpg") for s in split_sources(0)[split]]
 
 
 def val_crops(images: List[torch.Tensor], seed: int) -> torch.Tensor:
