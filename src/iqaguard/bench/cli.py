@@ -206,7 +206,8 @@ def validate_cmd(spec: str = typer.Argument(..., help="spec YAML file, or a buil
     images, and an estimate of the time extrapolated from single-image tasks.
     """
     from .executors.local import default_workers
-    from .runner import _check_references, select_images
+    from .defense_check import check_defenses
+    from .runner import _check_references, metric_min_sizes, select_images
     from .spec import load_spec
     from .store import Store
     from .tasks import expand, fit_tasks, transfer_tasks
@@ -222,8 +223,9 @@ def validate_cmd(spec: str = typer.Argument(..., help="spec YAML file, or a buil
             selections = count_selections(sp)
             how = ("images counted without KMeans or screening (a kmeans subset counts as k_per_cluster x "
                    "n_clusters, at most); --exact selects them as `bench run` does")
-        clean, attacks = expand(sp, selections)
-        fits, transfers = fit_tasks(sp), transfer_tasks(sp, selections)
+        excluded, _ = check_defenses(sp, selections, metric_min_sizes(sp))
+        clean, attacks = expand(sp, selections, excluded)
+        fits, transfers = fit_tasks(sp), transfer_tasks(sp, selections, excluded)
         estimate = time_tasks(clean, attacks, fits) if timing else None
     except IqaguardError as e:
         fail(e)

@@ -43,7 +43,7 @@ from .progress import counter, phase, say
 from .spec import Spec, SpecError, load_spec
 from .store import Store
 from .tasks import (AttackTask, CleanLookup, FitTask, Ref, Selection, TransferTask, adv_path, clean_rows, expand,
-                    fit_tasks, pending, result_rows, safe_name, transfer_rows, transfer_tasks)
+                    fit_tasks, gradient_rows, pending, result_rows, safe_name, transfer_rows, transfer_tasks)
 
 
 @dataclass
@@ -61,18 +61,37 @@ class RunSummary:
     images_skipped: int = 0  # images of the spec's datasets left out (the store's ``skipped`` table)
 
 
-def _metric_min_side(spec: Spec) -> Tuple[int, str]:
-    """The largest ``min_size`` of the spec's metrics (class attribute; adapters are built once)."""
+def metric_min_sizes(spec: Spec) -> Dict[str, int]:
+    """``{metric label: min_size}`` of the spec's metrics (class attribute; adapters are built once)."""
     from ..registry import METRICS
 
-    sizes = []
+    sizes = {}
     for m in spec.metrics:
         cls = METRICS.get(m.name) if ":" not in m.name else None
         size = getattr(cls, "min_size", None) if cls is not None else None
         if size is None:
             size = get_metric(Ref(m.key, m.name, json.dumps(m.kwargs, sort_keys=True)), "cpu").min_size
-        sizes.append((m.key, int(size)))
-    return min_side_of(sizes)
+        sizes[m.key] = int(size)
+    return sizes
+
+
+def _metric_min_side(spec: Spec) -> Tuple[int, str]:
+    """The largest ``min_size`` of the spec's metrics and the metric that sets it."""
+    return min_side_of(metric_min_sizes(spec).items())
+
+
+def check_defense_presets(spec: Spec, st: Store, selections: Dict[Tuple[str, int], Selection],
+                          console: Console, meta: Dict[str, Any]) -> Dict[Tuple[str, int, str], str]:
+    """Check every (defense, preset, metric) once (:func:`iqaguard.bench.defense_check.check_defenses`),
+    record it in ``defense_presets`` and say which are skipped; returns the excluded ones."""
+    from .defense_check import check_defenses
+
+    excluded, rows = check_defenses(spec, selections, metric_min_sizes(spec))
+    st.write(defense_presets=[dict(r, **meta) for r in rows])
+    for why in dict.fromkeys(excluded.values()):
+        n = sum(1 for v in excluded.values() if v == why)
+        console.print("[yellow]skipped:[/] " + escape(f"{n} (defense, preset, metric): {why}"), soft_wrap=True)
+    return excluded
 
 
 def select_images(spec: Spec, store: Store, run_id: Optional[str] = None, console: Optional[Console] = None,
@@ -400,11 +419,12 @@ def _run(spec: Spec, st: Store, executor: Executor, console: Console, progress: 
     _prepare_datasets(spec, console, progress)
     _check_references(spec)
     selections = select_images(spec, st, run_id, console, progress)
-    clean_tasks, attack_tasks = expand(spec, selections)
+    excluded = check_defense_presets(spec, st, selections, console, meta)
+    clean_tasks, attack_tasks = expand(spec, selections, excluded)
     done_c, done_r, done_t = st.done_keys("clean_scores"), st.done_keys(), st.done_keys("transfer")
     todo_c = [p for p in (pending(t, done_c) for t in clean_tasks) if p is not None]
     todo_a = [p for p in (pending(t, done_r) for t in attack_tasks) if p is not None]
-    transfers = transfer_tasks(spec, selections)
+    transfers = transfer_tasks(spec, selections, excluded)
     todo_t = [t for t in transfers if not all(k in done_t for k in t.keys())]
     fits, todo_f = _fits_todo(st, spec, todo_a)
     total = len(clean_tasks) + len(attack_tasks) + len(transfers) + len(fit_tasks(spec))
@@ -428,7 +448,7 @@ def _run(spec: Spec, st: Store, executor: Executor, console: Console, progress: 
         for task, result in results:
             adv = _write_pngs(st, task, result, meta) if result["png"] else []
             new = result_rows(task, result, clean, dict(meta, spec_version=spec.version))
-            st.write(results=new, adversarial=adv)
+            st.write(results=new, adversarial=adv, gradient_checks=gradient_rows(task, result, meta))
             rows += len(new)
             run["tasks_run"] += 1
             advance()

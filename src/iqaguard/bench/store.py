@@ -21,6 +21,14 @@ Tables (created on open when missing):
 * ``skipped`` — the images of a dataset that could not be used (unreadable, too small for a
   metric, ...), one row per (dataset, seed, image) with the reason; they are left out of every
   task and listed in the report.
+* ``defense_presets`` — every (defense, preset, metric) a run checked before its tasks
+  (:mod:`iqaguard.bench.defense_check`): ``ok`` or ``skipped`` with the reason (missing weights,
+  images too small), whether it is randomized / differentiable / has a BPDA surrogate, its EOT
+  draws; one row per check (``checked``), the newest is the current one.
+* ``gradient_checks`` — per (dataset, image, metric, defense, preset, seed) of the adaptive mode:
+  the input gradient of the defended metric at the clean image, as the adaptive attacks get it
+  (L1 norm, finite and non-zero fractions), for the gradient-masking flags of the report
+  (:mod:`iqaguard.bench.masking`).
 
 Values: every number stored is finite. PSNR is floored at the 8-bit quantisation noise
 (58.92 dB for identical images, never ``+inf``) and R-scores at ``floor · diam``, so aggregates
@@ -118,11 +126,22 @@ TABLES: Dict[str, Tuple[Dict[str, str], Tuple[str, ...]]] = {
         "clean": "DOUBLE", "attacked": "DOUBLE", "defended_clean": "DOUBLE", "defended_attacked": "DOUBLE",
         "bound_worst": "DOUBLE", "bound_best": "DOUBLE", "lower_better": "BOOLEAN", **_META,
     }, ("dataset", "image", "source", "metric", "attack", "attack_preset", "defense", "defense_preset", "seed")),
+    "defense_presets": ({
+        "defense": "VARCHAR", "defense_preset": "VARCHAR", "metric": "VARCHAR", "name": "VARCHAR",
+        "status": "VARCHAR", "reason": "VARCHAR", "adaptive": "BOOLEAN", "eot_samples": "BIGINT",
+        "randomized": "BOOLEAN", "differentiable": "BOOLEAN", "surrogate": "BOOLEAN", "checked": "TIMESTAMP",
+        **_META,
+    }, ("defense", "defense_preset", "metric", "checked")),
+    "gradient_checks": ({
+        "dataset": "VARCHAR", "image": "VARCHAR", "metric": "VARCHAR", "defense": "VARCHAR",
+        "defense_preset": "VARCHAR", "seed": "BIGINT", "grad_l1": "DOUBLE", "finite": "DOUBLE",
+        "nonzero": "DOUBLE", **_META,
+    }, ("dataset", "image", "metric", "defense", "defense_preset", "seed")),
 }
 
 #: tables added after schema version 1 was first written: created when missing on every open for
 #: writing, and optional when a store is classified (older stores simply lack them)
-OPTIONAL_TABLES = ("skipped", "universal", "transfer")
+OPTIONAL_TABLES = ("skipped", "universal", "transfer", "defense_presets", "gradient_checks")
 #: columns added after schema version 1 was first written (table -> columns): added with
 #: ``ALTER TABLE`` when missing on every open for writing (NULL in older rows), optional when a
 #: store is classified

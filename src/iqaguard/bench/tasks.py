@@ -129,6 +129,9 @@ class AttackTask(_Common):
     cached_params: Optional[str] = None
     cached_queries: Tuple[Optional[float], ...] = ()
     universal: Optional[bytes] = None
+    #: adaptive: also measure the target's input gradient at the clean images (``gradient_checks``;
+    #: set on the tasks of one attack preset per (metric, defense preset), so it is measured once)
+    grad_check: bool = False
 
     def scored(self) -> List[Tuple[str, str]]:
         """``(defense, defense_preset)`` pairs of the rows this task writes."""
@@ -210,10 +213,15 @@ def _ref(entry: Any) -> Ref:
     return Ref(entry.key, entry.name, json.dumps(entry.kwargs, sort_keys=True))
 
 
-def defense_refs(spec: Spec, mode: str) -> List[DefenseRef]:
-    """Every (defense, preset) of the spec used in ``mode``, in spec order."""
-    return [DefenseRef(d.key, d.name, p, json.dumps(d.kwargs, sort_keys=True), d.eot_samples)
+def defense_refs(spec: Spec, mode: str, metric: Optional[str] = None,
+                 excluded: Optional[Dict[Tuple[str, int, str], str]] = None) -> List[DefenseRef]:
+    """Every (defense, preset) of the spec used in ``mode``, in spec order; with ``metric``, those
+    not ``excluded`` for it (:func:`iqaguard.bench.defense_check.check_defenses`)."""
+    refs = [DefenseRef(d.key, d.name, p, json.dumps(d.kwargs, sort_keys=True), d.eot_samples)
             for d in spec.defenses for p in d.presets_for(mode)]
+    if metric is None or not excluded:
+        return refs
+    return [r for r in refs if (r.label, r.preset, metric) not in excluded]
 
 
 def _batches(sel: Selection, size: int, limit: Optional[int]) -> Iterator[Tuple[Tuple[int, ...], Tuple[str, ...]]]:
@@ -229,19 +237,24 @@ def _cap(*limits: Optional[int]) -> Optional[int]:
     return min(given) if given else None
 
 
-def expand(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> Tuple[List[CleanTask], List[AttackTask]]:
+def expand(spec: Spec, selections: Dict[Tuple[str, int], Selection],
+           excluded: Optional[Dict[Tuple[str, int, str], str]] = None) -> Tuple[List[CleanTask], List[AttackTask]]:
     """All tasks of ``spec`` for the image ``selections[(dataset label, seed)]``.
+
+    ``excluded`` (defense, preset, metric) are left out (skipped defense presets).
 
     Returns:
         ``(clean_tasks, attack_tasks)``; clean tasks cover every image any mode uses.
     """
-    dfs = tuple(defense_refs(spec, "non-adaptive"))
-    targets_ad = defense_refs(spec, "adaptive") if "adaptive" in spec.modes else []
-    used = dfs if "non-adaptive" in spec.modes else ()
-    everyone = tuple(dict.fromkeys(used + tuple(targets_ad)))  # defended-clean scores needed by any mode
     common = dict(device=spec.device, num_threads=spec.num_threads, imports=tuple(spec.imports))
     clean, attacks = [], []
+    adaptive_attacks = [a for a in spec.attacks if not a.universal]
+    first = (adaptive_attacks[0].key, adaptive_attacks[0].presets[0]) if adaptive_attacks else None
     for m in spec.metrics:
+        dfs = tuple(defense_refs(spec, "non-adaptive", m.key, excluded))
+        targets_ad = defense_refs(spec, "adaptive", m.key, excluded) if "adaptive" in spec.modes else []
+        used = dfs if "non-adaptive" in spec.modes else ()
+        everyone = tuple(dict.fromkeys(used + tuple(targets_ad)))  # defended-clean scores needed by any mode
         for d in spec.datasets:
             limits = [_cap(m.limit, d.mode_limits.get(mode)) for mode in spec.modes]
             widest = None if None in limits else max(limits)
@@ -259,7 +272,8 @@ def expand(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> Tuple[Li
                                 for tgt in targets:
                                     attacks.append(AttackTask(
                                         indices=idx, names=names, attack=_ref(a), preset=preset, mode=mode,
-                                        target=tgt, defenses=dfs if tgt is None else (), **base))
+                                        target=tgt, defenses=dfs if tgt is None else (),
+                                        grad_check=tgt is not None and (a.key, preset) == first, **base))
     return clean, attacks
 
 
@@ -271,7 +285,8 @@ def fit_tasks(spec: Spec) -> List[FitTask]:
             for a in spec.attacks if a.fit is not None for m in spec.metrics for p in a.presets]
 
 
-def transfer_tasks(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> List[TransferTask]:
+def transfer_tasks(spec: Spec, selections: Dict[Tuple[str, int], Selection],
+                   excluded: Optional[Dict[Tuple[str, int, str], str]] = None) -> List[TransferTask]:
     """Every (source metric, other metric, dataset, attack, preset, seed, batch) of ``spec.transfer``.
 
     The images are the first N of the selection that both metrics' caps allow (the source's
@@ -280,13 +295,13 @@ def transfer_tasks(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> 
     """
     if not spec.transfer or "non-adaptive" not in spec.modes:
         return []
-    dfs = tuple(defense_refs(spec, "non-adaptive"))
     common = dict(device=spec.device, num_threads=spec.num_threads, imports=tuple(spec.imports))
     out = []
     for src in spec.metrics:
         for m in spec.metrics:
             if m.key == src.key:
                 continue
+            dfs = tuple(defense_refs(spec, "non-adaptive", m.key, excluded))
             for d in spec.datasets:
                 cap = _cap(src.limit, m.limit, d.mode_limits.get("non-adaptive"))
                 for seed in spec.seeds:
@@ -360,6 +375,18 @@ def result_rows(task: AttackTask, result: Dict[str, Any], clean: CleanLookup,
                 linf=out["linf"][i], t_attack=result["t_attack"][i], t_defense=out["t"], gen_seed=out["gen_seed"][i],
                 attack_params=result["params"], queries=result["queries"][i]))
     return rows
+
+
+def gradient_rows(task: AttackTask, result: Dict[str, Any], meta: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """``gradient_checks`` rows of an adaptive task with ``grad_check`` (``[]`` otherwise)."""
+    grad = result.get("grad")
+    if not grad or task.target is None:
+        return []
+    label, preset = task.target.key
+    return [dict(meta, dataset=task.dataset.label, image=name, metric=task.metric.label, defense=label,
+                 defense_preset=preset, seed=task.seed, grad_l1=grad["grad_l1"][i], finite=grad["finite"][i],
+                 nonzero=grad["nonzero"][i])
+            for i, name in enumerate(task.names)]
 
 
 def transfer_rows(task: TransferTask, result: Dict[str, Any], clean: CleanLookup,

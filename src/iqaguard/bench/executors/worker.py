@@ -39,6 +39,7 @@ from ..tasks import NO_DEFENSE, AttackTask, CleanTask, DefenseRef, FitTask, Ref,
 
 _METRICS: Dict[Tuple[str, str, str], metrics.Metric] = {}
 _DATASETS: Dict[Tuple[str, str], data.Dataset] = {}
+_DEFENSES: Dict[Tuple[str, int, str, str], defenses.Purification] = {}
 
 
 def get_metric(ref: Ref, device: str) -> metrics.Metric:
@@ -55,6 +56,38 @@ def get_dataset(ref: Ref) -> data.Dataset:
     if key not in _DATASETS:
         _DATASETS[key] = data.create(ref.name, **ref.kw)
     return _DATASETS[key]
+
+
+def get_defense(d: DefenseRef, device: str) -> defenses.Purification:
+    """The purification of ``d`` (a neural one on ``device``), built once per process: a worker
+    loads a neural defense's weights once, not once per task."""
+    key = (d.name, d.preset, d.kwargs, device)
+    if key not in _DEFENSES:
+        p = defenses.create(d.name, preset=d.preset, **d.kw)
+        if isinstance(p, torch.nn.Module):
+            p = p.to(torch.device(device))
+        _DEFENSES[key] = p
+    return _DEFENSES[key]
+
+
+def gradient_check(target: metrics.Metric, x: torch.Tensor, ref: Optional[torch.Tensor]) -> Dict[str, List[float]]:
+    """The input gradient of ``target`` (a defended metric, as adaptive attacks differentiate it) at ``x``:
+    per image its L1 norm over the finite entries and the finite and non-zero fractions.
+
+    A metric whose score does not depend on the input through autograd gives L1 0 and non-zero 0
+    (the gradient-masking flag of :mod:`iqaguard.bench.masking`), not an error.
+    """
+    xg = x.detach().clone().requires_grad_(True)
+    with metrics.base.frozen(target), torch.enable_grad():
+        s = target(xg, ref) if target.kind == "fr" else target(xg)
+        g = torch.autograd.grad(s.sum(), xg, allow_unused=True)[0] if s.requires_grad else None
+    if g is None:
+        g = torch.zeros_like(x)
+    g = g.detach().flatten(1)
+    fin = torch.isfinite(g)
+    return {"grad_l1": [float(v) for v in torch.where(fin, g.abs(), torch.zeros_like(g)).sum(1)],
+            "finite": [float(v) for v in fin.float().mean(1)],
+            "nonzero": [float(v) for v in ((g != 0) & fin).float().mean(1)]}
 
 
 @contextmanager
@@ -95,7 +128,7 @@ def _score(metric: metrics.Metric, x: torch.Tensor, ref: Optional[torch.Tensor])
 
 def _purify(d: DefenseRef, x: torch.Tensor, task: Any) -> Tuple[torch.Tensor, float, List[Optional[int]]]:
     """``P(x)`` (per-image generators when randomized), per-image seconds, generator seeds."""
-    p = defenses.create(d.name, preset=d.preset, **d.kw)
+    p = get_defense(d, task.device)
     t0 = time.perf_counter()
     if p.randomized:
         seeds = [gen_seed(task.seed, task.dataset.label, n, d.label, d.preset) for n in task.names]
@@ -202,7 +235,7 @@ def _fit(task: FitTask) -> Dict[str, Any]:
 def _attack(task: AttackTask) -> Dict[str, Any]:
     metric = get_metric(task.metric, task.device)
     x, ref, _ = _load(task, metric)
-    png = None
+    png, grad = None, None
     if task.cached is not None:
         x_adv, t_attack = decode_png(task.cached, x.device), list(task.cached_t_attack)
         params, queries = task.cached_params, list(task.cached_queries)
@@ -212,8 +245,12 @@ def _attack(task: AttackTask) -> Dict[str, Any]:
         target = metric
         if task.target is not None:
             g_eot = torch.Generator(device=x.device).manual_seed(gen_seed("eot", *key))
-            p = defenses.create(task.target.name, preset=task.target.preset, **task.target.kw)
+            p = get_defense(task.target, task.device)
             target = defend(metric, p, eot_samples=task.target.eot_samples, generator=g_eot)
+            if task.grad_check:
+                grad = gradient_check(defend(metric, p, eot_samples=task.target.eot_samples,
+                                             generator=torch.Generator(device=x.device).manual_seed(
+                                                 gen_seed("grad", *key))), x, ref)
         atk = make_attack(task.attack, task.preset, task.metric.name, task.universal)
         g_atk = torch.Generator(device=x.device).manual_seed(gen_seed("attack", *key))
         t0 = time.perf_counter()
@@ -236,7 +273,7 @@ def _attack(task: AttackTask) -> Dict[str, Any]:
     attacked = scored[NO_DEFENSE]["score"] if NO_DEFENSE in scored else _score(metric, x_adv, ref)
     return {"bounds": (float(b.worst), float(b.best)), "lower_better": bool(metric.lower_better),
             "attacked": attacked, "t_attack": t_attack, "png": png, "scores": scored, "params": params,
-            "queries": queries}
+            "queries": queries, "grad": grad}
 
 
 def _transfer(task: TransferTask) -> Dict[str, Any]:
