@@ -143,3 +143,21 @@ def test_too_small_images_skip_the_preset_not_the_run(tmp_path):
     assert status == {"needs-big": "skipped", "plain-smooth": "ok"}
     assert "16x16" in reason and "64x64" in reason
     assert defended == {"none", "plain-smooth"}
+
+
+def test_report_shows_defenses_flags_and_links(flagged, tmp_path):
+    import re
+
+    from iqaguard.bench.report import write_report
+
+    store, rows = flagged
+    html = write_report(store, tmp_path / "r").read_text(encoding="utf-8")
+    for sid in ("composite", "defenses", "masking"):
+        assert f'<section id="{sid}">' in html
+    table = html[html.index('id="masking-flags"'):html.index("</table>", html.index('id="masking-flags"'))]
+    mask_row = re.search(r'<tr data-defense="mask-round">(.*?)</tr>', table, re.S).group(1)
+    anchor = re.search(r'data-check="gradient" data-flag="True"[^>]*><a href="#(mask-\d+)">', mask_row).group(1)
+    assert f'<li id="{anchor}"><strong>toy-nr / mask-round / 0</strong>' in html
+    smooth_row = re.search(r'<tr data-defense="plain-smooth">(.*?)</tr>', table, re.S).group(1)
+    assert "⚑" not in smooth_row
+    assert 'data-status="ok"' in html

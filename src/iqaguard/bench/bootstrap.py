@@ -153,6 +153,43 @@ def _per_image_data(source: Source, mode: str, pairs: Sequence[Tuple[Any, Any]])
     return out
 
 
+def resampled_aggregates(source: Source, mode: str, rows: Sequence[Row],
+                         by: Sequence[str] = ("defense", "defense_preset"), columns: Sequence[str] = SCORE_COLUMNS,
+                         n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                         groups: Optional[Sequence[Row]] = None) -> List[Dict[str, np.ndarray]]:
+    """``[{column: [B] resampled means}]``, one dict per row of ``rows`` (NaN where a resample
+    leaves every group of the row undefined); see :func:`aggregate_intervals` for the resampling.
+
+    Resample ``b`` of every row draws the same images wherever rows rest on the same image sets
+    (each row restarts ``numpy.random.default_rng(seed)``), so statistics of several rows computed
+    per resample (the composite ranking of :mod:`iqaguard.bench.composite`) are paired.
+    """
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
+        raise InputError(f"n_resamples: expected an integer >= 1, got {n_resamples!r}")
+    unknown = [c for c in columns if c not in HIGHER_BETTER]
+    if unknown:
+        raise InputError(f"columns: unknown score(s) {unknown}; expected among {list(SCORE_COLUMNS)}")
+    members = mode_groups(source, mode, groups)
+    wanted = {tuple(r[c] for c in by) for r in rows}
+    members = [g for g in members if tuple(g[c] for c in by) in wanted]
+    data = _per_image_data(source, mode, sorted({(g["defense"], g["defense_preset"]) for g in members}, key=str))
+    out = []
+    for row in rows:
+        mine = sorted((g for g in members if all(g[c] == row[c] for c in by)),
+                      key=lambda g: tuple(str(g[c]) for c in BASE_KEY))
+        draw = _Draws(seed, int(n_resamples))
+        reps = {id(g): _group_resamples(data[tuple(g[c] for c in BASE_KEY)], draw, int(n_resamples)) for g in mine}
+        means: Dict[str, np.ndarray] = {}
+        for col in columns:
+            used, _ = usable_groups(mine, col)
+            stack = np.array([reps[id(g)][col] for g in used]).reshape(len(used), int(n_resamples))
+            ok = np.isfinite(stack)
+            count = ok.sum(axis=0)
+            means[col] = np.where(count > 0, np.where(ok, stack, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
+        out.append(means)
+    return out
+
+
 def aggregate_intervals(source: Source, mode: str, rows: Sequence[Row],
                         by: Sequence[str] = ("defense", "defense_preset"), columns: Sequence[str] = SCORE_COLUMNS,
                         n_resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = BOOTSTRAP_CONFIDENCE,
@@ -187,34 +224,21 @@ def aggregate_intervals(source: Source, mode: str, rows: Sequence[Row],
         Copies of ``rows`` with ``ci`` (``{column: [low, high] | None}``), ``ci_level`` and
         ``ci_resamples``.
     """
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise InputError(f"n_resamples: expected an integer >= 1, got {n_resamples!r}")
     if not 0.0 < float(confidence) < 1.0:
         raise InputError(f"confidence: expected a level in (0, 1), e.g. 0.95, got {confidence!r}")
-    unknown = [c for c in columns if c not in HIGHER_BETTER]
-    if unknown:
-        raise InputError(f"columns: unknown score(s) {unknown}; expected among {list(SCORE_COLUMNS)}")
-    members = mode_groups(source, mode, groups)
-    wanted = {tuple(r[c] for c in by) for r in rows}
-    members = [g for g in members if tuple(g[c] for c in by) in wanted]
-    data = _per_image_data(source, mode, sorted({(g["defense"], g["defense_preset"]) for g in members}, key=str))
-    q = 100.0 * np.array([(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
+    reps = resampled_aggregates(source, mode, rows, by, columns, n_resamples, seed, groups)
+    q = percentiles(confidence)
     out = []
-    for row in rows:
-        mine = sorted((g for g in members if all(g[c] == row[c] for c in by)),
-                      key=lambda g: tuple(str(g[c]) for c in BASE_KEY))
-        draw = _Draws(seed, int(n_resamples))
-        reps = {id(g): _group_resamples(data[tuple(g[c] for c in BASE_KEY)], draw, int(n_resamples)) for g in mine}
-        ci: Dict[str, Optional[List[float]]] = {}
-        for col in columns:
-            used, _ = usable_groups(mine, col)
-            stack = np.array([reps[id(g)][col] for g in used]).reshape(len(used), int(n_resamples))
-            ok = np.isfinite(stack)
-            count = ok.sum(axis=0)
-            means = np.where(ok, stack, 0.0).sum(axis=0)[count > 0] / count[count > 0]
-            ci[col] = _interval(means, q, row.get(col))
+    for row, means in zip(rows, reps):
+        ci = {col: _interval(m[np.isfinite(m)], q, row.get(col)) for col, m in means.items()}
         out.append(dict(row, ci=ci, ci_level=float(confidence), ci_resamples=int(n_resamples)))
     return out
 
 
-__all__ = ["BOOTSTRAP_CONFIDENCE", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "aggregate_intervals"]
+def percentiles(confidence: float) -> np.ndarray:
+    """The two percentiles (0..100) of a central ``confidence`` interval."""
+    return 100.0 * np.array([(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
+
+
+__all__ = ["BOOTSTRAP_CONFIDENCE", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "aggregate_intervals", "percentiles",
+           "resampled_aggregates"]

@@ -28,6 +28,7 @@ from .stats import (BASELINE, BREAKDOWN_BY, MIN_N_CORRELATION, MODES, Row, Sourc
                     leaderboard, mode_groups, opened, pareto_front, rankable)
 from .stats_tests import win_rate_matrix
 from .attack_stats import robustness_curves, transfer_matrix, worst_case
+from .report_defenses import defense_context
 
 #: Defense family -> registry names (DESIGN.md); a new family is one more entry.
 FAMILIES: Dict[str, Tuple[str, ...]] = {
@@ -315,6 +316,7 @@ def collect(source: Source) -> Dict[str, Any]:
         wins = {m: _win_heatmap(con, m, boards[m], groups) for m in present}
         breakdowns = {m: _breakdowns(con, m, boards[m], groups) for m in present}
         attack_side = _attack_tables(con, present)
+        defense_side = defense_context(con, boards, groups)
     figure2 = [_figure2(tables, boards, key, label)
                for key, label in (("srocc_adv", "SROCC adv ↑"), ("d_score_d", "D score (D) ↓"))]
     presets = {m: _table(f"presets-{m}", m, tables[m], COMPACT, ("defense", "defense_preset")) for m in present}
@@ -322,7 +324,7 @@ def collect(source: Source) -> Dict[str, Any]:
             "skipped_fields": SKIPPED_FIELDS, "skipped_listed": SKIPPED_LISTED, "min_n": MIN_N_CORRELATION,
             "low_n": LOW_N, "ci_level": f"{100 * BOOTSTRAP_CONFIDENCE:.0f}%", "ci_resamples": BOOTSTRAP_RESAMPLES,
             "leaderboards": _leaderboards(boards), "presets": presets, "breakdowns": breakdowns,
-            "figure2": figure2 if tables else [], "pareto": pareto, "wins": wins, **attack_side}
+            "figure2": figure2 if tables else [], "pareto": pareto, "wins": wins, **attack_side, **defense_side}
 
 
 def render(context: Dict[str, Any], title: str) -> str:

@@ -6,7 +6,8 @@ Tables (created on open when missing):
   defense_preset, mode, seed): clean / attacked / defended-clean / defended-attacked scores,
   MOS, metric bounds, fidelity of the scored image to the clean one, timings, seeds, versions,
   the resolved attack parameters (``attack_params``, JSON: ``{"eps": 0.0157, "steps": 10, ...}``)
-  and, for query attacks, the mean number of queries per image (``queries``).
+  and, for query attacks, the mean number of queries per image (``queries``), and the pixel count
+  ``H·W`` of the attacked image (``pixels``: the report scales defense times to 384×512).
 * ``clean_scores`` — the clean score of every (dataset, image, metric, seed) (defense ``none``)
   and its defended-clean score per (defense, preset), computed once and joined into ``results``.
 * ``adversarial`` — the non-adaptive adversarial images cached as PNG (path relative to
@@ -87,7 +88,7 @@ COLUMNS: Dict[str, str] = {
     "psnr": "DOUBLE", "ssim": "DOUBLE", "mse": "DOUBLE", "linf": "DOUBLE",
     "t_attack": "DOUBLE", "t_defense": "DOUBLE", "gen_seed": "BIGINT",
     "version": "VARCHAR", "spec_version": "VARCHAR", "spec_hash": "VARCHAR", "run_id": "VARCHAR",
-    "attack_params": "VARCHAR", "queries": "DOUBLE",
+    "attack_params": "VARCHAR", "queries": "DOUBLE", "pixels": "BIGINT",
 }
 
 _META = {"version": "VARCHAR", "spec_hash": "VARCHAR", "run_id": "VARCHAR"}
@@ -145,7 +146,7 @@ OPTIONAL_TABLES = ("skipped", "universal", "transfer", "defense_presets", "gradi
 #: columns added after schema version 1 was first written (table -> columns): added with
 #: ``ALTER TABLE`` when missing on every open for writing (NULL in older rows), optional when a
 #: store is classified
-OPTIONAL_COLUMNS: Dict[str, Tuple[str, ...]] = {"results": ("attack_params", "queries"),
+OPTIONAL_COLUMNS: Dict[str, Tuple[str, ...]] = {"results": ("attack_params", "queries", "pixels"),
                                                 "adversarial": ("attack_params", "queries")}
 
 #: the marker table of an iqaguard store and the schema version written into it

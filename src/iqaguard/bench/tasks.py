@@ -373,7 +373,7 @@ def result_rows(task: AttackTask, result: Dict[str, Any], clean: CleanLookup,
                 defended_attacked=out["score"][i], bound_worst=lo, bound_best=hi,
                 lower_better=result["lower_better"], psnr=out["psnr"][i], ssim=out["ssim"][i], mse=out["mse"][i],
                 linf=out["linf"][i], t_attack=result["t_attack"][i], t_defense=out["t"], gen_seed=out["gen_seed"][i],
-                attack_params=result["params"], queries=result["queries"][i]))
+                attack_params=result["params"], queries=result["queries"][i], pixels=result.get("pixels")))
     return rows
 
 

@@ -273,7 +273,7 @@ def _attack(task: AttackTask) -> Dict[str, Any]:
     attacked = scored[NO_DEFENSE]["score"] if NO_DEFENSE in scored else _score(metric, x_adv, ref)
     return {"bounds": (float(b.worst), float(b.best)), "lower_better": bool(metric.lower_better),
             "attacked": attacked, "t_attack": t_attack, "png": png, "scores": scored, "params": params,
-            "queries": queries, "grad": grad}
+            "queries": queries, "grad": grad, "pixels": int(x.shape[-2] * x.shape[-1])}
 
 
 def _transfer(task: TransferTask) -> Dict[str, Any]:

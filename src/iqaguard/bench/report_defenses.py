@@ -1,0 +1,69 @@
+"""The defense-side sections of the report: every defense preset with its status and time, the
+gradient-masking flags, and the composite ranking (see ``docs/report.md``).
+
+* **Defenses** — every (defense, preset, metric) the runs checked (the store's ``defense_presets``
+  table), ``ok`` or skipped with the reason (a neural defense without weights, images too small),
+  whether it is randomized / differentiable / has a BPDA surrogate, and its time per image:
+  measured at the run's image size and scaled to a 384×512 image by the pixel count (Guardians
+  of Image Quality Table 2 reports time per 384×512 image; the scaling assumes time linear in
+  pixels, which holds for the filters and convolutional networks; ``benchmarks/defense_speed.py``
+  measures 3×384×512 directly).
+* **Gradient-masking checks** — :func:`iqaguard.bench.masking.masking_flags`; every flagged cell
+  links to the row that lists the numbers behind it.
+* **Composite ranking** — :func:`iqaguard.bench.composite.composite_ranking` per mode.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+from .composite import CRITERIA, composite_ranking
+from .defense_check import latest_presets
+from .masking import CHECKS, LABELS, masking_flags
+from .stats import Row
+
+#: the reference size of Guardians of Image Quality's Time column
+REFERENCE_PIXELS = 384 * 512
+
+
+def _times(con: Any) -> Dict[tuple, Dict[str, float]]:
+    """``(defense, preset, metric) -> {"ms", "ms_384x512"}`` from the results rows (ms per image)."""
+    cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                      "WHERE table_name = 'results'").fetchall()}
+    if not cols:
+        return {}
+    scaled = (f"1000 * avg(t_defense * {REFERENCE_PIXELS} / pixels)" if "pixels" in cols else "NULL")
+    rows = con.execute(f"SELECT defense, defense_preset, metric, 1000 * avg(t_defense), {scaled} FROM results "
+                       "WHERE defense <> 'none' GROUP BY ALL").fetchall()
+    return {(d, p, m): {"ms": t, "ms_384x512": s} for d, p, m, t, s in rows}
+
+
+def defense_status(con: Any) -> List[Dict[str, Any]]:
+    """One row per checked (defense, preset, metric), with the times of :func:`_times`."""
+    times = _times(con)
+    out = []
+    for r in latest_presets(con):
+        t = times.get((r["defense"], r["defense_preset"], r["metric"]), {})
+        out.append({k: r[k] for k in ("defense", "defense_preset", "metric", "name", "status", "reason", "randomized",
+                                      "differentiable", "surrogate", "eot_samples", "adaptive")}
+                   | {"ms": t.get("ms"), "ms_384x512": t.get("ms_384x512")})
+    return out
+
+
+def masking_section(con: Any) -> Dict[str, Any]:
+    """The flag table: rows with one cell per check (``flag``: True / False / None) and an anchor."""
+    rows = masking_flags(con)
+    for i, r in enumerate(rows):
+        r["anchor"] = f"mask-{i}"
+    return {"checks": [(c, LABELS[c]) for c in CHECKS], "rows": rows,
+            "n_flagged": sum(1 for r in rows if r["flagged"])}
+
+
+def composite_section(con: Any, boards: Dict[str, Sequence[Row]], groups: Sequence[Row]) -> Dict[str, List[Row]]:
+    """``{mode: composite rows}`` of every mode with a leaderboard."""
+    return {m: composite_ranking(con, m, board, groups=groups) for m, board in boards.items()}
+
+
+def defense_context(con: Any, boards: Dict[str, Sequence[Row]], groups: Sequence[Row]) -> Dict[str, Any]:
+    """The template context of the three sections."""
+    return {"defense_status": defense_status(con), "masking": masking_section(con),
+            "composite": composite_section(con, boards, groups), "composite_criteria": CRITERIA}
