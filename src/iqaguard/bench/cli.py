@@ -244,6 +244,9 @@ def validate_cmd(spec: str = typer.Argument(..., help="spec YAML file, or a buil
     if transfers:
         say(f"transfer: {sum(len(t.keys()) for t in transfers)} transfer rows (scoring only; not in the estimate)")
     say(how)
+    for why in dict.fromkeys(excluded.values()):
+        n = sum(1 for v in excluded.values() if v == why)
+        say(f"skipped {n} (defense, preset, metric): {why}")
     if estimate is not None:
         serial, took = estimate
         w = default_workers(sp.num_threads)
