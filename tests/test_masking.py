@@ -52,6 +52,16 @@ class NeedsBig(PlainSmooth):
         return 64
 
 
+class NeedsWeights(PlainSmooth):
+    """A neural defense whose weights are not installed."""
+
+    def __init__(self, preset=None, **kwargs):
+        from iqaguard.errors import MissingWeightsError
+
+        raise MissingWeightsError("weights for defense 'needs-weights' not found: /nowhere/w.safetensors")
+
+
+_register(DEFENSES, "needs-weights", NeedsWeights)
 _register(DEFENSES, "mask-round", MaskRound)
 _register(DEFENSES, "plain-smooth", PlainSmooth)
 _register(DEFENSES, "needs-big", NeedsBig)
@@ -130,19 +140,24 @@ def test_query_attack_kinds():
     assert is_query_attack("no-such-attack") is None
 
 
-def test_too_small_images_skip_the_preset_not_the_run(tmp_path):
+def test_too_small_images_and_missing_weights_skip_the_preset_not_the_run(tmp_path):
+    from iqaguard.bench.report import write_report
+
     store = tmp_path / "s.duckdb"
     attacks = [{"name": "ifgsm", "presets": ["weak"], "kwargs": {"steps": 1}}]
-    summary = run(_spec(["needs-big", "plain-smooth"], attacks), store)
+    summary = run(_spec(["needs-big", "plain-smooth", "needs-weights"], attacks), store)
     assert summary.rows_written > 0
     con = duckdb.connect(str(store), read_only=True)
     status = dict(con.execute("SELECT defense, status FROM defense_presets").fetchall())
     reason = con.execute("SELECT reason FROM defense_presets WHERE defense = 'needs-big'").fetchone()[0]
     defended = {d for (d,) in con.execute("SELECT DISTINCT defense FROM results").fetchall()}
     con.close()
-    assert status == {"needs-big": "skipped", "plain-smooth": "ok"}
+    assert status == {"needs-big": "skipped", "plain-smooth": "ok", "needs-weights": "skipped"}
     assert "16x16" in reason and "64x64" in reason
     assert defended == {"none", "plain-smooth"}
+    html = write_report(store, tmp_path / "r").read_text(encoding="utf-8")
+    row = html[html.index('<tr data-defense="needs-weights"'):]
+    assert "skipped: no weights: weights for defense &#39;needs-weights&#39; not found" in row[:row.index("</tr>")]
 
 
 def test_report_shows_defenses_flags_and_links(flagged, tmp_path):
