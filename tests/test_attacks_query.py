@@ -52,6 +52,12 @@ def test_linear_gain_at_least_half_optimal(name):
     assert bool(budgets.within("linf", x_adv, x, eps).all())
 
 
+def spent(name: str, budget: int) -> int:
+    """Queries an attack spends of an even ``budget``: all of it, but NES's samples come in pairs
+    and one query scores its last iterate, which leaves one."""
+    return budget - 1 if name == "nes" else budget
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("name", ["square", "nes"])
 def test_linear_gain_at_least_half_optimal_on_16x16(name, seed):
@@ -64,7 +70,8 @@ def test_linear_gain_at_least_half_optimal_on_16x16(name, seed):
     frac = (m(x_adv) - m(x)) / (eps * m.w.abs().sum() / m.scale)
     assert bool((frac >= 0.5).all()), frac
     assert bool(budgets.within("linf", x_adv, x, eps).all())
-    assert bool((a.queries == 1000).all())
+    # NES: pairs of samples plus one query scoring the last iterate leave one of an even budget
+    assert bool((a.queries == spent(name, 1000)).all())
 
 
 def test_parsimonious_linear_gain():
@@ -81,7 +88,7 @@ def test_never_calls_backward_and_respects_budget(name):
     a = _attack(name, max_queries=120)
     x_adv = a(m, x)
     assert a.queries.shape == (4,)
-    assert bool((a.queries == 120).all()), a.queries  # budget used, never exceeded
+    assert bool((a.queries == spent(name, 120)).all()), a.queries  # budget used, never exceeded
     assert bool((x_adv >= 0).all() and (x_adv <= 1).all())
     assert bool(budgets.within(a.restriction, x_adv, x, _budget(a)).all())
     if name in MONOTONE:  # these never return an image scoring below the clean one
@@ -174,4 +181,4 @@ def test_builtin_nr_score_rises(name):
     rise = (m(x_adv) - m(x)) > 0
     assert float(rise.float().mean()) >= 0.75, (m(x), m(x_adv))
     assert bool(budgets.within(a.restriction, x_adv, x, _budget(a)).all())
-    assert bool((a.queries == 100).all())
+    assert bool((a.queries == spent(name, 100)).all())

@@ -12,6 +12,14 @@ that of ``plateau - 1`` steps before. Momentum 0.9 and the plateau schedule (win
 floor 1/200 of the initial step) are those of the authors' implementation of the query-limited
 attack; σ = 0.001 and 50 queries per estimate are the paper's. All ``2 n`` samples of all images
 of the batch are scored in one oracle call.
+
+Returned image: the best iterate, not the last (a departure from Ilyas et al., whose classifier
+attack stops at the first misclassification; an IQA attack maximises a score, and PGD here keeps
+its best iterate too). The mean of the ``2 n`` antithetic samples around an iterate is its
+objective up to ``O(σ²)``, so every iterate but the last is scored for free; one query per image
+is kept back to score the last exactly. The clean image is the first iterate, so NES never
+returns an image scored below the clean one (on builtin-fr's nearly undistorted images its last
+iterate was, on 20 of 20).
 """
 from __future__ import annotations
 
@@ -38,9 +46,9 @@ class NES(QueryAttack):
 
     Args:
         eps: L∞ budget on the [0, 1] scale, ``0 < eps <= 64/255`` (default 4/255).
-        max_queries: queries per image, >= 2 (default 1000). Each step costs ``2 * n_samples``;
-            a last step with fewer pairs uses what remains, so at most one query (an odd
-            budget's last) is left unused.
+        max_queries: queries per image, >= 3 (default 1000). Each step costs ``2 * n_samples``,
+            one query scores the last iterate; a last step with fewer pairs uses what remains,
+            so at most one query is left unused.
         n_samples: antithetic pairs ``(+σu, -σu)`` per gradient estimate, >= 1 (default 25: the
             paper's 50 queries per estimate).
         sigma: standard deviation of the search distribution on the [0, 1] scale,
@@ -66,7 +74,7 @@ class NES(QueryAttack):
                  sigma: float = 0.001, alpha: Optional[float] = None, momentum: float = 0.9,
                  plateau: Optional[int] = 5) -> None:
         check_linf_eps(eps)
-        check_count("max_queries", max_queries, low=2)
+        check_count("max_queries", max_queries, low=3)
         check_count("n_samples", n_samples)
         check_budget("sigma", sigma, 1.0, "1")
         if alpha is not None:
@@ -99,13 +107,15 @@ class NES(QueryAttack):
         window = int(self.plateau or 0)
         history = torch.zeros(b, max(window, 1), dtype=torch.float64, device=dev)
         filled = torch.zeros(b, dtype=torch.long, device=dev)
-        left = self.max_queries
+        left = self.max_queries - 1  # one query per image scores the last iterate
+        best, best_f = x.clone(), torch.full((b,), -float("inf"), dtype=torch.float64, device=dev)
         with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
             while left >= 2:
                 n = min(int(self.n_samples), left // 2)
                 cands, u = self._samples(x_adv, n, sigma, gen, pool)
                 f = oracle(cands.view(b * 2 * n, *shape), idx.repeat_interleave(2 * n)).view(b, 2, n).to(dev)
                 del cands
+                best, best_f = self._keep(best, best_f, x_adv, f.double().mean(dim=(1, 2)))
                 diff = (f[:, 0] - f[:, 1]).to(u.dtype)
                 g = torch.bmm(diff.view(b, 1, n), u.view(b, n, -1)).view_as(x)  # sum_i diff_i u_i
                 est.mul_(mu).add_(g, alpha=(1 - mu) / (2 * n * sigma))
@@ -113,7 +123,15 @@ class NES(QueryAttack):
                     step, filled = self._plateau(step, floor, history, filled, f.double().mean(dim=(1, 2)))
                 x_adv = project_linf(torch.addcmul(x_adv, step.view(-1, 1, 1, 1), est.sign()), box)
                 left -= 2 * n
-        return x_adv
+        best, _ = self._keep(best, best_f, x_adv, oracle(x_adv, idx).to(dev).double())
+        return best
+
+    @staticmethod
+    def _keep(best: torch.Tensor, best_f: torch.Tensor, x_adv: torch.Tensor,
+              value: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(best, best_f)`` with ``x_adv`` taken for the images whose objective ``value [B]`` is higher."""
+        up = value > best_f
+        return torch.where(up.view(-1, 1, 1, 1), x_adv, best), torch.where(up, value, best_f)
 
     @staticmethod
     def _samples(x_adv: torch.Tensor, n: int, sigma: float, gen: torch.Generator,
