@@ -1,4 +1,4 @@
-"""Defenses: purification (and, later, training, certified, FS-IQA, architecture)."""
+"""Defenses: purification, certified smoothing (and, later, training, FS-IQA, architecture)."""
 from __future__ import annotations
 
 from typing import Any, List
@@ -7,6 +7,7 @@ from ..registry import DEFENSES
 from .base import Purification, match_size
 from .defend import DefendedMetric, defend
 from . import purification  # noqa: F401  (imports and registers every purification module)
+from . import certified  # noqa: F401  (and every certified defense)
 
 
 def create(name: str, **kwargs: Any):

@@ -1,0 +1,70 @@
+"""The one sampler of the smoothing defenses: ``N`` Gaussian draws per image, scored in chunks.
+
+``noisy_scores(metric, x, ...)`` returns the ``[B, N]`` scores ``f(D(x + e_k))`` with
+``e_k ~ N(0, σ² I)`` (``D`` an optional denoiser, the identity otherwise; the reference of an FR
+metric is never noised: the defense protects the distorted input). The draws come from an
+explicit generator — one for the batch or one per image (image ``i`` then gets exactly the
+draws it would get alone, whatever the batch and the chunk size) — and are evaluated ``chunk``
+samples at a time,
+so memory stays bounded at any ``N``: a chunk of ``k`` samples of ``B`` images holds
+``B·k·3·H·W`` floats of noise plus the metric's activations for ``B·k`` images. The noisy images
+are not clipped to [0, 1]: the certificates are stated for ``f(x + e)`` over all of ``R^d``
+(Cohen et al. 2019, §3), and the metrics accept any real input.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from ...errors import InputError
+from ...metrics.base import Metric
+from ..base import Generators, check_generator, draw
+
+#: default memory budget of one chunk's noise, in bytes (the metric's activations come on top)
+CHUNK_BYTES = 256 * 2 ** 20
+
+
+def default_chunk(x: torch.Tensor, budget: int = CHUNK_BYTES) -> int:
+    """Samples per image and chunk so that one chunk's noise of the whole batch fits ``budget`` bytes."""
+    per = x[0].numel() * x.element_size() * x.shape[0]
+    return max(1, int(budget // max(per, 1)))
+
+
+def noisy_scores(metric: Metric, x: torch.Tensor, sigma: float, n: int, generator: Generators = None,
+                 ref: Optional[torch.Tensor] = None, chunk: Optional[int] = None,
+                 denoiser: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+    """``[B, n]`` scores of ``n`` noisy copies of every image of ``x``.
+
+    Args:
+        metric: the base metric (called through ``metric.score``: inputs are validated once here).
+        x: ``[B, 3, H, W]`` images in [0, 1]; differentiable when grad is enabled (EOT attacks).
+        sigma: noise standard deviation on the [0, 1] scale, > 0.
+        n: samples per image, >= 1.
+        generator: ``None`` (torch's global generator), a ``torch.Generator`` or ``B`` of them.
+        ref: reference images of an FR metric (``[B, 3, H, W]``), repeated for every sample.
+        chunk: samples per image per forward (default :func:`default_chunk`).
+        denoiser: applied to each noisy batch before the metric (DRS, DMS).
+
+    Returns:
+        ``[B, n]`` float scores, sample ``k`` of image ``i`` at ``[i, k]``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"n: expected a positive number of samples, got {n!r}")
+    if not sigma > 0:
+        raise InputError(f"sigma: expected a noise level > 0, got {sigma!r}")
+    check_generator(generator, x.shape[0])
+    b, shape = x.shape[0], x.shape[1:]
+    k = chunk or default_chunk(x)
+    out = []
+    for start in range(0, n, k):
+        m = min(k, n - start)
+        # one draw per sample index: the stream of an image does not depend on the chunk size
+        noise = torch.stack([draw(x, generator, shape, normal=True) for _ in range(m)], dim=1)  # [B, m, 3, H, W]
+        noisy = (x.unsqueeze(1) + sigma * noise).reshape(b * m, *shape)
+        del noise
+        if denoiser is not None:
+            noisy = denoiser(noisy)
+        r = ref.unsqueeze(1).expand(b, m, *ref.shape[1:]).reshape(b * m, *ref.shape[1:]) if ref is not None else None
+        out.append(metric.score(noisy, r).view(b, m))
+    return torch.cat(out, dim=1)
