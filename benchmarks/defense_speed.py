@@ -15,7 +15,7 @@ with 0. A neural defense whose weights are not installed is listed as skipped wi
 
 ``--memory`` adds DiffPure's adaptive-attack cost at t = 50: the peak memory of one forward and
 backward through the purification (gradient checkpointing per reverse step) on a 3x384x512
-image, measured by :func:`iqaguard.defenses.purification.diffpure.peak_memory_adaptive` in a
+image, measured by :func:`iqaguard.defenses.purification._diffusion.peak_memory_adaptive` in a
 fresh subprocess.
 """
 from __future__ import annotations
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
             print(row, flush=True)
             lines.append(row)
     if args.memory:
-        from iqaguard.defenses.purification.diffpure import peak_memory_adaptive
+        from iqaguard.defenses.purification._diffusion import peak_memory_adaptive
 
         try:
             mem = peak_memory_adaptive(t=50, size=(384, 512), device=args.device)

@@ -12,7 +12,8 @@ A neural purification is an :class:`torch.nn.Module` and a :class:`~iqaguard.def
   and a ``module.`` prefix dropped before :meth:`NeuralPurification.convert_state_dict` maps the
   official key layout to the package's; a missing file is one
   :class:`~iqaguard.errors.MissingWeightsError` line naming the file and the training command,
-  a file of another layout one :class:`~iqaguard.errors.InputError` line naming the keys;
+  a file of another layout (other keys, or tensors of other shapes) one
+  :class:`~iqaguard.errors.InputError` line naming them;
 * the network is frozen (``requires_grad=False``, eval mode): adaptive attacks differentiate
   with respect to the image only; ``.to(device)`` moves it and :meth:`apply` follows the input's
   device and dtype when they differ;
@@ -125,7 +126,12 @@ class NeuralPurification(nn.Module, Purification):
         state = self.convert_state_dict(dict(state))
         self.config = {**self.arch, **(config or self.infer_config(state))}
         self.network = self.build_network(self.config)
-        missing, unexpected = self.network.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = self.network.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # the right keys with the wrong shapes: a config that does not fit the tensors
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            raise InputError(f"weights: {path} does not fit the {type(self).__name__} architecture {self.config}: "
+                             f"{lines[1] if len(lines) > 1 else lines[0] if lines else e}") from None
         if missing or unexpected:
             raise InputError(
                 f"weights: {path} does not match the {type(self).__name__} layout {self.config}: "
