@@ -35,8 +35,8 @@ from ..base import Generators, Purification
 
 #: where the shipped defense weights live (with their MODEL_CARD.md)
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-#: checkpoint containers unwrapped before the key conversion (Real-ESRGAN / BasicSR, MPRNet, DISCO)
-CONTAINERS = ("params_ema", "params", "state_dict", "model", "net")
+#: checkpoint containers unwrapped before the key conversion (Real-ESRGAN / BasicSR, MPRNet, FCN, DISCO / LIIF)
+CONTAINERS = ("params_ema", "params", "state_dict", "model", "net", "sd")
 
 _STATE_CACHE: Dict[Tuple[str, int, int], Tuple[Dict[str, torch.Tensor], Dict[str, Any]]] = {}
 
