@@ -108,3 +108,12 @@ def psnr_check(purify: Callable[[torch.Tensor], torch.Tensor], split: str = "tes
     a = float(FM.psnr(attacked, clean).mean())
     p = float(FM.psnr(purified, clean).mean())
     return {"attacked": round(a, 3), "purified": round(p, 3), "gain": round(p - a, 3), "n": int(clean.shape[0])}
+
+
+def score_shipped(name: str, path: Path, net: torch.nn.Module) -> Tuple[Dict[str, float], str, int]:
+    """``(psnr_check figures, sha256, parameter count)`` of the purification ``name`` loaded from the
+    weights file ``path`` just written: the one test-split score of a shipped model."""
+    import iqaguard
+    test = psnr_check(iqaguard.defenses.create(name, weights=str(path)))  # once, after every choice was made on val
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    return test, sha, sum(q.numel() for q in net.parameters())

@@ -17,7 +17,6 @@ kept. The test pairs are scored once, after the choice (``psnr_check``). Writes
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from iqaguard.defenses.purification._neural import WEIGHTS_DIR, save_state
 from iqaguard.defenses.purification.disco import LIIF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training import psnr_check, write_section  # noqa: E402
+from _training import score_shipped, write_section  # noqa: E402
 from train_real_esrgan import fit  # noqa: E402
 
 
@@ -71,11 +70,7 @@ def main(argv=None) -> int:
     if args.explore:
         print(f"best val {best[0]:.3f} dB at step {best[1]}; curve {curve}")
         return 0
-    import iqaguard
-    purifier = iqaguard.defenses.create("disco", weights=str(path))
-    test = psnr_check(purifier)  # once, after every choice was made on val
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    n_params = sum(q.numel() for q in net.parameters())
+    test, sha, n_params = score_shipped("disco", path, net)
     print(f"best val {best[0]:.3f} dB at step {best[1]}; test {test}; {path} sha256 {sha}")
 
     cmd = "python scripts/train_disco.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from iqaguard.defenses.purification.real_esrgan import RRDBNet
 from iqaguard.metrics import functional as FM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training import adversarial_pairs, psnr_check, write_section  # noqa: E402
+from _training import adversarial_pairs, score_shipped, write_section  # noqa: E402
 
 
 def augment(clean: torch.Tensor, attacked: torch.Tensor, batch: int, crop: int, g: torch.Generator):
@@ -151,11 +150,7 @@ def main(argv=None) -> int:
     if args.explore:
         print(f"best val {best[0]:.3f} dB at step {best[1]}; curve {curve}")
         return 0
-    import iqaguard
-    purifier = iqaguard.defenses.create("real-esrgan", weights=str(path))
-    test = psnr_check(purifier)  # once, after every choice was made on val
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    n_params = sum(q.numel() for q in net.parameters())
+    test, sha, n_params = score_shipped("real-esrgan", path, net)
     print(f"best val {best[0]:.3f} dB at step {best[1]}; test {test}; {path} sha256 {sha}")
 
     cmd = "python scripts/train_real_esrgan.py " + " ".join(argv if argv is not None else sys.argv[1:])
