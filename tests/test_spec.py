@@ -72,7 +72,7 @@ def test_load_spec_yaml_errors_name_the_file(tmp_path):
         load_spec(bad)
     with pytest.raises(SpecError, match="spec file not found"):
         load_spec(tmp_path / "missing.yaml")
-    with pytest.raises(SpecError, match="no builtin spec 'nosuch'; allowed: attacks, demo"):
+    with pytest.raises(SpecError, match="no builtin spec 'nosuch'; allowed: attacks, builtin-full, defenses, demo"):
         load_spec("nosuch")
 
 
