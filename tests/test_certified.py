@@ -178,3 +178,49 @@ def test_bad_arguments_are_one_line_errors():
         assert "\n" not in str(e.value)
     with pytest.raises(InputError, match="expected an iqaguard Metric"):
         iqaguard.defenses.create("ms", metric="builtin-nr")
+
+
+# ------------------------------------------------------------------ diffusion-based smoothing
+def test_ddrs_one_shot_denoiser_inverts_an_exact_noise_prediction(monkeypatch):
+    from iqaguard.defenses.certified.diffusion_rs import OneShotDenoiser
+
+    sigma = 0.12
+    d = OneShotDenoiser(sigma)
+    diff = d.diffusion
+    a = float(diff.alphas_cumprod[d.t])
+    assert math.sqrt((1 - a) / a) == pytest.approx(2 * sigma, rel=0.03)  # the step whose noise matches sigma
+    x = torch.rand(2, 3, 13, 17, generator=_gen(20)) * 0.8 + 0.1
+    z = x + sigma * torch.randn(x.shape, generator=_gen(21))
+
+    def oracle(x_t, t):  # the true noise of the padded image: x_t = sqrt(a) x0 + sqrt(1 - a) eps
+        x0 = torch.nn.functional.pad(2 * x - 1, (0, x_t.shape[-1] - x.shape[-1], 0, x_t.shape[-2] - x.shape[-2]),
+                                     mode="reflect")
+        return (x_t - math.sqrt(a) * x0) / math.sqrt(1 - a), None
+
+    monkeypatch.setattr(diff, "model_output", oracle)
+    assert torch.allclose(d(z), x, atol=1e-5)
+
+
+def test_ddrs_runs_the_diffusion_denoiser():
+    m = Linear()
+    x = torch.rand(1, 3, 8, 8, generator=_gen(22))
+    plain = iqaguard.defenses.create("rs", metric=m, n=32, n0=8).samples(x, 16, generator=_gen(23))
+    ddrs = iqaguard.defenses.create("ddrs", metric=m, n=32, n0=8)
+    assert "t*=" in ddrs.params["denoiser"]
+    assert not torch.equal(plain, ddrs.samples(x, 16, generator=_gen(23)))
+    r = ddrs.certify(x, generator=_gen(24))
+    assert r.samples == 40 and r.radius is not None
+
+
+def test_densepure_votes_and_is_reproducible_per_image():
+    m = Linear()
+    x = torch.rand(2, 3, 8, 8, generator=_gen(25))
+    c = iqaguard.defenses.create("densepure", metric=m, sigma=0.05, n=6, n0=3, k=3)
+    assert 1 <= c.t < 100
+    s = c.samples(x, 4, generator=[_gen(30), _gen(31)])
+    alone = c.samples(x[1:], 4, generator=[_gen(31)])
+    assert torch.equal(s[1:], alone)
+    values = class_value(torch.arange(12), c.edges).to(s.dtype)
+    assert bool(torch.isin(s, values).all())  # every sample is a voted class value
+    r = c.certify(x, generator=[_gen(32), _gen(33)])
+    assert r.samples == 9 and r.score.shape == (2,)

@@ -13,7 +13,7 @@ are not clipped to [0, 1]: the certificates are stated for ``f(x + e)`` over all
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -29,6 +29,31 @@ def default_chunk(x: torch.Tensor, budget: int = CHUNK_BYTES) -> int:
     """Samples per image and chunk so that one chunk's noise of the whole batch fits ``budget`` bytes."""
     per = x[0].numel() * x.element_size() * x.shape[0]
     return max(1, int(budget // max(per, 1)))
+
+
+def noisy_chunks(x: torch.Tensor, sigma: float, n: int, generator: Generators = None,
+                 chunk: Optional[int] = None) -> Iterator[torch.Tensor]:
+    """The ``n`` noisy copies ``x + σ e`` of every image, ``[B, m, 3, H, W]`` chunks of ``m <= chunk`` samples.
+
+    One draw per sample index, so an image's stream does not depend on the chunk size (see the
+    module docstring); ``generator`` as :func:`noisy_scores`.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"n: expected a positive number of samples, got {n!r}")
+    if not sigma > 0:
+        raise InputError(f"sigma: expected a noise level > 0, got {sigma!r}")
+    check_generator(generator, x.shape[0])
+    shape = x.shape[1:]
+    k = chunk or default_chunk(x)
+    for start in range(0, n, k):
+        m = min(k, n - start)
+        noise = torch.stack([draw(x, generator, shape, normal=True) for _ in range(m)], dim=1)
+        yield x.unsqueeze(1) + sigma * noise
+
+
+def repeat_rows(t: torch.Tensor, m: int) -> torch.Tensor:
+    """``[B, ...]`` -> ``[B*m, ...]`` with each row repeated ``m`` times (image-major, as a flattened chunk)."""
+    return t.unsqueeze(1).expand(t.shape[0], m, *t.shape[1:]).reshape(t.shape[0] * m, *t.shape[1:])
 
 
 def noisy_scores(metric: Metric, x: torch.Tensor, sigma: float, n: int, generator: Generators = None,
@@ -49,22 +74,12 @@ def noisy_scores(metric: Metric, x: torch.Tensor, sigma: float, n: int, generato
     Returns:
         ``[B, n]`` float scores, sample ``k`` of image ``i`` at ``[i, k]``.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"n: expected a positive number of samples, got {n!r}")
-    if not sigma > 0:
-        raise InputError(f"sigma: expected a noise level > 0, got {sigma!r}")
-    check_generator(generator, x.shape[0])
-    b, shape = x.shape[0], x.shape[1:]
-    k = chunk or default_chunk(x)
-    out = []
-    for start in range(0, n, k):
-        m = min(k, n - start)
-        # one draw per sample index: the stream of an image does not depend on the chunk size
-        noise = torch.stack([draw(x, generator, shape, normal=True) for _ in range(m)], dim=1)  # [B, m, 3, H, W]
-        noisy = (x.unsqueeze(1) + sigma * noise).reshape(b * m, *shape)
-        del noise
+    b, out = x.shape[0], []
+    for noisy in noisy_chunks(x, sigma, n, generator, chunk):
+        m = noisy.shape[1]
+        z = noisy.reshape(b * m, *x.shape[1:])
+        del noisy
         if denoiser is not None:
-            noisy = denoiser(noisy)
-        r = ref.unsqueeze(1).expand(b, m, *ref.shape[1:]).reshape(b * m, *ref.shape[1:]) if ref is not None else None
-        out.append(metric.score(noisy, r).view(b, m))
+            z = denoiser(z)
+        out.append(metric.score(z, repeat_rows(ref, m) if ref is not None else None).view(b, m))
     return torch.cat(out, dim=1)
