@@ -458,6 +458,12 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="output folder (DuckDB
         fail(e)
 
 
+# ---- iqaguard certify ----------------------------------------------------------------------------------------
+from .cli_certify import certify_cmd  # noqa: E402  (the command lives in its own module)
+
+app.command("certify")(certify_cmd)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="iqaguard", args=sys.argv[1:])
 
