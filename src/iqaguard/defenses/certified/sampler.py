@@ -19,7 +19,7 @@ import torch
 
 from ...errors import InputError
 from ...metrics.base import Metric
-from ..base import Generators, check_generator, draw
+from ..base import Generators, check_generator
 
 #: default memory budget of one chunk's noise, in bytes (the metric's activations come on top)
 CHUNK_BYTES = 256 * 2 ** 20
@@ -43,12 +43,20 @@ def noisy_chunks(x: torch.Tensor, sigma: float, n: int, generator: Generators = 
     if not sigma > 0:
         raise InputError(f"sigma: expected a noise level > 0, got {sigma!r}")
     check_generator(generator, x.shape[0])
-    shape = x.shape[1:]
+    b, shape = x.shape[0], x.shape[1:]
+    gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * b
     k = chunk or default_chunk(x)
     for start in range(0, n, k):
         m = min(k, n - start)
-        noise = torch.stack([draw(x, generator, shape, normal=True) for _ in range(m)], dim=1)
-        yield x.unsqueeze(1) + sigma * noise
+        buf = torch.empty((b, m, *shape), dtype=x.dtype, device=x.device)
+        for j in range(m):  # sample index first: an image's stream does not depend on the chunk size
+            for i, g in enumerate(gens):
+                dev = g.device if g is not None else torch.device("cpu")
+                if dev == x.device:
+                    buf[i, j].normal_(generator=g)  # in place: no per-sample allocation
+                else:
+                    buf[i, j].copy_(torch.randn(shape, generator=g, device=dev, dtype=x.dtype))
+        yield buf.mul_(sigma).add_(x.unsqueeze(1))
 
 
 def repeat_rows(t: torch.Tensor, m: int) -> torch.Tensor:
