@@ -4,7 +4,8 @@ A defense preset is **skipped** for a metric — recorded in the store's ``defen
 with the reason and listed in the report, never failed — when
 
 * the defense cannot be built: a neural purification whose weights are not installed
-  (:class:`~iqaguard.errors.MissingWeightsError`), or any other construction error;
+  (:class:`~iqaguard.errors.MissingWeightsError`), or any other construction error (a smoothing
+  defense is built once per metric: it wraps it; it changes no image, so no size check applies);
 * the selected images are smaller than the defense accepts (``min_size``), or what it returns is
   smaller than the metric accepts (e.g. the strongest ``resize`` preset on a small image): the
   sizes checked are those of the first selected image of every dataset (the builtin datasets'
@@ -19,11 +20,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .. import defenses
 from ..errors import IqaguardError, MissingWeightsError
 from .spec import Spec
+from .executors.worker import is_smoothing
 from .tasks import DefenseRef, Ref, Selection, defense_refs
 
 #: (defense label, preset, metric label) -> reason
@@ -42,6 +44,23 @@ def _sizes(spec: Spec, selections: Dict[Tuple[str, int], Selection]) -> List[Tup
             h, w = ds[sel.indices[0]].image.shape[-2:]
             out.append((d.key, int(h), int(w)))
     return out
+
+
+def _build(d: DefenseRef, preset: int, metric: Optional[Ref] = None) -> Tuple[Any, Dict[str, Any], Optional[str]]:
+    """``(defense or None, its gradient flags, why it cannot be built or None)``."""
+    from .executors.worker import get_metric
+
+    try:
+        if metric is not None:
+            p = defenses.create(d.name, metric=get_metric(metric, "cpu"), preset=preset, **d.kw)
+            return p, {"randomized": True, "differentiable": True, "surrogate": False}, None
+        p = defenses.create(d.name, preset=preset, **d.kw)
+    except MissingWeightsError as e:
+        return None, {"randomized": None, "differentiable": None, "surrogate": None}, f"no weights: {e}"
+    except IqaguardError as e:
+        return None, {"randomized": None, "differentiable": None, "surrogate": None}, f"cannot be built: {e}"
+    return p, {"randomized": bool(p.randomized), "differentiable": bool(p.differentiable),
+               "surrogate": p.surrogate() is not None}, None
 
 
 def check_defenses(spec: Spec, selections: Dict[Tuple[str, int], Selection],
@@ -66,20 +85,14 @@ def check_defenses(spec: Spec, selections: Dict[Tuple[str, int], Selection],
     excluded: Excluded = {}
     rows = []
     for (label, preset), d in refs.items():
-        info: Dict[str, Any] = {"randomized": None, "differentiable": None, "surrogate": None}
-        why = None
-        try:
-            p = defenses.create(d.name, preset=preset, **d.kw)
-        except MissingWeightsError as e:
-            why = f"no weights: {e}"
-        except IqaguardError as e:
-            why = f"cannot be built: {e}"
-        else:
-            info = {"randomized": bool(p.randomized), "differentiable": bool(p.differentiable),
-                    "surrogate": p.surrogate() is not None}
+        smoothing = is_smoothing(d.name)
+        if not smoothing:
+            p, info, why = _build(d, preset)
         for m in spec.metrics:
+            if smoothing:  # a smoothing defense wraps the metric: built (and checked) per metric
+                p, info, why = _build(d, preset, Ref(m.key, m.name, json.dumps(m.kwargs, sort_keys=True)))
             reason = why
-            if reason is None:
+            if reason is None and not smoothing:
                 for ds, h, w in sizes:
                     oh, ow = p.output_size(h, w)
                     if min(h, w) < p.min_size:

@@ -35,6 +35,7 @@ FAMILIES: Dict[str, Tuple[str, ...]] = {
     "purification": ("gaussian-blur", "median-blur", "unsharp", "jpeg", "diffjpeg", "color-quantization", "flip",
                      "upscale", "resize", "random-rotate", "random-crop", "random-noise", "fcn", "mprnet",
                      "real-esrgan", "disco", "diffpure"),
+    "certified": ("rs", "drs", "ddrs", "densepure", "ms", "dms", "rs-reg", "cert-reg", "dms-iqa", "fs-iqa"),
 }
 OTHER_FAMILY = "other"
 Column = Tuple[str, str, float, int, Optional[bool]]

@@ -117,7 +117,7 @@ class _Entry(_Strict):
     def _registered(cls, name: str) -> str:
         reg = cls.registry
         if name not in reg or not cls._accepts(reg, name):
-            what = f"unknown {reg.kind}" if name not in reg else f"{reg.kind} not supported by the engine (not p(x)):"
+            what = f"unknown {reg.kind}" if name not in reg else f"{reg.kind} not supported by the engine:"
             allowed = ", ".join(cls._allowed(reg)) or "(none registered)"
             raise ValueError(f"{what} {name!r}; allowed: {allowed}")
         return name
@@ -277,6 +277,9 @@ class DefenseEntry(_Entry):
     ``presets`` (indices or ``all``) are evaluated non-adaptively; ``adaptive_presets`` (default:
     the same) are the presets attacked adaptively — Guardians of Image Quality attacks one selected preset per
     defense adaptively, which is 5x cheaper than all five.
+
+    A purification (``P(x)``) or a certified smoothing defense (``docs/certified.md``: it wraps the
+    metric; its kwargs are the smoothing parameters, e.g. ``{n: 200}``, never ``metric``).
     """
 
     registry: ClassVar[Registry] = DEFENSES
@@ -287,9 +290,10 @@ class DefenseEntry(_Entry):
     @classmethod
     def _accepts(cls, reg: Registry, name: str) -> bool:
         from ..defenses.base import Purification
+        from ..defenses.certified.base import Smoothed
 
         factory = reg.get(name) if ":" not in name else None
-        return isinstance(factory, type) and issubclass(factory, Purification)
+        return isinstance(factory, type) and issubclass(factory, (Purification, Smoothed))
 
     @field_validator("presets", "adaptive_presets", mode="before")
     @classmethod

@@ -58,12 +58,28 @@ def get_dataset(ref: Ref) -> data.Dataset:
     return _DATASETS[key]
 
 
-def get_defense(d: DefenseRef, device: str) -> defenses.Purification:
-    """The purification of ``d`` (a neural one on ``device``), built once per process: a worker
-    loads a neural defense's weights once, not once per task."""
-    key = (d.name, d.preset, d.kwargs, device)
+def is_smoothing(name: str) -> bool:
+    """Whether the registered defense ``name`` is a certified smoothing defense (it wraps the metric)."""
+    from ...defenses.certified.base import Smoothed
+    from ...registry import DEFENSES
+
+    factory = DEFENSES.get(name)
+    return isinstance(factory, type) and issubclass(factory, Smoothed)
+
+
+def get_defense(d: DefenseRef, device: str, metric: Optional[Ref] = None) -> Any:
+    """The defense of ``d`` built once per process (a worker loads a neural defense's weights once,
+    not once per task): a purification (a neural one on ``device``), or, for a smoothing defense,
+    the smoothed ``metric``."""
+    smoothing = is_smoothing(d.name)
+    key = (d.name, d.preset, d.kwargs, device, metric if smoothing else None)
     if key not in _DEFENSES:
-        p = defenses.create(d.name, preset=d.preset, **d.kw)
+        if smoothing:
+            if metric is None:
+                raise InputError(f"defense {d.label!r} smooths a metric: it needs the task's metric")
+            p = defenses.create(d.name, metric=get_metric(metric, device), preset=d.preset, **d.kw)
+        else:
+            p = defenses.create(d.name, preset=d.preset, **d.kw)
         if isinstance(p, torch.nn.Module):
             p = p.to(torch.device(device))
         _DEFENSES[key] = p
@@ -126,17 +142,46 @@ def _score(metric: metrics.Metric, x: torch.Tensor, ref: Optional[torch.Tensor])
     return [float(v) for v in (metric(x, ref) if metric.kind == "fr" else metric(x)).cpu()]
 
 
+def _seeds(d: DefenseRef, task: Any) -> List[int]:
+    """The per-image generator seeds of a randomized defense (the same for the clean and attacked image)."""
+    return [gen_seed(task.seed, task.dataset.label, n, d.label, d.preset) for n in task.names]
+
+
 def _purify(d: DefenseRef, x: torch.Tensor, task: Any) -> Tuple[torch.Tensor, float, List[Optional[int]]]:
     """``P(x)`` (per-image generators when randomized), per-image seconds, generator seeds."""
     p = get_defense(d, task.device)
     t0 = time.perf_counter()
     if p.randomized:
-        seeds = [gen_seed(task.seed, task.dataset.label, n, d.label, d.preset) for n in task.names]
+        seeds = _seeds(d, task)
         gens = [torch.Generator(device=x.device).manual_seed(s) for s in seeds]
         out = torch.cat([p(x[i:i + 1], generator=g) for i, g in enumerate(gens)])
     else:
         seeds, out = [None] * len(task.names), p(x)
     return out, (time.perf_counter() - t0) / len(task.names), seeds
+
+
+def _defended(d: DefenseRef, metric: metrics.Metric, x: torch.Tensor, ref: Optional[torch.Tensor], task: Any,
+              clean: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+    """Scores of ``x`` under defense ``d``: ``f(P(x))`` for a purification, the smoothed score
+    (``predict``, per-image noise generators) for a smoothing defense; with ``clean``, the fidelity
+    of what the metric scored to it (``None`` for a smoothing defense: it changes no image)."""
+    if is_smoothing(d.name):
+        c = get_defense(d, task.device, task.metric)
+        seeds = _seeds(d, task)
+        gens = [torch.Generator(device=x.device).manual_seed(s) for s in seeds]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            s = c.predict(x, ref, generator=gens)
+        out: Dict[str, Any] = {"score": [float(v) for v in s.cpu()],
+                               "t": (time.perf_counter() - t0) / len(task.names), "gen_seed": seeds}
+        if clean is not None:
+            out.update({k: [None] * len(task.names) for k in ("psnr", "ssim", "mse", "linf")})
+        return out
+    px, t, seeds = _purify(d, x, task)
+    out = {"score": _score(metric, px, ref), "t": t, "gen_seed": seeds}
+    if clean is not None:
+        out.update(_fidelity(px, clean))
+    return out
 
 
 def _fidelity(px: torch.Tensor, x: torch.Tensor) -> Dict[str, List[float]]:
@@ -173,8 +218,7 @@ def _clean(task: CleanTask) -> Dict[str, Any]:
     x, ref, mos = _load(task, metric)
     out = {NO_DEFENSE: {"score": _score(metric, x, ref), "t": 0.0, "gen_seed": [None] * len(task.names)}}
     for d in task.defenses:
-        px, t, seeds = _purify(d, x, task)
-        out[d.key] = {"score": _score(metric, px, ref), "t": t, "gen_seed": seeds}
+        out[d.key] = _defended(d, metric, x, ref, task)
     return {"mos": mos, "scores": out}
 
 
@@ -197,6 +241,17 @@ def make_attack(ref: Ref, preset: str, metric: str, universal: Optional[bytes] =
 
         atk.load_state_dict(load_tensors(universal))
     return atk
+
+
+def _adaptive_target(d: DefenseRef, metric: metrics.Metric, task: Any, generator: torch.Generator) -> metrics.Metric:
+    """What an adaptive attack on defense ``d`` attacks: ``defend(f, P)`` (BPDA / EOT over
+    ``eot_samples``) for a purification, the smoothed metric itself (EOT over its noise, drawn from
+    ``generator``) for a smoothing defense."""
+    if is_smoothing(d.name):
+        c = get_defense(d, task.device, task.metric)
+        c.generator = generator
+        return c
+    return defend(metric, get_defense(d, task.device), eot_samples=d.eot_samples, generator=generator)
 
 
 def _fit(task: FitTask) -> Dict[str, Any]:
@@ -245,12 +300,10 @@ def _attack(task: AttackTask) -> Dict[str, Any]:
         target = metric
         if task.target is not None:
             g_eot = torch.Generator(device=x.device).manual_seed(gen_seed("eot", *key))
-            p = get_defense(task.target, task.device)
-            target = defend(metric, p, eot_samples=task.target.eot_samples, generator=g_eot)
+            target = _adaptive_target(task.target, metric, task, g_eot)
             if task.grad_check:
-                grad = gradient_check(defend(metric, p, eot_samples=task.target.eot_samples,
-                                             generator=torch.Generator(device=x.device).manual_seed(
-                                                 gen_seed("grad", *key))), x, ref)
+                g_grad = torch.Generator(device=x.device).manual_seed(gen_seed("grad", *key))
+                grad = gradient_check(_adaptive_target(task.target, metric, task, g_grad), x, ref)
         atk = make_attack(task.attack, task.preset, task.metric.name, task.universal)
         g_atk = torch.Generator(device=x.device).manual_seed(gen_seed("attack", *key))
         t0 = time.perf_counter()
@@ -264,11 +317,10 @@ def _attack(task: AttackTask) -> Dict[str, Any]:
     evaluated = [None] + list(task.defenses) if task.target is None else [task.target]
     for d in evaluated:
         if d is None:
-            px, t, seeds = x_adv, 0.0, [None] * len(task.names)
+            scored[NO_DEFENSE] = {"score": _score(metric, x_adv, ref), "t": 0.0, "gen_seed": [None] * len(task.names),
+                                  **_fidelity(x_adv, x)}
         else:
-            px, t, seeds = _purify(d, x_adv, task)
-        scored[NO_DEFENSE if d is None else d.key] = {"score": _score(metric, px, ref), "t": t, "gen_seed": seeds,
-                                                      **_fidelity(px, x)}
+            scored[d.key] = _defended(d, metric, x_adv, ref, task, clean=x)
     b = metric.bounds
     attacked = scored[NO_DEFENSE]["score"] if NO_DEFENSE in scored else _score(metric, x_adv, ref)
     return {"bounds": (float(b.worst), float(b.best)), "lower_better": bool(metric.lower_better),
@@ -287,7 +339,7 @@ def _transfer(task: TransferTask) -> Dict[str, Any]:
     # the clean and defended-clean scores of these images are the target metric's clean phase
     scored = {NO_DEFENSE: _score(metric, x_adv, ref)}
     for d in task.defenses:
-        scored[d.key] = _score(metric, _purify(d, x_adv, task)[0], ref)
+        scored[d.key] = _defended(d, metric, x_adv, ref, task)["score"]
     b = metric.bounds
     return {"bounds": (float(b.worst), float(b.best)), "lower_better": bool(metric.lower_better), "scores": scored}
 
