@@ -57,3 +57,32 @@ def test_report_lists_the_certified_family(store, tmp_path):
     path, _ = store
     html = write_report(path, tmp_path / "r").read_text(encoding="utf-8")
     assert "Certified defenses" in html and 'data-defense="ms"' in html
+
+
+def test_certify_phase_writes_certificates_once(store):
+    from iqaguard.bench.store import Store
+
+    path, spec = store
+    con = duckdb.connect(str(path), read_only=True)
+    rows = con.execute("SELECT defense, count(*), count(radius), count(eps), bool_and(samples > 0), "
+                       "bool_and(abstain OR (lower <= score AND score <= upper)) FROM certified "
+                       "GROUP BY defense ORDER BY defense").fetchall()
+    con.close()
+    assert rows == [("ms", 4, 0, 4, True, True), ("rs", 4, 4, 0, True, True)]
+    summary = run(spec, path)  # resume: nothing left to do
+    assert summary.tasks_run == 0
+    with Store(path) as st:
+        assert st.query("SELECT count(*) FROM certified")[0][0] == 8
+
+
+def test_report_shows_the_certificates(store, tmp_path):
+    import re
+
+    from iqaguard.bench.report import write_report
+
+    path, _ = store
+    html = write_report(path, tmp_path / "r2").read_text(encoding="utf-8")
+    sec = html[html.index('<section id="certificates">'):]
+    sec = sec[:sec.index("</section>")]
+    rows = re.findall(r'<tr data-defense="(ms|rs)"><td>toy-nr</td><td>\w+</td><td>0</td><td>4</td>', sec)
+    assert rows == ["ms", "rs"]

@@ -210,7 +210,7 @@ def validate_cmd(spec: str = typer.Argument(..., help="spec YAML file, or a buil
     from .runner import _check_references, metric_min_sizes, select_images
     from .spec import load_spec
     from .store import Store
-    from .tasks import expand, fit_tasks, transfer_tasks
+    from .tasks import certify_tasks, expand, fit_tasks, transfer_tasks
 
     try:
         sp = load_spec(spec)
@@ -243,6 +243,10 @@ def validate_cmd(spec: str = typer.Argument(..., help="spec YAML file, or a buil
         f"(+ {n_clean} clean-score rows); {images} images over {len(selections)} dataset x seed selection(s)")
     if transfers:
         say(f"transfer: {sum(len(t.keys()) for t in transfers)} transfer rows (scoring only; not in the estimate)")
+    certifies = certify_tasks(sp, selections, excluded)
+    if certifies:
+        say(f"certify: {len(certifies)} tasks, {sum(len(t.keys()) for t in certifies)} certified rows "
+            "(smoothing defenses on the clean images; not in the estimate)")
     say(how)
     for why in dict.fromkeys(excluded.values()):
         n = sum(1 for v in excluded.values() if v == why)

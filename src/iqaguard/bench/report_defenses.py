@@ -11,6 +11,7 @@ gradient-masking flags, and the composite ranking (see ``docs/report.md``).
 * **Gradient-masking checks** — :func:`iqaguard.bench.masking.masking_flags`; every flagged cell
   links to the row that lists the numbers behind it.
 * **Composite ranking** — :func:`iqaguard.bench.composite.composite_ranking` per mode.
+* **Certificates** — the ``certified`` table of the smoothing defenses (:func:`certified_section`).
 """
 from __future__ import annotations
 
@@ -63,7 +64,24 @@ def composite_section(con: Any, boards: Dict[str, Sequence[Row]], groups: Sequen
     return {m: composite_ranking(con, m, board, groups=groups) for m, board in boards.items()}
 
 
+def certified_section(con: Any) -> List[Dict[str, Any]]:
+    """Per (metric, defense, preset) of the ``certified`` table: images, abstention rate, mean certified
+    radius (RS family) or ε (MS family) over the certified images, mean interval width in percent
+    of the metric's range, and seconds per image (Guardians of Image Quality Table 3's Cert. and
+    Abst. columns; ``[]`` without the table)."""
+    if "certified" not in {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}:
+        return []
+    cur = con.execute(
+        "SELECT metric, defense, defense_preset, count(*), avg(CASE WHEN abstain THEN 1.0 ELSE 0.0 END), "
+        "avg(CASE WHEN NOT abstain THEN radius END), avg(CASE WHEN NOT abstain THEN eps END), "
+        "avg(CASE WHEN NOT abstain THEN 100 * (upper - lower) / abs(bound_best - bound_worst) END), "
+        "avg(t_certify), max(samples) FROM certified GROUP BY ALL ORDER BY ALL")
+    keys = ("metric", "defense", "defense_preset", "n", "abstain", "radius", "eps", "width", "seconds", "samples")
+    return [dict(zip(keys, r)) for r in cur.fetchall()]
+
+
 def defense_context(con: Any, boards: Dict[str, Sequence[Row]], groups: Sequence[Row]) -> Dict[str, Any]:
-    """The template context of the three sections."""
+    """The template context of the four sections."""
     return {"defense_status": defense_status(con), "masking": masking_section(con),
-            "composite": composite_section(con, boards, groups), "composite_criteria": CRITERIA}
+            "composite": composite_section(con, boards, groups), "composite_criteria": CRITERIA,
+            "certified": certified_section(con)}

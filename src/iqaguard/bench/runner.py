@@ -42,8 +42,9 @@ from .executors.worker import get_dataset, get_metric, run_task
 from .progress import counter, phase, say
 from .spec import Spec, SpecError, load_spec
 from .store import Store
-from .tasks import (AttackTask, CleanLookup, FitTask, Ref, Selection, TransferTask, adv_path, clean_rows, expand,
-                    fit_tasks, gradient_rows, pending, result_rows, safe_name, transfer_rows, transfer_tasks)
+from .tasks import (AttackTask, CleanLookup, FitTask, Ref, Selection, TransferTask, adv_path, certify_rows,
+                    certify_tasks, clean_rows, expand, fit_tasks, gradient_rows, pending, result_rows, safe_name,
+                    transfer_rows, transfer_tasks)
 
 
 @dataclass
@@ -427,9 +428,12 @@ def _run(spec: Spec, st: Store, executor: Executor, console: Console, progress: 
     transfers = transfer_tasks(spec, selections, excluded)
     todo_t = [t for t in transfers if not all(k in done_t for k in t.keys())]
     fits, todo_f = _fits_todo(st, spec, todo_a)
-    total = len(clean_tasks) + len(attack_tasks) + len(transfers) + len(fit_tasks(spec))
-    run.update(tasks_total=total, tasks_skipped=total - len(todo_c) - len(todo_a) - len(todo_t) - len(todo_f),
-               tasks_run=0)
+    certifies = certify_tasks(spec, selections, excluded)
+    done_k = st.done_keys("certified")
+    todo_k = [t for t in certifies if not all(k in done_k for k in t.keys())]
+    total = len(clean_tasks) + len(attack_tasks) + len(transfers) + len(fit_tasks(spec)) + len(certifies)
+    run.update(tasks_total=total, tasks_skipped=total - len(todo_c) - len(todo_a) - len(todo_t) - len(todo_f)
+               - len(todo_k), tasks_run=0)
     console.print("[bold]iqaguard bench[/] " + escape(f"{spec.version} ({spec.hash}): {total} tasks, "
                                                       f"{run['tasks_skipped']} already in {st.path}, executor "
                                                       f"{executor.name}"), soft_wrap=True)
@@ -438,6 +442,12 @@ def _run(spec: Spec, st: Store, executor: Executor, console: Console, progress: 
             closing(executor.map(run_task, todo_c)) as results:
         for task, result in results:
             st.write(clean_scores=clean_rows(task, result, meta))
+            run["tasks_run"] += 1
+            advance()
+    with counter(console, "certificates", len(todo_k), progress) as advance, \
+            closing(executor.map(run_task, todo_k)) as results:
+        for task, result in results:
+            st.write(certified=certify_rows(task, result, meta))
             run["tasks_run"] += 1
             advance()
     clean: CleanLookup = {r[:6]: (r[6], r[7]) for r in st.query(

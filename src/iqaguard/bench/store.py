@@ -26,6 +26,10 @@ Tables (created on open when missing):
   (:mod:`iqaguard.bench.defense_check`): ``ok`` or ``skipped`` with the reason (missing weights,
   images too small), whether it is randomized / differentiable / has a BPDA surrogate, its EOT
   draws; one row per check (``checked``), the newest is the current one.
+* ``certified`` — per (dataset, image, metric, smoothing defense, preset, seed) the certificate of
+  the clean image (``docs/certified.md``): smoothed score, certified interval (NULL where the
+  samples cannot bound it: ``±inf``), radius (RS family) or ε (MS family), abstain, noise samples,
+  seconds per image, the metric's bounds and the noise seed.
 * ``gradient_checks`` — per (dataset, image, metric, defense, preset, seed) of the adaptive mode:
   the input gradient of the defended metric at the clean image, as the adaptive attacks get it
   (L1 norm, finite and non-zero fractions), for the gradient-masking flags of the report
@@ -133,6 +137,12 @@ TABLES: Dict[str, Tuple[Dict[str, str], Tuple[str, ...]]] = {
         "randomized": "BOOLEAN", "differentiable": "BOOLEAN", "surrogate": "BOOLEAN", "checked": "TIMESTAMP",
         **_META,
     }, ("defense", "defense_preset", "metric", "checked")),
+    "certified": ({
+        "dataset": "VARCHAR", "image": "VARCHAR", "metric": "VARCHAR", "defense": "VARCHAR",
+        "defense_preset": "VARCHAR", "seed": "BIGINT", "score": "DOUBLE", "lower": "DOUBLE", "upper": "DOUBLE",
+        "radius": "DOUBLE", "eps": "DOUBLE", "abstain": "BOOLEAN", "samples": "BIGINT", "t_certify": "DOUBLE",
+        "bound_worst": "DOUBLE", "bound_best": "DOUBLE", "gen_seed": "BIGINT", **_META,
+    }, ("dataset", "image", "metric", "defense", "defense_preset", "seed")),
     "gradient_checks": ({
         "dataset": "VARCHAR", "image": "VARCHAR", "metric": "VARCHAR", "defense": "VARCHAR",
         "defense_preset": "VARCHAR", "seed": "BIGINT", "grad_l1": "DOUBLE", "finite": "DOUBLE",
@@ -142,7 +152,7 @@ TABLES: Dict[str, Tuple[Dict[str, str], Tuple[str, ...]]] = {
 
 #: tables added after schema version 1 was first written: created when missing on every open for
 #: writing, and optional when a store is classified (older stores simply lack them)
-OPTIONAL_TABLES = ("skipped", "universal", "transfer", "defense_presets", "gradient_checks")
+OPTIONAL_TABLES = ("skipped", "universal", "transfer", "defense_presets", "gradient_checks", "certified")
 #: columns added after schema version 1 was first written (table -> columns): added with
 #: ``ALTER TABLE`` when missing on every open for writing (NULL in older rows), optional when a
 #: store is classified

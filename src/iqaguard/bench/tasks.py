@@ -111,6 +111,22 @@ class CleanTask(_Common):
 
 
 @dataclass(frozen=True)
+class CertifyTask(_Common):
+    """The certificate of a smoothing defense on a batch of clean images (``certified`` table)."""
+
+    defense: DefenseRef = DefenseRef("", "", 0)
+
+    def keys(self) -> List[tuple]:
+        """``certified`` keys this task writes."""
+        return [(self.dataset.label, n, self.metric.label, self.defense.label, str(self.defense.preset), self.seed)
+                for n in self.names]
+
+    def describe(self) -> str:
+        return (f"certify {self.defense.label}/{self.defense.preset} on {self.metric.label} {self.dataset.label} "
+                f"s{self.seed} [{self.names[0]}..+{len(self.names)}]")
+
+
+@dataclass(frozen=True)
 class AttackTask(_Common):
     """One attack preset on a batch (phase 2); ``target`` is the defense attacked (adaptive).
 
@@ -275,6 +291,40 @@ def expand(spec: Spec, selections: Dict[Tuple[str, int], Selection],
                                         target=tgt, defenses=dfs if tgt is None else (),
                                         grad_check=tgt is not None and (a.key, preset) == first, **base))
     return clean, attacks
+
+
+def certify_tasks(spec: Spec, selections: Dict[Tuple[str, int], Selection],
+                  excluded: Optional[Dict[Tuple[str, int, str], str]] = None) -> List[CertifyTask]:
+    """One :class:`CertifyTask` per (metric, dataset, seed, smoothing defense preset, batch) of the
+    images the non-adaptive mode uses (the clean images; Guardians of Image Quality certifies clean inputs)."""
+    from .executors.worker import is_smoothing
+
+    common = dict(device=spec.device, num_threads=spec.num_threads, imports=tuple(spec.imports))
+    out = []
+    for m in spec.metrics:
+        smoothing = [d for d in defense_refs(spec, "non-adaptive", m.key, excluded) if is_smoothing(d.name)]
+        for d in spec.datasets:
+            cap = _cap(m.limit, d.mode_limits.get("non-adaptive"))
+            for seed in spec.seeds:
+                for ref in smoothing:
+                    for idx, names in _batches(selections[(d.key, seed)], spec.batch_size, cap):
+                        out.append(CertifyTask(metric=_ref(m), dataset=_ref(d), seed=seed, indices=idx, names=names,
+                                               defense=ref, **common))
+    return out
+
+
+def certify_rows(task: CertifyTask, result: Dict[str, Any], meta: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """``certified`` rows of a finished :class:`CertifyTask` (infinite bounds stored as NULL)."""
+    rows = []
+    for i, name in enumerate(task.names):
+        r = result["rows"][i]
+        finite = {k: (r[k] if r[k] is not None and abs(r[k]) != float("inf") else None) for k in ("lower", "upper")}
+        rows.append(dict(meta, dataset=task.dataset.label, image=name, metric=task.metric.label,
+                         defense=task.defense.label, defense_preset=str(task.defense.preset), seed=task.seed,
+                         score=r["score"], radius=r["radius"], eps=r["eps"], abstain=r["abstain"],
+                         samples=r["samples"], t_certify=result["t"], bound_worst=result["bounds"][0],
+                         bound_best=result["bounds"][1], gen_seed=result["gen_seed"][i], **finite))
+    return rows
 
 
 def fit_tasks(spec: Spec) -> List[FitTask]:

@@ -35,7 +35,7 @@ from ...data.io import pil_to_tensor, tensor_to_uint8
 from ...defenses.defend import defend
 from ...errors import InputError
 from ..spec import load_plugins
-from ..tasks import NO_DEFENSE, AttackTask, CleanTask, DefenseRef, FitTask, Ref, TransferTask, gen_seed
+from ..tasks import NO_DEFENSE, AttackTask, CertifyTask, CleanTask, DefenseRef, FitTask, Ref, TransferTask, gen_seed
 
 _METRICS: Dict[Tuple[str, str, str], metrics.Metric] = {}
 _DATASETS: Dict[Tuple[str, str], data.Dataset] = {}
@@ -344,6 +344,20 @@ def _transfer(task: TransferTask) -> Dict[str, Any]:
     return {"bounds": (float(b.worst), float(b.best)), "lower_better": bool(metric.lower_better), "scores": scored}
 
 
+def _certify(task: CertifyTask) -> Dict[str, Any]:
+    """The certificates of the clean images under a smoothing defense (noise seeds as its scores use)."""
+    metric = get_metric(task.metric, task.device)
+    x, ref, _ = _load(task, metric)
+    c = get_defense(task.defense, task.device, task.metric)
+    seeds = _seeds(task.defense, task)
+    gens = [torch.Generator(device=x.device).manual_seed(s) for s in seeds]
+    t0 = time.perf_counter()
+    r = c.certify(x, ref, generator=gens)
+    b = metric.bounds
+    return {"rows": r.as_rows(), "t": (time.perf_counter() - t0) / len(task.names), "gen_seed": seeds,
+            "bounds": (float(b.worst), float(b.best))}
+
+
 def run_task(task: Any) -> Dict[str, Any]:
     """Execute one :class:`CleanTask` or :class:`AttackTask` and return its plain-data result."""
     load_plugins(task.imports)
@@ -358,4 +372,6 @@ def run_task(task: Any) -> Dict[str, Any]:
             return _fit(task)
         if isinstance(task, TransferTask):
             return _transfer(task)
+        if isinstance(task, CertifyTask):
+            return _certify(task)
         return _clean(task) if isinstance(task, CleanTask) else _attack(task)
