@@ -108,6 +108,12 @@ class Metric(nn.Module, metaclass=_EvalOnConstruction):
 
     def forward(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Scores ``[B]`` of ``x`` (``[B, 3, H, W]`` in [0, 1]); FR metrics need ``ref``."""
+        self.check_inputs(x, ref)
+        return self.score(x, ref)
+
+    def check_inputs(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> None:
+        """The public-boundary validation of :meth:`forward`: shapes, range, dtype, the reference of an
+        FR metric (none for an NR one) and :attr:`min_size`; one :class:`InputError` line otherwise."""
         if self.kind == "fr":
             if ref is None:
                 raise InputError(f"ref: full-reference metric {self.name!r} needs a reference image: m(x, ref)")
@@ -117,7 +123,6 @@ class Metric(nn.Module, metaclass=_EvalOnConstruction):
             if ref is not None:
                 raise InputError(f"ref: no-reference metric {self.name!r} takes no reference; call m(x)")
         self.check_min_size(x)
-        return self.score(x, ref)
 
     def check_min_size(self, x: torch.Tensor) -> None:
         """Raise :class:`InputError` naming the metric when ``min(H, W) < self.min_size``."""

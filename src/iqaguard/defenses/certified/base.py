@@ -24,7 +24,6 @@ import torch
 
 from ...errors import InputError
 from ...metrics.base import Metric, frozen
-from ...validation import check_image, check_pair
 from ..base import Generators, check_float, check_int
 from .certificates import check_alpha
 from .sampler import noisy_scores
@@ -140,15 +139,6 @@ class Smoothed(Metric):
         with frozen(self.metric):
             return noisy_scores(self.metric, x, self.sigma, n, generator, ref, self.chunk, self.denoiser)
 
-    def _checked(self, x: torch.Tensor, ref: Optional[torch.Tensor]) -> None:
-        if self.kind == "fr":
-            if ref is None:
-                raise InputError(f"ref: full-reference metric {self.metric.name!r} needs a reference image")
-            check_pair(x, ref, "x", "ref", dtype=torch.float32)
-        else:
-            check_image(x, "x", dtype=torch.float32)
-        self.check_min_size(x)
-
     # ------------------------------------------------------------------ public API
     @abc.abstractmethod
     def statistic(self, samples: torch.Tensor) -> torch.Tensor:
@@ -160,13 +150,13 @@ class Smoothed(Metric):
 
     def predict(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None, generator: Generators = None) -> torch.Tensor:
         """``[B]`` smoothed scores from :attr:`n` samples (no certification work)."""
-        self._checked(x, ref)
+        self.check_inputs(x, ref)
         with torch.no_grad():
             return self.statistic(self.samples(x, self.n, ref, generator)).to(torch.float32)
 
     def certify(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None, generator: Generators = None) -> CertifiedScore:
         """The certified score of every image (see :class:`CertifiedScore`)."""
-        self._checked(x, ref)
+        self.check_inputs(x, ref)
         with torch.no_grad():
             return self.certify_samples(x, ref, generator)
 
