@@ -224,3 +224,45 @@ def test_densepure_votes_and_is_reproducible_per_image():
     assert bool(torch.isin(s, values).all())  # every sample is a voted class value
     r = c.certify(x, generator=[_gen(32), _gen(33)])
     assert r.samples == 9 and r.score.shape == (2,)
+
+
+# ------------------------------------------------------------------ RS-Reg and Cert-Reg
+def test_needed_validity_solves_the_binomial_equation():
+    from iqaguard.defenses.certified.regression import needed_validity
+
+    for m, k, pv in [(1000, 100, 0.9), (1000, 0, 0.9), (50, 5, 0.99)]:
+        p_s = needed_validity(m, k, pv)
+        assert stats.binom.cdf(k, m, 1 - p_s) == pytest.approx(pv, abs=1e-9)
+    assert needed_validity(10, 10, 0.9) == 0.0
+    assert needed_validity(1000, 0, 0.9) == pytest.approx(0.9 ** (1 / 1000), rel=1e-9)  # closed form at k = 0
+
+
+@pytest.mark.parametrize("name,kw", [("cert-reg", {"trim": 0.1}), ("rs-reg", {"tau": 0.01})])
+def test_regression_certificates_on_a_linear_metric(name, kw):
+    m = Linear()
+    x = torch.full((1, 3, 8, 8), 0.5)
+    sigma, tol, pv = 0.12, 0.05, 0.9
+    c = iqaguard.defenses.create(name, metric=m, sigma=sigma, n=2000, tolerance=tol, p_valid=pv, **kw)
+    r = c.certify(x, generator=_gen(40))
+    f, sd, band = float(m(x)), sigma * m.l2, tol * 2.0  # tolerance is a fraction of diam = 2
+    assert not bool(r.abstain) and float(r.radius) > 0
+    assert (float(r.lower), float(r.upper)) == pytest.approx((f - band, f + band))
+    from iqaguard.defenses.certified.regression import needed_validity
+
+    p_s = needed_validity(c.m, c.k_max(f), pv)
+    p_true = 2 * stats.norm.cdf(band / sd) - 1  # P(|f(x + e) - f(x)| < band)
+    assert float(r.radius) <= sigma * (stats.norm.ppf(p_true) - stats.norm.ppf(p_s)) + 1e-9  # p_A bounded from below
+    # soundness at the radius in the worst direction (along w): samples stay valid with probability >= p_s
+    d = float(r.radius) * m.l2
+    p_shift = stats.norm.cdf((band - d) / sd) - stats.norm.cdf((-band - d) / sd)
+    assert p_shift >= p_s - 1e-9
+
+
+def test_cert_reg_trims_and_rs_reg_averages():
+    m = Linear()
+    s = torch.tensor([[0.0, 1.0, 2.0, 3.0, 100.0, -100.0, 1.5, 2.5, 0.5, 1.0]], dtype=torch.float64)
+    trimmed = iqaguard.defenses.create("cert-reg", metric=m, trim=0.1).statistic(s)
+    assert float(trimmed) == pytest.approx(float(torch.tensor([0.0, 0.5, 1.0, 1.0, 1.5, 2.0, 2.5, 3.0]).mean()))
+    assert float(iqaguard.defenses.create("rs-reg", metric=m).statistic(s)) == pytest.approx(float(s.mean()))
+    with pytest.raises(InputError, match="tau"):
+        iqaguard.defenses.create("rs-reg", metric=m, tolerance=0.05, tau=0.05)

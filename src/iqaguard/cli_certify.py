@@ -13,7 +13,7 @@ from .errors import IqaguardError
 def certify_cmd(image: Path = typer.Argument(..., help="input image file (the distorted image of an FR pair)"),
                 metric: str = typer.Option("builtin-nr", "--metric", "-m", help="metric (iqaguard list metrics)"),
                 defense: str = typer.Option("ms", "--defense", "-d",
-                                            help="certified defense: rs, drs, ddrs, densepure, ms, dms"),
+                                            help="certified defense: rs, drs, ddrs, densepure, ms, dms, rs-reg, cert-reg"),
                 ref: Optional[Path] = typer.Option(None, "--ref", help="reference image (full-reference metrics)"),
                 preset: Optional[int] = typer.Option(None, "--preset", "-p",
                                                      help="0: sigma 0.12, eps 0.05, n 1000 (Guardians of Image "
@@ -56,6 +56,10 @@ def certify_cmd(image: Path = typer.Argument(..., help="input image file (the di
     if row["abstain"]:
         say(f"abstained: the {row['samples']} samples certify no interval at alpha {c.alpha} "
             f"(more samples with --n, or a smaller sigma / eps)")
+    elif hasattr(c, "p_valid"):  # RS-Reg / Cert-Reg: a probabilistic certificate of the smoothed output
+        out_console.print(f"within {size}, the smoothed output stays in [{row['lower']:.4f}, {row['upper']:.4f}] "
+                          f"with probability >= {c.p_valid:g} over the noise (the bound behind it holds with "
+                          f"probability >= {1 - c.alpha:g}; {row['samples']} noise samples, sigma {c.sigma:g})")
     else:
         out_console.print(f"certified interval [{row['lower']:.4f}, {row['upper']:.4f}] {size}, "
                           f"with probability >= {1 - c.alpha:g} ({row['samples']} noise samples, sigma {c.sigma:g})")
