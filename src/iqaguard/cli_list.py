@@ -147,6 +147,7 @@ def _adaptive_gradient(p: Any) -> str:
 
 def _defense_rows() -> Tuple[Sequence[str], List[List[str]]]:
     from .defenses.base import Purification
+    from .defenses.certified.base import Smoothed
 
     rows = []
     for name, factory in _entries("defenses"):
@@ -164,6 +165,10 @@ def _defense_rows() -> Tuple[Sequence[str], List[List[str]]]:
                                  + ", ".join("x".join(map(str, p.output_size(384, 512))) for p in resized) + ")")
             except Exception as e:  # noqa: BLE001 - listed as a note, as for metrics
                 adaptive = f"cannot be built here: {e}".replace("\n", " ")
+        elif isinstance(factory, type) and issubclass(factory, Smoothed):
+            adaptive = ("no gradient (certified non-adaptively)" if name == "densepure" else
+                        "EOT over the smoothing noise (attack_samples draws per step); randomized")
+            notes.append("wraps a metric: create(name, metric=m, ...); certify() / predict()")
         else:
             grad = "exact" if getattr(factory, "differentiable", False) is True else "BPDA (not differentiable)"
             adaptive = f"{grad}; {'randomized (EOT)' if getattr(factory, 'randomized', False) is True else 'deterministic'}"
