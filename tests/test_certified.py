@@ -3,6 +3,7 @@ simulation, analytic cases on a linear metric, the sampler's reproducibility, de
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,10 +156,24 @@ def test_denoised_variant_runs_its_denoiser():
     den = iqaguard.defenses.create("dms", metric=m, n=64, denoiser=halve_noise).certify(x, generator=_gen(6))
     assert sum(calls) == 64
     assert not torch.equal(plain.lower, den.lower)
-    with pytest.raises(InputError, match="needs a denoiser"):
+
+
+def test_shipped_denoiser_is_the_default_of_drs_and_dms_and_denoises(monkeypatch, tmp_path):
+    from iqaguard.defenses.certified import denoiser as D
+    from iqaguard.errors import MissingWeightsError
+    from iqaguard.metrics import functional as FM
+
+    m = Linear()
+    for name in ("drs", "dms"):
+        c = iqaguard.defenses.create(name, metric=m)
+        assert isinstance(c.denoiser, D.DnCNN) and not any(q.requires_grad for q in c.denoiser.parameters())
+    x = iqaguard.data.load_image(Path(iqaguard.__file__).resolve().parent / "data" / "photos" / "kitten.jpg")[..., :96, :96]
+    z = x + 0.25 * torch.randn(x.shape, generator=_gen(50))
+    with torch.no_grad():
+        assert float(FM.psnr(D.load_denoiser()(z).clamp(0, 1), x)) > float(FM.psnr(z.clamp(0, 1), x)) + 5
+    monkeypatch.setattr(D, "WEIGHTS_FILE", tmp_path / "none.safetensors")
+    with pytest.raises(MissingWeightsError, match="train_denoiser.py"):
         iqaguard.defenses.create("dms", metric=m)
-    with pytest.raises(InputError, match="needs a denoiser"):
-        iqaguard.defenses.create("drs", metric=m)
 
 
 def test_attack_gradient_flows_through_the_smoothed_metric():

@@ -129,8 +129,11 @@ class Smoothed(Metric):
                 else getattr(self.denoiser, "name", type(self.denoiser).__name__)}
 
     def default_denoiser(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The denoiser of a denoised variant when none is given (subclasses ship one)."""
-        raise InputError(f"denoiser: {type(self).__name__} needs a denoiser (denoiser=<callable>)")
+        """The denoiser of a denoised variant when none is given: the shipped DnCNN
+        (:mod:`iqaguard.defenses.certified.denoiser`; ``MissingWeightsError`` without its file)."""
+        from .denoiser import load_denoiser
+
+        return load_denoiser()
 
     # ------------------------------------------------------------------ sampling
     def samples(self, x: torch.Tensor, n: int, ref: Optional[torch.Tensor] = None,
