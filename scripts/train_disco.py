@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from iqaguard.defenses.purification._neural import WEIGHTS_DIR, save_state
+from iqaguard.defenses.purification._neural import save_state
 from iqaguard.defenses.purification.disco import LIIF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training import score_shipped, write_section  # noqa: E402
-from train_real_esrgan import fit  # noqa: E402
+from train_real_esrgan import fit, fit_arguments  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,22 +35,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-feats", type=int, default=32)
     p.add_argument("--n-resblocks", type=int, default=4)
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="imnet hidden widths")
-    p.add_argument("--steps", type=int, default=1200, help="most training steps")
-    p.add_argument("--val-every", type=int, default=100)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--crop", type=int, default=48)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--last-lr-scale", type=float, default=1.0, help="learning-rate factor of the last imnet layer")
-    p.add_argument("--loss", choices=("l1", "l2"), default="l1")
-    p.add_argument("--noise-frac", type=float, default=0.0, help="fraction of a batch that is clean + noise")
-    p.add_argument("--noise-sigma", type=float, default=4 / 255, help="largest noise sigma (0..1 scale)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--max-minutes", type=float, default=11.0, help="stop (at a val point) after this wall time")
-    p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    p.add_argument("--explore", action="store_true",
-                   help="exploration run: no test scoring and no model card (the weights still go to --out)")
-    args = p.parse_args(argv)
+    args = fit_arguments(p, steps=1200, val_every=100, lr=1e-3, last_lr_scale=1.0, loss="l1",
+                         last="the last imnet layer").parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 

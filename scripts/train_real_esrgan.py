@@ -102,19 +102,16 @@ def fit(net: torch.nn.Module, forward, args, last: torch.nn.Module) -> tuple:
     return best, curve, time.time() - t0
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scale", type=int, choices=(1, 2, 4), default=4)
-    p.add_argument("--num-feat", type=int, default=16)
-    p.add_argument("--num-block", type=int, default=1)
-    p.add_argument("--num-grow-ch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=4000, help="most training steps")
-    p.add_argument("--val-every", type=int, default=200)
+def fit_arguments(p: argparse.ArgumentParser, steps: int, val_every: int, lr: float, last_lr_scale: float,
+                  loss: str, last: str) -> argparse.ArgumentParser:
+    """The command-line options of :func:`fit` (shared by the scripts that use it), with their defaults."""
+    p.add_argument("--steps", type=int, default=steps, help="most training steps")
+    p.add_argument("--val-every", type=int, default=val_every)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=48)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--last-lr-scale", type=float, default=0.03, help="learning-rate factor of conv_last")
-    p.add_argument("--loss", choices=("l1", "l2"), default="l2")
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--last-lr-scale", type=float, default=last_lr_scale, help=f"learning-rate factor of {last}")
+    p.add_argument("--loss", choices=("l1", "l2"), default=loss)
     p.add_argument("--noise-frac", type=float, default=0.0, help="fraction of a batch that is clean + noise")
     p.add_argument("--noise-sigma", type=float, default=4 / 255, help="largest noise sigma (0..1 scale)")
     p.add_argument("--seed", type=int, default=0)
@@ -123,7 +120,17 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     p.add_argument("--explore", action="store_true",
                    help="exploration run: no test scoring and no model card (the weights still go to --out)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scale", type=int, choices=(1, 2, 4), default=4)
+    p.add_argument("--num-feat", type=int, default=16)
+    p.add_argument("--num-block", type=int, default=1)
+    p.add_argument("--num-grow-ch", type=int, default=8)
+    args = fit_arguments(p, steps=4000, val_every=200, lr=3e-4, last_lr_scale=0.03, loss="l2",
+                         last="conv_last").parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
