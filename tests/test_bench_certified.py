@@ -86,3 +86,24 @@ def test_report_shows_the_certificates(store, tmp_path):
     sec = sec[:sec.index("</section>")]
     rows = re.findall(r'<tr data-defense="(ms|rs)"><td>toy-nr</td><td>\w+</td><td>0</td><td>4</td>', sec)
     assert rows == ["ms", "rs"]
+
+
+def test_report_plots_certified_intervals_against_attacked_scores(store, tmp_path):
+    import re
+
+    from iqaguard.bench.report import write_report
+
+    path, _ = store
+    con = duckdb.connect(str(path), read_only=True)
+    expected = con.execute("SELECT count(*) FROM results r JOIN certified c USING (dataset, image, metric, defense, "
+                           "defense_preset, seed) WHERE r.mode = 'non-adaptive' AND NOT c.abstain").fetchone()[0]
+    outside = con.execute("SELECT count(*) FROM results r JOIN certified c USING (dataset, image, metric, defense, "
+                          "defense_preset, seed) WHERE r.mode = 'non-adaptive' AND NOT c.abstain AND "
+                          "(r.defended_attacked < c.lower OR r.defended_attacked > c.upper)").fetchone()[0]
+    con.close()
+    html = write_report(path, tmp_path / "r3").read_text(encoding="utf-8")
+    sec = html[html.index('<section id="certificates">'):]
+    sec = sec[:sec.index("</section>")]
+    assert sec.count('class="chart intervals"') == 2  # ms and rs
+    dots = re.findall(r'<circle class="(inside|outside)"', sec)
+    assert len(dots) == expected and dots.count("outside") == outside

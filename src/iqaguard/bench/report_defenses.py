@@ -80,8 +80,30 @@ def certified_section(con: Any) -> List[Dict[str, Any]]:
     return [dict(zip(keys, r)) for r in cur.fetchall()]
 
 
+def certified_plots(con: Any) -> List[str]:
+    """One SVG per (metric, defense, preset) of the ``certified`` table: each clean image's certified
+    interval and score, and the smoothed scores of its non-adaptive attacked versions (every attack
+    preset) as red dots, hollow when outside the interval."""
+    from . import svg
+
+    if "certified" not in {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}:
+        return []
+    cur = con.execute(
+        "SELECT c.metric, c.defense, c.defense_preset, c.dataset, c.image, c.score, c.lower, c.upper, "
+        "list(r.defended_attacked) FILTER (WHERE r.defended_attacked IS NOT NULL) FROM certified c "
+        "LEFT JOIN results r ON r.dataset = c.dataset AND r.image = c.image AND r.metric = c.metric "
+        "AND r.defense = c.defense AND r.defense_preset = c.defense_preset AND r.seed = c.seed "
+        "AND r.mode = 'non-adaptive' AND NOT c.abstain GROUP BY ALL ORDER BY 1, 2, 3")
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for m, d, p, ds, img, score, lo, hi, attacked in cur.fetchall():
+        groups.setdefault((m, d, p), []).append({"label": f"{ds}/{img}", "score": score, "lower": lo, "upper": hi,
+                                                 "attacked": list(attacked or [])})
+    return [svg.intervals(items, f"{m} score", f"{d} preset {p} on {m}: certified intervals, attacked scores")
+            for (m, d, p), items in groups.items()]
+
+
 def defense_context(con: Any, boards: Dict[str, Sequence[Row]], groups: Sequence[Row]) -> Dict[str, Any]:
     """The template context of the four sections."""
     return {"defense_status": defense_status(con), "masking": masking_section(con),
             "composite": composite_section(con, boards, groups), "composite_criteria": CRITERIA,
-            "certified": certified_section(con)}
+            "certified": certified_section(con), "certified_plots": certified_plots(con)}

@@ -245,3 +245,43 @@ def heatmap(row_labels: Sequence[str], col_labels: Sequence[str], values: Sequen
             body.append(f'<text x="{x + cell / 2:.1f}" y="{y + cell / 2:.1f}" text-anchor="middle" '
                         f'dominant-baseline="middle" fill="{ink}">{escape(text)}</text>')
     return _wrap(width, height, title, body, "chart heatmap")
+
+
+def intervals(items: Sequence[Dict], y_label: str, title: str, width: int = 580, height: int = 320) -> str:
+    """Certified intervals against attacked scores: one column per image, sorted by its certified score.
+
+    Args:
+        items: dicts with ``label`` (tooltip), ``score`` (the certified clean score), ``lower`` /
+            ``upper`` (the interval; ``None`` = unbounded, drawn to the plot's edge) and ``attacked``
+            (a list of the smoothed scores of its attacked versions: red dots, hollow when outside).
+        y_label, title: axis label and caption.
+
+    Returns:
+        An ``<svg>`` string (an empty-plot note when no item has a score).
+    """
+    its = sorted((i for i in items if i.get("score") is not None), key=lambda i: i["score"])
+    if not its:
+        return _empty(width, height, title, "chart intervals")
+    vals = [v for i in its for v in [i["score"], *i.get("attacked", []),
+                                      *(b for b in (i.get("lower"), i.get("upper")) if b is not None)]]
+    yt = _padded(vals)
+    f = _Frame(width, height, x0=-0.5, x1=len(its) - 0.5, y0=yt[0], y1=yt[-1])
+    body = f.y_axis(yt, y_label)
+    base = height - f.bottom
+    body.append(f'<line x1="{f.left}" x2="{width - f.right}" y1="{base}" y2="{base}" stroke="{INK}"/>')
+    body.append(f'<text x="{_num((f.left + width - f.right) / 2)}" y="{height - 8}" text-anchor="middle">'
+                f'images, by certified score</text>')
+    for k, i in enumerate(its):
+        x = _num(f.px(k))
+        lo = i["lower"] if i.get("lower") is not None else yt[0]
+        hi = i["upper"] if i.get("upper") is not None else yt[-1]
+        tip = escape(f"{i.get('label', '')}: certified [{_label(lo)}, {_label(hi)}], score {_label(i['score'])}")
+        body.append(f'<line x1="{x}" x2="{x}" y1="{_num(f.py(lo))}" y2="{_num(f.py(hi))}" stroke="{BLUE}" '
+                    f'stroke-width="3" stroke-opacity="0.5"><title>{tip}</title></line>')
+        body.append(f'<circle cx="{x}" cy="{_num(f.py(i["score"]))}" r="3" fill="{BLUE}"><title>{tip}</title></circle>')
+        for a in i.get("attacked", []):
+            inside = lo <= a <= hi
+            body.append(f'<circle class="{"inside" if inside else "outside"}" cx="{x}" cy="{_num(f.py(a))}" r="3.5" '
+                        f'fill="{RED if inside else "white"}" stroke="{RED}"><title>attacked: {escape(_label(a))}'
+                        f'</title></circle>')
+    return _wrap(width, height, title, body, "chart intervals")
