@@ -107,3 +107,20 @@ def test_report_plots_certified_intervals_against_attacked_scores(store, tmp_pat
     assert sec.count('class="chart intervals"') == 2  # ms and rs
     dots = re.findall(r'<circle class="(inside|outside)"', sec)
     assert len(dots) == expected and dots.count("outside") == outside
+
+
+def test_certificates_section_has_cert_r_cert_rd_and_abstentions(store):
+    from iqaguard.bench.report_defenses import certified_section
+
+    path, _ = store
+    con = duckdb.connect(str(path), read_only=True)
+    rows = {r["defense"]: r for r in certified_section(con)}
+    # Guardians of Image Quality §3.5: Cert.RD = certified delta / diam(f), delta = max(upper - s, s - lower)
+    rd = con.execute("SELECT avg(greatest(upper - score, score - lower) / abs(bound_best - bound_worst)) "
+                     "FROM certified WHERE defense = 'ms' AND NOT abstain").fetchone()[0]
+    cr, ab = con.execute("SELECT avg(radius) FILTER (WHERE NOT abstain), 100 * avg(abstain::INT) FROM certified "
+                         "WHERE defense = 'rs'").fetchone()
+    con.close()
+    assert rows["ms"]["rel_delta"] == pytest.approx(rd) and rows["ms"]["radius"] is None
+    assert rows["rs"]["rel_delta"] is None and rows["rs"]["abstain"] == pytest.approx(ab)
+    assert (rows["rs"]["radius"] is None) if cr is None else rows["rs"]["radius"] == pytest.approx(cr)

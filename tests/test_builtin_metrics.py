@@ -113,3 +113,28 @@ def test_shipped_nr_is_attackable_everywhere():
         with torch.no_grad():
             gain = (m(adv) - clean) / m.bounds.diam
         assert bool((gain > 0.05).all()), (preset, gain)
+
+
+def test_feature_api_of_the_builtin_metrics():
+    from iqaguard.metrics.base import Metric as _Metric
+
+    nr, fr = BuiltinNR(pretrained=False).eval(), BuiltinFR(pretrained=False).eval()
+    x, ref = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    assert nr.features(x).shape == (2, nr.feature_dim) and nr.feature_dim == 416
+    f = fr.features(x, ref)
+    assert f.shape == (2, fr.feature_dim)
+    assert torch.allclose(fr.features(ref, ref), torch.ones_like(f), atol=1e-5)  # identical pair: every similarity 1
+    # the distance is a fixed linear read-out of the pair's features
+    w = torch.softmax(fr.net.logits, 0)
+    assert torch.allclose(fr(x, ref), fr.net.log_scale.exp() * ((1 - f) * w).sum(1), atol=1e-6)
+    with pytest.raises(InputError, match="needs a reference"):
+        fr.features(x)
+
+    class NoFeatures(_Metric):
+        def score(self, x, ref=None):
+            return x.mean((1, 2, 3))
+
+    with pytest.raises(InputError, match="does not expose backbone features"):
+        NoFeatures().features(x)
+    with pytest.raises(InputError, match="does not expose backbone features"):
+        NoFeatures().feature_dim

@@ -281,3 +281,61 @@ def test_cert_reg_trims_and_rs_reg_averages():
     assert float(iqaguard.defenses.create("rs-reg", metric=m).statistic(s)) == pytest.approx(float(s.mean()))
     with pytest.raises(InputError, match="tau"):
         iqaguard.defenses.create("rs-reg", metric=m, tolerance=0.05, tau=0.05)
+
+
+# ------------------------------------------------------------------ DMS-IQA
+def test_rank_loss_is_zero_on_ordered_batches_and_the_mean_hinge_otherwise():
+    from iqaguard.defenses.certified.dms_iqa import rank_loss
+
+    y = torch.tensor([1.0, 2.0, 3.0])
+    assert float(rank_loss(torch.tensor([0.1, 0.5, 0.9]), y)) == 0.0
+    assert float(rank_loss(torch.tensor([0.3, 0.3, 0.3]), torch.ones(3))) == 0.0  # no pair with distinct targets
+    # pred [0.9, 0.5, 0.1]: pairs (2>1): 0.4, (3>1): 0.8, (3>2): 0.4 -> mean 1.6 / 3
+    p = torch.tensor([0.9, 0.5, 0.1], requires_grad=True)
+    loss = rank_loss(p, y)
+    assert float(loss) == pytest.approx(1.6 / 3)
+    loss.backward()
+    # d/dp: p1 appears as +1 in two pairs, p3 as -1 in two pairs, p2 once each way
+    assert torch.allclose(p.grad, torch.tensor([2.0, 0.0, -2.0]) / 3)
+
+
+def test_dms_iqa_loss_adds_pixel_mse_score_mse_and_rank_terms():
+    from iqaguard.defenses.certified.dms_iqa import dms_iqa_loss
+
+    x = torch.zeros(2, 3, 4, 4)
+    den = torch.full_like(x, 0.1)
+    pred, target = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 1.0])
+    # pixel 0.01; score ((1-2)^2 + (3-1)^2) / 2 / 4^2 = 2.5 / 16; rank: target_1 > target_2, pred 1 < 3: 2 / 4
+    got = dms_iqa_loss(den, x, pred, target, diam=4.0, w_score=1.0, w_rank=1.0)
+    assert float(got) == pytest.approx(0.01 + 2.5 / 16 + 0.5)
+    assert float(dms_iqa_loss(den, x, pred, target, 4.0, w_score=0.0, w_rank=0.0)) == pytest.approx(0.01)
+
+
+def test_dms_iqa_loads_the_denoiser_of_its_metric_or_names_the_training_command(monkeypatch, tmp_path):
+    from iqaguard.defenses.certified import denoiser as D
+    from iqaguard.errors import MissingWeightsError
+
+    with pytest.raises(MissingWeightsError, match=r"train_dms_iqa\.py --metric linear"):
+        iqaguard.defenses.create("dms-iqa", metric=Linear())
+    monkeypatch.setattr(D, "WEIGHTS_DIR", tmp_path)
+    net = D.load_denoiser()
+    torch.nn.init.zeros_(net.body[-1].bias)
+    with torch.no_grad():
+        net.body[-1].weight.mul_(0.5)
+    from iqaguard.defenses.purification._neural import save_state
+    save_state(net, tmp_path / "dms-iqa-linear.safetensors", dict(D.ARCH))
+    c = iqaguard.defenses.create("dms-iqa", metric=Linear(), n=64)
+    assert isinstance(c.denoiser, D.DnCNN)
+    assert torch.equal(c.denoiser.body[-1].weight, net.body[-1].weight)
+    x = torch.rand(1, 3, 8, 8, generator=_gen(60))
+    plain = iqaguard.defenses.create("ms", metric=Linear(), n=64).certify(x, generator=_gen(61))
+    r = c.certify(x, generator=_gen(61))
+    assert not torch.equal(plain.score, r.score) and bool(r.lower <= r.score) and bool(r.score <= r.upper)
+
+
+def test_shipped_dms_iqa_denoiser_of_builtin_nr_is_not_the_dms_one():
+    from iqaguard.defenses.certified import denoiser as D
+
+    path, _ = D.dms_iqa_weights("builtin-nr")
+    a, b = D.load_denoiser(path), D.load_denoiser()
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))

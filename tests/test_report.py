@@ -125,3 +125,15 @@ def test_nice_ticks_are_round_and_cover_the_range():
     assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     ticks = nice_ticks(2.3, 17.9)
     assert ticks[0] <= 2.3 and ticks[-1] >= 17.9 and ticks[1] - ticks[0] in (2.5, 5.0)
+
+
+def test_line_chart_draws_each_series_with_its_points_and_legend():
+    import re
+
+    from iqaguard.bench import svg
+
+    out = svg.lines([{"label": "undefended", "points": [(0.02, 0.1), (0.1, 0.5), (0.25, None)]},
+                     {"label": "FS-IQA", "points": [(0.02, 0.01), (0.1, 0.02)]}], "L2", "change", "Figure")
+    assert out.count("<polyline") == 2 and len(re.findall(r"<circle ", out)) == 4
+    assert ">undefended<" in out and ">FS-IQA<" in out
+    assert "no data" in svg.lines([{"label": "x", "points": [(1, None)]}], "a", "b", "empty")

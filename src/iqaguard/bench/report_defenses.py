@@ -65,19 +65,35 @@ def composite_section(con: Any, boards: Dict[str, Sequence[Row]], groups: Sequen
 
 
 def certified_section(con: Any) -> List[Dict[str, Any]]:
-    """Per (metric, defense, preset) of the ``certified`` table: images, abstention rate, mean certified
-    radius (RS family) or ε (MS family) over the certified images, mean interval width in percent
-    of the metric's range, and seconds per image (Guardians of Image Quality Table 3's Cert. and
-    Abst. columns; ``[]`` without the table)."""
+    """Per (metric, defense, preset) of the ``certified`` table, Guardians of Image Quality Table 3's
+    certified columns: images, Abst. (% abstained, :func:`~iqaguard.scores.abstain_rate`), Cert.R
+    (mean certified L2 radius of the RS family, :func:`~iqaguard.scores.cert_radius`), the ε the
+    MS family certifies for and its Cert.RD (mean certified delta over the metric's range,
+    :func:`~iqaguard.scores.cert_rel_delta`), each over the images that did not abstain (``None``
+    when every image abstained or the family has none), seconds per image and samples
+    (``[]`` without the table)."""
+    from ..metrics.base import Bounds
+    from ..scores import abstain_rate, cert_radius, cert_rel_delta, certified_delta
+
     if "certified" not in {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}:
         return []
     cur = con.execute(
-        "SELECT metric, defense, defense_preset, count(*), avg(CASE WHEN abstain THEN 1.0 ELSE 0.0 END), "
-        "avg(CASE WHEN NOT abstain THEN radius END), avg(CASE WHEN NOT abstain THEN eps END), "
-        "avg(CASE WHEN NOT abstain THEN 100 * (upper - lower) / abs(bound_best - bound_worst) END), "
-        "avg(t_certify), max(samples) FROM certified GROUP BY ALL ORDER BY ALL")
-    keys = ("metric", "defense", "defense_preset", "n", "abstain", "radius", "eps", "width", "seconds", "samples")
-    return [dict(zip(keys, r)) for r in cur.fetchall()]
+        "SELECT metric, defense, defense_preset, list(score ORDER BY dataset, image), list(lower ORDER BY dataset, "
+        "image), list(upper ORDER BY dataset, image), list(radius ORDER BY dataset, image), "
+        "list(abstain ORDER BY dataset, image), avg(eps) FILTER (WHERE NOT abstain), any_value(bound_worst), "
+        "any_value(bound_best), avg(t_certify), max(samples) FROM certified GROUP BY ALL ORDER BY ALL")
+    out = []
+    for m, d, p, score, lo, hi, radius, abst, eps, worst, best, secs, samples in cur.fetchall():
+        kept = [i for i, a in enumerate(abst) if not a]
+        row = {"metric": m, "defense": d, "defense_preset": p, "n": len(abst), "abstain": abstain_rate(abst),
+               "radius": None, "eps": eps, "rel_delta": None, "seconds": secs, "samples": samples}
+        if kept and all(radius[i] is not None for i in kept):
+            row["radius"] = cert_radius([radius[i] for i in kept], [False] * len(kept))
+        elif kept:
+            delta = certified_delta([score[i] for i in kept], [lo[i] for i in kept], [hi[i] for i in kept])
+            row["rel_delta"] = cert_rel_delta(delta, Bounds(worst, best))
+        out.append(row)
+    return out
 
 
 def certified_plots(con: Any) -> List[str]:

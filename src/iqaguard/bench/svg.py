@@ -285,3 +285,41 @@ def intervals(items: Sequence[Dict], y_label: str, title: str, width: int = 580,
                         f'fill="{RED if inside else "white"}" stroke="{RED}"><title>attacked: {escape(_label(a))}'
                         f'</title></circle>')
     return _wrap(width, height, title, body, "chart intervals")
+
+
+#: colours of successive series of :func:`lines`
+SERIES = (BLUE, RED, "#2a9d8f", "#8e6c8a", "#e9a03b", "#5c6b73")
+
+
+def lines(series: Sequence[Dict], x_label: str, y_label: str, title: str,
+          width: int = 580, height: int = 360) -> str:
+    """Line chart of one or more series, with a legend.
+
+    Args:
+        series: dicts with ``label`` and ``points`` (a list of ``(x, y)``; ``None`` values dropped).
+        x_label, y_label, title: axis labels and caption.
+
+    Returns:
+        An ``<svg>`` string (an empty-plot note when no series has a point).
+    """
+    ser = [{"label": s["label"], "points": [(x, y) for x, y in s["points"] if x is not None and y is not None]}
+           for s in series]
+    ser = [s for s in ser if s["points"]]
+    if not ser:
+        return _empty(width, height, title, "chart lines")
+    xt = _padded([x for s in ser for x, _ in s["points"]])
+    yt = _padded([y for s in ser for _, y in s["points"]])
+    f = _Frame(width, height, x0=xt[0], x1=xt[-1], y0=yt[0], y1=yt[-1])
+    body = f.y_axis(yt, y_label) + f.x_axis(xt, x_label)
+    for k, s in enumerate(ser):
+        colour = SERIES[k % len(SERIES)]
+        pts = sorted(s["points"])
+        coords = " ".join(f"{_num(f.px(x))},{_num(f.py(y))}" for x, y in pts)
+        body.append(f'<polyline class="series" points="{coords}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for x, y in pts:
+            body.append(f'<circle cx="{_num(f.px(x))}" cy="{_num(f.py(y))}" r="3" fill="{colour}">'
+                        f'<title>{escape(s["label"])}: ({escape(_label(x))}, {escape(_label(y))})</title></circle>')
+        ly = f.top + 4 + 14 * k
+        body.append(f'<rect x="{f.left + 10}" y="{ly}" width="12" height="3" fill="{colour}"/>')
+        body.append(f'<text x="{f.left + 27}" y="{ly + 4}" font-size="11">{escape(s["label"])}</text>')
+    return _wrap(width, height, title, body, "chart lines")

@@ -25,7 +25,7 @@ import itertools
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlparse
 
 import torch
@@ -79,6 +79,83 @@ def _check_kind(kind: str) -> str:
 _UNCALIBRATED = Bounds(float("nan"), float("nan"))
 
 
+# ------------------------------------------------------------ backbone features of a named layer
+
+
+def check_feature_layer(root: nn.Module, layer: Optional[str], who: str) -> Optional[str]:
+    """Validate ``feature_layer``: ``None``, or the dotted name of a submodule of ``root`` as
+    ``root.named_modules()`` spells it (``""``, the root itself, is not a feature layer).
+
+    Raises:
+        InputError: one line naming the bad name and up to ten available submodule names.
+    """
+    if layer is None:
+        return None
+    names = [n for n, _ in root.named_modules(remove_duplicate=False) if n]
+    if isinstance(layer, str) and layer in names:
+        return layer
+    if not isinstance(layer, str):
+        raise InputError(f"feature_layer: expected the dotted name of a submodule of {who} (a str, as in "
+                         f"named_modules()), got {type(layer).__name__}")
+    close = difflib.get_close_matches(layer, names, n=3, cutoff=0.5)
+    shown = (close + [n for n in names if n not in close])[:10]
+    more = f", ... ({len(names)} in all)" if len(names) > len(shown) else ""
+    available = ", ".join(repr(n) for n in shown) + more if shown else "none (it has no submodules)"
+    raise InputError(f"feature_layer: {who} has no submodule {layer!r}; available: {available}")
+
+
+def _first_tensor(out: Any) -> Optional[torch.Tensor]:
+    """``out`` itself when it is a tensor, else the first tensor of a tuple or list (else ``None``)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return next((t for t in out if isinstance(t, torch.Tensor)), None)
+    return None
+
+
+def hooked_features(layer: nn.Module, name: str, run: Callable[[], Any], batch: int, who: str) -> torch.Tensor:
+    """Features ``[B, D]``: the output of submodule ``layer`` (called ``name``) while ``run()`` does the
+    wrapped model's normal forward.
+
+    A forward hook on ``layer`` captures its first output of that forward (for a tuple or list, its
+    first tensor; an FR model that runs the layer on both images gives the first run's, normally
+    ``x``'s), cloned so that an in-place op after the layer (``ReLU(inplace=True)``) does not change
+    it, and is removed in a ``finally``, also when the forward raises. A 4-D output
+    ``[B, C, H, W]`` is global-average-pooled over ``H, W`` to ``[B, C]``, so ``D`` does not depend
+    on the image size; any other output is flattened to ``[B, -1]``. Nothing is detached: the
+    features stay differentiable with respect to the input of the forward.
+
+    Raises:
+        InputError: the layer did not run in the forward, returned no tensor, or returned a tensor
+            whose first dimension is not the batch.
+    """
+    captured: List[Any] = []
+
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        if not captured:
+            t = _first_tensor(output)
+            captured.append(None if t is None else t.clone())  # kept from in-place ops after the layer
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        run()
+    finally:
+        handle.remove()
+    if not captured:
+        raise InputError(f"feature_layer: layer {name!r} of {who} did not run in the forward; choose a "
+                         "submodule that the forward calls")
+    t = captured[0]
+    if t is None:
+        raise InputError(f"feature_layer: layer {name!r} of {who} returned no tensor; choose a layer that "
+                         "outputs a tensor [B, ...]")
+    if t.dim() == 0 or t.shape[0] != batch:
+        raise InputError(f"feature_layer: layer {name!r} of {who} returned shape {list(t.shape)}, not a batch "
+                         f"of {batch} (expected [B, ...]); choose a layer before any reshape of the batch")
+    if t.dim() == 4:
+        t = t.mean(dim=(2, 3))
+    return t.reshape(batch, -1)
+
+
 class ModuleMetric(Metric):
     """Any ``nn.Module`` as an iqaguard metric (created by ``iqaguard.metrics.create(module, ...)``).
 
@@ -91,6 +168,15 @@ class ModuleMetric(Metric):
         bounds: ``Bounds(worst, best)`` (or a pair) of Guardians of Image Quality appendix A.3.2; required. Use
             :meth:`calibrated` to measure them.
         name: display name (default: the module's class name).
+        feature_layer: ``None`` (default: no features), or the dotted name of a submodule of
+            ``module`` as in ``module.named_modules()`` (e.g. ``"0"`` or ``"backbone.layer3"``):
+            :meth:`features` (FS-IQA) then returns that layer's output during the normal forward,
+            ``[B, C, H, W]`` global-average-pooled to ``[B, C]`` (``D`` independent of the image
+            size), anything else flattened to ``[B, D]`` (see :func:`hooked_features`).
+
+    Raises:
+        InputError: bad arguments, missing bounds, or ``feature_layer`` not a submodule (names the
+            available ones).
     """
 
     def __init__(
@@ -100,6 +186,7 @@ class ModuleMetric(Metric):
         lower_better: bool = False,
         bounds: Optional[BoundsLike] = None,
         name: Optional[str] = None,
+        feature_layer: Optional[str] = None,
     ) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
@@ -113,6 +200,7 @@ class ModuleMetric(Metric):
             "Guardians of Image Quality appendix A.3.2).",
         )
         self.name = name or type(module).__name__
+        self.feature_layer = check_feature_layer(module, feature_layer, f"module {self.name!r}")
         self.module = module
 
     @classmethod
@@ -124,21 +212,38 @@ class ModuleMetric(Metric):
         lower_better: bool = False,
         name: Optional[str] = None,
         seed: Union[int, torch.Generator] = 0,
+        feature_layer: Optional[str] = None,
         **calibrate_kwargs: Any,
     ) -> "ModuleMetric":
         """Wrap ``module`` and set its bounds with :func:`~iqaguard.metrics.bounds.calibrate_bounds`.
 
-        ``images`` are pristine ``[B, 3, H, W]`` (or a list of ``[1, 3, H, W]``) in [0, 1].
+        ``images`` are pristine ``[B, 3, H, W]`` (or a list of ``[1, 3, H, W]``) in [0, 1];
+        ``feature_layer`` as in the constructor.
         """
         from .bounds import calibrate_bounds
 
-        metric = cls(module, kind=kind, lower_better=lower_better, bounds=_UNCALIBRATED, name=name)
+        metric = cls(module, kind=kind, lower_better=lower_better, bounds=_UNCALIBRATED, name=name,
+                     feature_layer=feature_layer)
         metric.bounds = calibrate_bounds(metric, images, seed=seed, **calibrate_kwargs)
         return metric
 
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         out = self.module(x, ref) if self.kind == "fr" else self.module(x)
         return to_scores(out, x.shape[0], f"metric {self.name!r}")
+
+    @property
+    def has_features(self) -> bool:
+        """Whether :meth:`features` is available: only when ``feature_layer`` was given."""
+        return self.feature_layer is not None
+
+    def feature_map(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unchecked features ``[B, D]`` of ``feature_layer`` during the forward that :meth:`score` makes
+        (``module(x, ref)`` for FR); 4-D outputs are spatially averaged (:func:`hooked_features`)."""
+        if self.feature_layer is None:
+            raise NotImplementedError
+        layer = self.module.get_submodule(self.feature_layer)
+        run = (lambda: self.module(x, ref)) if self.kind == "fr" else (lambda: self.module(x))
+        return hooked_features(layer, self.feature_layer, run, x.shape[0], f"metric {self.name!r}")
 
 
 # ------------------------------------------- optional dependencies, grad mode, offline downloads
@@ -427,6 +532,12 @@ def _bounds_from_range(score_range: Any, lower_better: bool, name: str) -> Bound
     return Bounds(worst=hi, best=lo) if lower_better else Bounds(worst=lo, best=hi)
 
 
+def _pyiqa_network(net: nn.Module) -> nn.Module:
+    """The architecture inside pyiqa's ``InferenceModel`` (its ``.net``), else ``net`` itself."""
+    inner = getattr(net, "net", None)
+    return inner if isinstance(inner, nn.Module) else net
+
+
 @METRICS.register("pyiqa:")
 class PyiqaMetric(Metric):
     """A pyiqa metric as an iqaguard metric: ``iqaguard.metrics.create("pyiqa:<name>")``.
@@ -439,6 +550,12 @@ class PyiqaMetric(Metric):
         weights_dir: folder holding the weight files (default: pyiqa's ``DEFAULT_CACHE_DIR``,
             ``<torch hub dir>/pyiqa``).
         bounds: ``Bounds(worst, best)``; default from pyiqa's ``score_range``.
+        feature_layer: ``None`` (default: no features), or the dotted name of a submodule of the pyiqa
+            network, the architecture that pyiqa's ``InferenceModel`` holds as ``.net`` (names as in
+            ``metric.net.net.named_modules()``, e.g. ``"conv1"`` for ``cnniqa``): :meth:`features`
+            (FS-IQA) then returns that layer's output during the normal scoring forward,
+            ``[B, C, H, W]`` global-average-pooled to ``[B, C]`` (``D`` independent of the image
+            size), anything else flattened to ``[B, D]`` (see :func:`hooked_features`).
         **options: extra options passed to ``pyiqa.create_metric``.
 
     Kind (``metric_mode`` FR/NR) and direction (``lower_better``) come from pyiqa. Scores are
@@ -452,6 +569,7 @@ class PyiqaMetric(Metric):
         MissingDependencyError: pyiqa is not installed.
         UnknownNameError: pyiqa has no metric ``name``.
         MissingWeightsError: offline and a weight file is absent (names the file and folder).
+        InputError: ``feature_layer`` is not a submodule of the network (names the available ones).
     """
 
     def __init__(
@@ -461,6 +579,7 @@ class PyiqaMetric(Metric):
         allow_download: Optional[bool] = None,
         weights_dir: Optional[Union[str, Path]] = None,
         bounds: Optional[BoundsLike] = None,
+        feature_layer: Optional[str] = None,
         **options: Any,
     ) -> None:
         super().__init__()
@@ -496,6 +615,7 @@ class PyiqaMetric(Metric):
         self.lower_better = bool(getattr(net, "lower_better", False))
         self.name = f"pyiqa:{name}"
         self._device = dev
+        self.feature_layer = check_feature_layer(_pyiqa_network(net), feature_layer, f"pyiqa metric {name!r}")
         if bounds is not None:
             self.bounds = _as_bounds(bounds, "")
         else:
@@ -517,12 +637,39 @@ class PyiqaMetric(Metric):
         scores = to_scores(out, x.shape[0], f"metric {self.name!r}").to(device=x.device, dtype=x.dtype)
         return scores if grad else scores.detach()
 
+    @property
+    def has_features(self) -> bool:
+        """Whether :meth:`features` is available: only when ``feature_layer`` was given."""
+        return self.feature_layer is not None
+
+    def feature_map(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unchecked features ``[B, D]`` of ``feature_layer`` during the forward that :meth:`score` makes,
+        in ``x``'s device and dtype; 4-D outputs are spatially averaged (:func:`hooked_features`).
+        Under ``torch.no_grad()`` they come back detached, as the scores."""
+        if self.feature_layer is None:
+            raise NotImplementedError
+        dev = self.device
+        grad = torch.is_grad_enabled()
+        xd = x.to(dev)
+        rd = ref.to(dev) if self.kind == "fr" and ref is not None else None
+        layer = _pyiqa_network(self.net).get_submodule(self.feature_layer)
+
+        def run() -> Any:
+            return self.net(xd, rd) if rd is not None else self.net(xd)
+
+        with keep_grad_mode():
+            feats = hooked_features(layer, self.feature_layer, run, x.shape[0], f"metric {self.name!r}")
+        feats = feats.to(device=x.device, dtype=x.dtype)
+        return feats if grad else feats.detach()
+
 
 __all__ = [
     "ModuleMetric",
     "PyiqaMetric",
     "MissingDependencyError",
     "to_scores",
+    "check_feature_layer",
+    "hooked_features",
     "expected_weight_files",
     "import_optional",
     "keep_grad_mode",

@@ -137,11 +137,39 @@ class Metric(nn.Module, metaclass=_EvalOnConstruction):
 
     @property
     def has_features(self) -> bool:
-        return type(self).features is not Metric.features
+        """Whether :meth:`features` is implemented (FS-IQA needs it)."""
+        return type(self).feature_map is not Metric.feature_map
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features ``[B, D]`` (optional, used by FS-IQA)."""
-        raise InputError(f"metric {self.name!r} does not expose backbone features")
+    def features(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Backbone features ``[B, feature_dim]`` of ``x`` (validated like :meth:`forward`).
+
+        For an FR metric, the features of the pair ``(x, ref)`` with the reference fixed (FS-IQA §3
+        perturbs the distorted image only); differentiable with respect to ``x``. Metrics without
+        features raise a one-line :class:`InputError`.
+        """
+        if not self.has_features:
+            raise InputError(f"metric {self.name!r} does not expose backbone features; FS-IQA needs a metric "
+                             "with features (builtin-nr, builtin-fr, or an adapter given feature_layer=...)")
+        self.check_inputs(x, ref)
+        return self.feature_map(x, ref)
+
+    def feature_map(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unchecked :meth:`features` (subclasses that expose features implement it)."""
+        raise NotImplementedError
+
+    @property
+    def feature_dim(self) -> int:
+        """Length ``D`` of :meth:`features`' rows (``InputError`` without features)."""
+        if not self.has_features:
+            self.features(torch.empty(0))
+        return int(self._feature_dim())
+
+    def _feature_dim(self) -> int:
+        """``D`` by one forward of a minimal input (subclasses with a known ``D`` override it)."""
+        side = max(int(self.min_size), 32)
+        x = torch.full((1, 3, side, side), 0.5, device=self.device)
+        with torch.no_grad():
+            return self.feature_map(x, x if self.kind == "fr" else None).shape[1]
 
     @property
     def device(self) -> torch.device:

@@ -313,9 +313,12 @@ class BuiltinNR(_BuiltinMetric):
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.net(x)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean/std-pooled backbone features ``[B, 416]``."""
+    def feature_map(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Mean/std-pooled backbone features ``[B, 2 * sum(widths)]`` (416 at the shipped widths)."""
         return self.net.features(x)
+
+    def _feature_dim(self) -> int:
+        return 2 * sum(self.net.backbone.widths)
 
 
 @METRICS.register("builtin-fr")
@@ -332,6 +335,10 @@ class BuiltinFR(_BuiltinMetric):
     def score(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.net(x, ref)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean/std-pooled backbone features ``[B, 416]`` of one image."""
-        return mean_std_pool(self.net.backbone(x))
+    def feature_map(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The pair's features: every luminance, structure and colour similarity of ``x`` to the fixed
+        ``ref`` (:meth:`FRNet.similarities`, ``[B, 2 * (4 + sum(widths)) + 1]``), what the distance weighs."""
+        return self.net.similarities(x, ref)
+
+    def _feature_dim(self) -> int:
+        return 2 * sum(self.net.stage_channels) + 1

@@ -95,7 +95,7 @@ class Smoothed(Metric):
         if not isinstance(metric, Metric):
             raise InputError(f"metric: expected an iqaguard Metric (iqaguard.metrics.create(...)), got "
                              f"{type(metric).__name__}")
-        base = dict(PRESETS[0])
+        base = dict(self.presets[0])
         if preset is not None:
             if isinstance(preset, bool) or not isinstance(preset, int) or not 0 <= preset < len(self.presets):
                 raise InputError(f"preset: expected an index 0..{len(self.presets) - 1} into {self.presets}, got {preset!r}")
@@ -109,7 +109,7 @@ class Smoothed(Metric):
         self.attack_samples = check_int("attack_samples", attack_samples, low=1)
         self.chunk = None if chunk is None else check_int("chunk", chunk, low=1)
         if self.denoised and denoiser is None:
-            denoiser = self.default_denoiser()
+            denoiser = self.default_denoiser(metric)
         if denoiser is not None and not callable(denoiser):
             raise InputError(f"denoiser: expected a callable image -> image (e.g. a purification), got "
                              f"{type(denoiser).__name__}")
@@ -128,8 +128,8 @@ class Smoothed(Metric):
                 "attack_samples": self.attack_samples, "denoiser": None if self.denoiser is None
                 else getattr(self.denoiser, "name", type(self.denoiser).__name__)}
 
-    def default_denoiser(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The denoiser of a denoised variant when none is given: the shipped DnCNN
+    def default_denoiser(self, metric: Metric) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The denoiser of a denoised variant of ``metric`` when none is given: the shipped DnCNN
         (:mod:`iqaguard.defenses.certified.denoiser`; ``MissingWeightsError`` without its file)."""
         from .denoiser import load_denoiser
 

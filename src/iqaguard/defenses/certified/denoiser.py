@@ -11,7 +11,7 @@ one network for every preset's σ); ``denoiser=`` takes any other callable.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from ..purification._neural import WEIGHTS_DIR, read_state
 
 WEIGHTS_FILE = WEIGHTS_DIR / "dncnn.safetensors"
 TRAIN_CMD = "python scripts/train_denoiser.py"
+DMS_IQA_TRAIN_CMD = "python scripts/train_dms_iqa.py --metric {name}"
 ARCH: Dict[str, Any] = {"depth": 6, "width": 32}
 
 
@@ -42,16 +43,22 @@ class DnCNN(nn.Module):
         return z - self.body(z)
 
 
-def load_denoiser(path: Optional[Union[str, Path]] = None) -> DnCNN:
+def dms_iqa_weights(metric_name: str) -> Tuple[Path, str]:
+    """``(file, training command)`` of the DMS-IQA denoiser of a metric (one file per metric name)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in metric_name)
+    return WEIGHTS_DIR / f"dms-iqa-{safe}.safetensors", DMS_IQA_TRAIN_CMD.format(name=metric_name)
+
+
+def load_denoiser(path: Optional[Union[str, Path]] = None, train_cmd: str = TRAIN_CMD) -> DnCNN:
     """The shipped (or ``path``'s) denoiser, frozen and in eval mode.
 
     Raises:
-        MissingWeightsError: no file (the message names the training command).
+        MissingWeightsError: no file (the message names ``train_cmd``, the training command).
         InputError: a file of another layout.
     """
-    p = Path(path) if path is not None else WEIGHTS_FILE
+    p = Path(path).expanduser() if path is not None else WEIGHTS_FILE
     if not p.is_file():
-        raise MissingWeightsError(f"denoiser weights not found: {p}. Train them with `{TRAIN_CMD}` or pass "
+        raise MissingWeightsError(f"denoiser weights not found: {p}. Train them with `{train_cmd}` or pass "
                                   "denoiser=<callable> (any image -> image function)")
     state, config = read_state(p)
     net = DnCNN(**{**ARCH, **config})

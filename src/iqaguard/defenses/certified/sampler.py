@@ -59,6 +59,29 @@ def noisy_chunks(x: torch.Tensor, sigma: float, n: int, generator: Generators = 
         yield buf.mul_(sigma).add_(x.unsqueeze(1))
 
 
+def feature_noise(z: torch.Tensor, sigma: float, n: int, generator: Generators = None) -> torch.Tensor:
+    """``[B, n, D]`` noisy copies ``z + σ e`` of ``[B, D]`` feature vectors (FS-IQA's feature-space sampling).
+
+    Feature vectors are small (``n·D`` floats: 4 MB at N = 2000, D = 512), so each image's ``n``
+    draws are one call on its generator (``generator`` as :func:`noisy_scores`; with one generator
+    per image, image ``i`` gets the same draws in any batch) instead of :func:`noisy_chunks`'s
+    per-sample loop, which exists to bound the memory of image-sized noise.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"n: expected a positive number of samples, got {n!r}")
+    if not sigma > 0:
+        raise InputError(f"sigma: expected a noise level > 0, got {sigma!r}")
+    check_generator(generator, z.shape[0])
+    if isinstance(generator, (list, tuple)):
+        noise = torch.stack([torch.randn((n, *z.shape[1:]), generator=g, dtype=z.dtype,
+                                         device=g.device if g is not None else torch.device("cpu")).to(z.device)
+                             for g in generator])
+    else:
+        dev = generator.device if generator is not None else torch.device("cpu")
+        noise = torch.randn((z.shape[0], n, *z.shape[1:]), generator=generator, dtype=z.dtype, device=dev).to(z.device)
+    return noise.mul_(sigma).add_(z.unsqueeze(1))
+
+
 def repeat_rows(t: torch.Tensor, m: int) -> torch.Tensor:
     """``[B, ...]`` -> ``[B*m, ...]`` with each row repeated ``m`` times (image-major, as a flattened chunk)."""
     return t.unsqueeze(1).expand(t.shape[0], m, *t.shape[1:]).reshape(t.shape[0] * m, *t.shape[1:])

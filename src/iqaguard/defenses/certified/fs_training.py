@@ -1,0 +1,123 @@
+"""Training the FS-IQA head (FS-IQA §3): backbone frozen, FTN + scorer fitted with MSE under feature noise.
+
+The backbone never changes, so the features of every training image are computed once
+(:func:`dataset_features`, full size, cached on disk by the caller) and the head is trained on them
+in seconds (:func:`train_head`). The subjective scores are mapped to the metric's units by the
+least-squares line fitted to the metric's own clean scores on the training images
+(:func:`mos_to_units`), so the smoothed metric keeps the base metric's direction and bounds
+(FS-IQA trains its scorer on MOS directly; the line is iqaguard's addition for lower-is-better
+metrics and foreign scales). ``scripts/train_fsiqa.py`` runs it on builtin-kadid; any
+:class:`~iqaguard.data.base.Dataset` with MOS works the same way.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+from scipy import stats
+
+from ...errors import InputError
+from ...metrics.base import Metric, frozen
+from .fs_iqa import ARCH, FSHead
+
+
+def dataset_features(metric: Metric, samples: Sequence[Any], batch: int = 8,
+                     progress: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(features [N, D], clean scores [N], mos [N])`` of dataset samples at full size.
+
+    ``samples``: items with ``.image``, ``.ref`` (FR) and ``.mos`` (a Dataset or a list of its
+    samples); every sample needs a MOS. Images of one batch must share a size.
+    """
+    feats, scores, mos = [], [], []
+    items = list(samples)
+    if any(s.mos is None for s in items):
+        raise InputError("samples: FS-IQA training needs subjective scores (MOS) for every image")
+    t0 = time.time()
+    with torch.no_grad(), frozen(metric):
+        for i in range(0, len(items), batch):
+            part = items[i:i + batch]
+            x = torch.cat([s.image for s in part]).to(metric.device)
+            ref = torch.cat([s.ref for s in part]).to(metric.device) if metric.kind == "fr" else None
+            metric.check_inputs(x, ref)
+            feats.append(metric.feature_map(x, ref).float().cpu())
+            scores.append(metric.score(x, ref).float().cpu())
+            mos.extend(float(s.mos) for s in part)
+            if progress and (i // batch) % 50 == 0:
+                print(f"features: {i + len(part)}/{len(items)} images, {time.time() - t0:.0f} s", file=sys.stderr,
+                      flush=True)
+    return torch.cat(feats), torch.cat(scores), torch.tensor(mos)
+
+
+def mos_to_units(mos: torch.Tensor, clean: torch.Tensor) -> Tuple[float, float]:
+    """``(a, b)`` of the least-squares line ``clean ≈ a·mos + b`` (the metric's units and orientation)."""
+    a, b = np.polyfit(mos.double().numpy(), clean.double().numpy(), 1)
+    return float(a), float(b)
+
+
+def smoothed_head_scores(head: FSHead, feats: torch.Tensor, sigma: float, draws: int,
+                         generator: torch.Generator) -> torch.Tensor:
+    """Median over ``draws`` feature-noise samples of the head's score, per row of ``feats``."""
+    with torch.no_grad():
+        z = head.ftn(feats)
+        noise = torch.randn((draws, *z.shape), generator=generator)
+        return head.score(z.unsqueeze(0) + sigma * noise).median(dim=0).values
+
+
+def train_head(train: Tuple[torch.Tensor, torch.Tensor], val: Tuple[torch.Tensor, torch.Tensor], sigma: float,
+               epochs: int = 300, batch: int = 128, lr: float = 1e-3, weight_decay: float = 1e-4,
+               val_draws: int = 64, seed: int = 0, width: int = ARCH["width"],
+               hidden: int = ARCH["hidden"]) -> Tuple[FSHead, Dict[str, Any]]:
+    """Fit an :class:`FSHead` on ``(features, targets)`` under feature noise ``sigma`` (FS-IQA §3).
+
+    Loss: MSE between ``scorer(FTN(f) + σ_f e)`` and the target (one fresh draw per sample and
+    step). The epoch kept is the one with the best SROCC of the median-smoothed score
+    (:func:`smoothed_head_scores`, ``val_draws`` fixed draws) on ``val``; features are
+    standardised inside the FTN's first layer (its weights absorb the train mean and std).
+
+    Returns:
+        ``(head, log)``: the head in eval mode, and ``{"best_epoch", "val_srocc", "curve", "seconds"}``.
+    """
+    (f_tr, y_tr), (f_va, y_va) = train, val
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    mean, std = f_tr.mean(0), f_tr.std(0).clamp(min=1e-6)
+    head = FSHead(f_tr.shape[1], width, hidden)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    norm_tr, norm_va = (f_tr - mean) / std, (f_va - mean) / std
+    best: Tuple[float, int, Dict[str, torch.Tensor]] = (-2.0, 0, copy.deepcopy(head.state_dict()))
+    curve: List[Tuple[int, float]] = []
+    t0 = time.time()
+    for ep in range(1, epochs + 1):
+        head.train()
+        perm = torch.randperm(norm_tr.shape[0], generator=g)
+        for i in range(0, perm.numel(), batch):
+            idx = perm[i:i + batch]
+            z = head.ftn(norm_tr[idx])
+            pred = head.score(z + sigma * torch.randn(z.shape, generator=g))
+            loss = torch.mean((pred - y_tr[idx]) ** 2)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+        if ep % 10 == 0 or ep == epochs:
+            head.eval()
+            s = smoothed_head_scores(head, norm_va, sigma, val_draws, torch.Generator().manual_seed(seed + 1))
+            v = abs(float(stats.spearmanr(s.numpy(), y_va.numpy()).statistic))
+            curve.append((ep, round(v, 4)))
+            if v > best[0]:
+                best = (v, ep, copy.deepcopy(head.state_dict()))
+    head.load_state_dict(best[2])
+    with torch.no_grad():  # fold the standardisation into the first layer: FTN(f) = sigmoid(W (f - m) / s + c)
+        lin = head.ftn[0]
+        w = lin.weight / std
+        lin.bias.sub_((w * mean).sum(1))
+        lin.weight.copy_(w)
+    head.eval().requires_grad_(False)
+    return head, {"best_epoch": best[1], "val_srocc": round(best[0], 4), "curve": curve,
+                  "seconds": round(time.time() - t0, 1)}
+
