@@ -13,10 +13,8 @@ then scored once on fixed **test** crops and the figures go into ``defenses/weig
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,7 +24,7 @@ from iqaguard.defenses.purification._neural import save_state
 from iqaguard.metrics import functional as FM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training import fixed_crops, photos, write_section  # noqa: E402
+from _training import fit_steps, fixed_crops, photos, write_section  # noqa: E402
 
 SIGMAS = (0.12, 0.25, 0.5)
 
@@ -68,28 +66,18 @@ def main(argv=None) -> int:
         net.train()
         return sum(r["denoised"] for r in v.values()) / len(v)
 
-    best, curve, t0 = (val_score(), 0, copy.deepcopy(net.state_dict())), [], time.time()
-    for step in range(1, args.steps + 1):
+    def batch_loss() -> torch.Tensor:
         x = fixed_crops([pool[int(i)] for i in torch.randint(0, len(pool), (args.batch,), generator=g)], 1,
                         args.side, int(torch.randint(0, 2 ** 31, (1,), generator=g)))
         if bool(torch.rand(1, generator=g) < 0.5):
             x = x.flip(-1)
         sigma = torch.rand(args.batch, 1, 1, 1, generator=g) * 0.5
-        loss = torch.nn.functional.mse_loss(net(x + sigma * torch.randn(x.shape, generator=g)), x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % args.eval_every == 0 or step == args.steps:
-            v = val_score()
-            curve.append(f"{step}: {v:.2f}")
-            print(f"step {step} loss {loss.item():.5f} val {v:.2f} dB {(time.time() - t0) / 60:.1f} min", flush=True)
-            if v > best[0]:
-                best = (v, step, copy.deepcopy(net.state_dict()))
-    secs = time.time() - t0
-    net.load_state_dict(best[2])
+        return torch.nn.functional.mse_loss(net(x + sigma * torch.randn(x.shape, generator=g)), x)
+
+    _, best_step, curve, secs = fit_steps(net, opt, sched, args.steps, batch_loss, val_score, args.eval_every,
+                                          unit=" dB", digits=2)
     net.eval()
-    save_state(net, args.out, dict(ARCH), trained_by="scripts/train_denoiser.py", val_step=str(best[1]))
+    save_state(net, args.out, dict(ARCH), trained_by="scripts/train_denoiser.py", val_step=str(best_step))
     v = noisy_psnr(net, val, args.seed + 3)
     t = noisy_psnr(net, test, args.seed + 4)  # once, after the step was chosen on val
     print(f"val {v}; test {t}", flush=True)
@@ -106,7 +94,7 @@ def main(argv=None) -> int:
         "photographs + unclipped Gaussian noise, σ ~ U(0, 0.5) on the [0, 1] scale",
         f"- recipe: MSE, Adam lr {args.lr} (cosine decay), {args.steps} steps of batch {args.batch}, seed {args.seed}",
         f"- selection on val only (48 fixed 96x96 val crops, mean denoised PSNR over σ 0.12 / 0.25 / 0.5): step "
-        f"{best[1]}; curve {', '.join(curve)}",
+        f"{best_step}; curve {', '.join(curve)}",
         f"  - val: {fmt(v)}",
         f"- test (once, 48 fixed 96x96 test crops): {fmt(t)}",
         f"- training time: {secs / 60:.1f} min ({args.threads} CPU threads)",

@@ -21,7 +21,6 @@ import argparse
 import copy
 import hashlib
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -37,7 +36,7 @@ from iqaguard.defenses.certified.dms_iqa import dms_iqa_loss
 from iqaguard.defenses.purification._neural import save_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training import write_section  # noqa: E402
+from _training import fit_steps, write_section  # noqa: E402
 
 SIGMAS = (0.12, 0.25)
 
@@ -130,30 +129,17 @@ def main(argv=None) -> int:
         net.train()
         return float(np.mean([v[0] for v in c.values()]))
 
-    t0 = time.time()
-    best, curve = (val_score(), 0, copy.deepcopy(net.state_dict())), []
-    print(f"step 0 val SROCC {best[0]:.4f}", flush=True)
-    for step in range(1, args.steps + 1):
+    def batch_loss() -> torch.Tensor:
         x, ref, mos = crops(train, args.batch, args.side, g, fr)
         sigma = torch.rand(args.batch, 1, 1, 1, generator=g) * 0.5
         den = net(x + sigma * torch.randn(x.shape, generator=g))
-        loss = dms_iqa_loss(den, x, metric.score(den, ref), torch.as_tensor(a * mos.numpy() + b, dtype=den.dtype),
+        return dms_iqa_loss(den, x, metric.score(den, ref), torch.as_tensor(a * mos.numpy() + b, dtype=den.dtype),
                             diam, args.w_score, args.w_rank)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % args.eval_every == 0 or step == args.steps:
-            v = val_score()
-            curve.append(f"{step}: {v:.4f}")
-            print(f"step {step} loss {loss.item():.5f} val SROCC {v:.4f} {(time.time() - t0) / 60:.1f} min", flush=True)
-            if v > best[0]:
-                best = (v, step, copy.deepcopy(net.state_dict()))
-    secs = time.time() - t0
-    net.load_state_dict(best[2])
+
+    _, best_step, curve, secs = fit_steps(net, opt, sched, args.steps, batch_loss, val_score, args.eval_every)
     net.eval().requires_grad_(False)
     save_state(net, out, dict(ARCH), trained_by="scripts/train_dms_iqa.py", metric=metric.name,
-               val_step=str(best[1]))
+               val_step=str(best_step))
     rows: List[str] = []
     for label, d in (("MS (no denoiser)", None), ("DMS (DnCNN, pixel MSE only)", base), ("DMS-IQA", net)):
         v = correlations(metric, d, val, args.val_draws, args.seed + 3)
@@ -175,7 +161,7 @@ def main(argv=None) -> int:
         f"- recipe: Adam lr {args.lr} (cosine decay), {args.steps} steps of batch {args.batch}, weights score "
         f"{args.w_score} / rank {args.w_rank}, seed {args.seed}",
         f"- selection on val only ({args.val_crops} fixed val crops, SROCC of the median of {args.val_draws} draws, "
-        f"mean over σ {', '.join(map(str, SIGMAS))}): step {best[1]}; curve {', '.join(curve)}",
+        f"mean over σ {', '.join(map(str, SIGMAS))}): step {best_step}; curve {', '.join(curve)}",
         f"- SROCC / PLCC of the median-smoothed score against pseudo-MOS ({args.val_crops} crops each; test scored "
         "once, after selection; the same draws for every row):", "",
         "| denoiser | " + " | ".join(f"val σ {s}" for s in SIGMAS) + " | " + " | ".join(f"test σ {s}" for s in SIGMAS)

@@ -124,3 +124,39 @@ def test_certificates_section_has_cert_r_cert_rd_and_abstentions(store):
     assert rows["ms"]["rel_delta"] == pytest.approx(rd) and rows["ms"]["radius"] is None
     assert rows["rs"]["rel_delta"] is None and rows["rs"]["abstain"] == pytest.approx(ab)
     assert (rows["rs"]["radius"] is None) if cr is None else rows["rs"]["radius"] == pytest.approx(cr)
+
+
+@pytest.fixture(scope="module")
+def fs_store(tmp_path_factory):
+    import torch
+
+    from iqaguard.defenses.certified.fs_iqa import FSHead
+    from iqaguard.defenses.purification._neural import save_state
+    from test_runner import ToyNR
+
+    folder = tmp_path_factory.mktemp("fs")
+    torch.manual_seed(0)
+    head = FSHead(ToyNR().feature_dim, 32, 8)
+    save_state(head, folder / "head.safetensors", head.config)
+    spec = {"version": "fs-1", "imports": [RUNNER_FILE], "metrics": ["toy-nr"],
+            "datasets": [{"name": "toy", "kwargs": {"n": 3}}],
+            "attacks": [{"name": "ifgsm", "presets": ["weak"], "kwargs": {"steps": 2}}],
+            "defenses": [{"name": "fs-iqa", "presets": [1], "kwargs": {"n": 64, "attack_samples": 4,
+                                                                        "weights": str(folder / "head.safetensors")}}],
+            "modes": ["non-adaptive", "adaptive"], "seeds": [0], "batch_size": 3}
+    run(spec, folder / "fs.duckdb")
+    return folder / "fs.duckdb"
+
+
+def test_fs_iqa_runs_in_the_benchmark_with_its_input_radius(fs_store):
+    from iqaguard.bench.report_defenses import certified_section
+
+    con = duckdb.connect(str(fs_store), read_only=True)
+    modes = con.execute("SELECT mode, count(*) FROM results WHERE defense = 'fs-iqa' GROUP BY ALL ORDER BY 1").fetchall()
+    cert = con.execute("SELECT count(*), bool_and(eps > 0), bool_and(abstain OR (lower <= score AND score <= upper)), "
+                       "count(radius) FROM certified WHERE defense = 'fs-iqa'").fetchone()
+    sec = certified_section(con)
+    con.close()
+    assert modes == [("adaptive", 3), ("non-adaptive", 3)]
+    assert cert == (3, True, True, 0)
+    assert [r["defense"] for r in sec] == ["fs-iqa"] and sec[0]["radius"] is None

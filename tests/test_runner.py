@@ -51,6 +51,9 @@ class ToyNR(Metric):
     def score(self, x, ref=None):
         return torch.sigmoid(4 * torch.tanh(torch.nn.functional.conv2d(x - 0.5, self.w)).mean(dim=(1, 2, 3)))
 
+    def feature_map(self, x, ref=None):  # per-channel means of the tanh responses (FS-IQA tests)
+        return torch.tanh(torch.nn.functional.conv2d(x - 0.5, self.w)).mean(dim=(2, 3))
+
 
 class ToyFR(ToyNR):
     """Lower-better FR distance: mean absolute difference of the fixed conv responses."""
@@ -60,6 +63,10 @@ class ToyFR(ToyNR):
     def score(self, x, ref=None):
         conv = torch.nn.functional.conv2d
         return (conv(x, self.w) - conv(ref, self.w)).abs().mean(dim=(1, 2, 3))
+
+    def feature_map(self, x, ref=None):
+        conv = torch.nn.functional.conv2d
+        return (conv(x, self.w) - conv(ref, self.w)).abs().mean(dim=(2, 3))
 
 
 @dataclass
