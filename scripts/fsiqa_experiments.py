@@ -108,7 +108,7 @@ def run_metric(metric_name: str, args, out_dir: Path) -> List[str]:
     te_all = split("test", 1, args.seed, args.size)
     te = [te_all[round(i * (len(te_all) - 1) / max(args.images - 1, 1))] for i in range(args.images)]
     f_tr, s_tr, y_tr = dataset_features(m, tr, batch=32, progress=False)
-    f_va, _, y_va = dataset_features(m, va, batch=32, progress=False)
+    f_va, _, y_va = dataset_features(m, va, batch=32, progress=False, scores=False)
     a, b = mos_to_units(y_tr, s_tr)
     heads = {s: train_head((f_tr, a * y_tr + b), (f_va, y_va), s, epochs=args.epochs, seed=args.seed)[0]
              for s in args.sigmas}

@@ -34,18 +34,19 @@ from _training import write_section  # noqa: E402
 from train_builtin import level_subset  # noqa: E402
 
 
-def split_features(metric, split: str, levels: int, seed: int):
-    """``(features, clean scores, mos)`` of a type-balanced subset of a builtin-kadid split (cached)."""
+def split_features(metric, split: str, levels: int, seed: int, scores: bool = True):
+    """``(features, clean scores or None, mos)`` of a type-balanced subset of a builtin-kadid split (cached)."""
     samples = list(BuiltinKadid(split=split, seed=0))
     keep = level_subset([s.meta["source"] for s in samples], seed, levels)
     samples = [s for s in samples if s.name in keep]
     root = Path(os.environ.get("IQAGUARD_CACHE", Path.home() / ".cache" / "iqaguard"))
-    key = hashlib.sha256(repr((metric.name, split, levels, seed, fingerprint(), 1)).encode()).hexdigest()[:16]
+    key = hashlib.sha256(repr((metric.name, split, levels, seed, fingerprint(), 1) + (() if scores else ("f",)))
+                         .encode()).hexdigest()[:16]
     cache = root / f"fsiqa-features-{key}.pt"
     if cache.is_file():
         d = torch.load(cache, weights_only=True)
-        return d["f"], d["s"], d["y"]
-    f, s, y = dataset_features(metric, samples)
+        return d["f"], d.get("s"), d["y"]
+    f, s, y = dataset_features(metric, samples, scores=scores)
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"f": f, "s": s, "y": y}, cache)
     return f, s, y
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     metric = iqaguard.metrics.create(args.metric)
     f_tr, s_tr, y_tr = split_features(metric, "train", args.train_levels, args.seed)
-    f_va, s_va, y_va = split_features(metric, "val", args.val_levels, args.seed)
+    f_va, _, y_va = split_features(metric, "val", args.val_levels, args.seed, scores=False)
     f_te, s_te, y_te = split_features(metric, "test", args.val_levels, args.seed)
     a, b = mos_to_units(y_tr, s_tr)
     print(f"{len(y_tr)} train / {len(y_va)} val / {len(y_te)} test images; MOS -> units {a:.4f} * MOS + {b:.4f}",

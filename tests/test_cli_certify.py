@@ -47,3 +47,12 @@ def test_certify_errors_are_one_line(image):
         out = runner.invoke(app, ["certify", image, *args])
         assert out.exit_code != 0 and text in out.output, out.output
         assert "Traceback" not in out.output
+
+
+def test_certify_fs_iqa_prints_the_input_radius_of_the_shipped_head(image):
+    out = runner.invoke(app, ["certify", image, "--defense", "fs-iqa", "--n", "500", "--seed", "1"])
+    assert out.exit_code == 0, out.output
+    score = float(re.search(r"score (-?\d+\.\d+)", out.stdout).group(1))
+    lo, hi = (float(v) for v in re.search(r"interval \[(-?\d+\.\d+), (-?\d+\.\d+)\]", out.stdout).groups())
+    eps = float(re.search(r"L2 perturbation <= (\d+\.\d+)", out.stdout).group(1))
+    assert lo <= score <= hi and eps > 0

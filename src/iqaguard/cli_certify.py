@@ -55,7 +55,8 @@ def certify_cmd(image: Path = typer.Argument(..., help="input image file (the di
     out_console.print(f"{metric} ({direction} is better) smoothed by {defense}: score {row['score']:.4f}")
     if row["abstain"]:
         say(f"abstained: the {row['samples']} samples certify no interval at alpha {c.alpha} "
-            f"(more samples with --n, or a smaller sigma / eps)")
+            f"(more samples with --n, or a smaller sigma / eps)"
+            + (f", or the backbone's Jacobian norm is below tau {c.tau:g}" if hasattr(c, "tau") else ""))
     elif hasattr(c, "p_valid"):  # RS-Reg / Cert-Reg: a probabilistic certificate of the smoothed output
         out_console.print(f"within {size}, the smoothed output stays in [{row['lower']:.4f}, {row['upper']:.4f}] "
                           f"with probability >= {c.p_valid:g} over the noise (the bound behind it holds with "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,14 +25,15 @@ from ...metrics.base import Metric, frozen
 from .fs_iqa import ARCH, FSHead
 
 
-def dataset_features(metric: Metric, samples: Sequence[Any], batch: int = 8,
-                     progress: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(features [N, D], clean scores [N], mos [N])`` of dataset samples at full size.
+def dataset_features(metric: Metric, samples: Sequence[Any], batch: int = 8, progress: bool = True,
+                     scores: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    """``(features [N, D], clean scores [N] or None, mos [N])`` of dataset samples at full size.
 
     ``samples``: items with ``.image``, ``.ref`` (FR) and ``.mos`` (a Dataset or a list of its
-    samples); every sample needs a MOS. Images of one batch must share a size.
+    samples); every sample needs a MOS. Images of one batch must share a size. ``scores=False``
+    skips the metric's own scores (a second forward; only :func:`mos_to_units` needs them).
     """
-    feats, scores, mos = [], [], []
+    feats, clean, mos = [], [], []
     items = list(samples)
     if any(s.mos is None for s in items):
         raise InputError("samples: FS-IQA training needs subjective scores (MOS) for every image")
@@ -44,12 +45,13 @@ def dataset_features(metric: Metric, samples: Sequence[Any], batch: int = 8,
             ref = torch.cat([s.ref for s in part]).to(metric.device) if metric.kind == "fr" else None
             metric.check_inputs(x, ref)
             feats.append(metric.feature_map(x, ref).float().cpu())
-            scores.append(metric.score(x, ref).float().cpu())
+            if scores:
+                clean.append(metric.score(x, ref).float().cpu())
             mos.extend(float(s.mos) for s in part)
             if progress and (i // batch) % 50 == 0:
                 print(f"features: {i + len(part)}/{len(items)} images, {time.time() - t0:.0f} s", file=sys.stderr,
                       flush=True)
-    return torch.cat(feats), torch.cat(scores), torch.tensor(mos)
+    return torch.cat(feats), (torch.cat(clean) if scores else None), torch.tensor(mos)
 
 
 def mos_to_units(mos: torch.Tensor, clean: torch.Tensor) -> Tuple[float, float]:
