@@ -293,7 +293,7 @@ def test_rank_loss_is_zero_on_ordered_batches_and_the_mean_hinge_otherwise():
     # pred [0.9, 0.5, 0.1]: pairs (2>1): 0.4, (3>1): 0.8, (3>2): 0.4 -> mean 1.6 / 3
     p = torch.tensor([0.9, 0.5, 0.1], requires_grad=True)
     loss = rank_loss(p, y)
-    assert float(loss) == pytest.approx(1.6 / 3)
+    assert loss.item() == pytest.approx(1.6 / 3)
     loss.backward()
     # d/dp: p1 appears as +1 in two pairs, p3 as -1 in two pairs, p2 once each way
     assert torch.allclose(p.grad, torch.tensor([2.0, 0.0, -2.0]) / 3)
