@@ -218,7 +218,7 @@ def run_metric(metric_name: str, args, out_dir: Path) -> List[str]:
         if isinstance(d, str):
             continue
         sds = []
-        for i in range(min(10, len(xs))):
+        for i in range(min(args.stability_images, len(xs))):
             runs = [float(d.predict(xs[i], refs[i], generator=gen(i, 100 + j))[0]) for j in range(args.repeats)]
             sds.append(statistics.pstdev(runs) / diam * 100)
         stab.append(f"| {name} | {statistics.mean(sds):.3f} | {max(sds):.3f} |")
@@ -234,7 +234,7 @@ def run_metric(metric_name: str, args, out_dir: Path) -> List[str]:
              f"| undefended | " + " | ".join(f"{v:.2f}" for _, v in undef_pts) + " |",
              f"| FS-IQA σ_f = {args.sigmas[0]} | " + " | ".join(f"{v:.2f}" for _, v in fs_pts) + " |", "",
              f"![Figure 4](fsiqa_fig4_{metric_name}.svg)", "",
-             f"Stability over {args.repeats} runs with fresh noise (σ = {mid}, {min(10, len(xs))} images): std of the "
+             f"Stability over {args.repeats} runs with fresh noise (σ = {mid}, {min(args.stability_images, len(xs))} images): std of the "
              "smoothed score in % of the range.", "", "| method | mean std | max std |", "|---|---|---|", *stab, "",
              f"({time.time() - t0:.0f} s for {metric_name})", ""]
     return lines
@@ -244,12 +244,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--metrics", nargs="+", default=["builtin-nr", "builtin-fr"])
     p.add_argument("--size", type=int, nargs=2, default=(96, 128))
-    p.add_argument("--images", type=int, default=50)
+    p.add_argument("--images", type=int, default=40)
     p.add_argument("--attack-images", type=int, default=10)
-    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--n", type=int, default=100)
     p.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.25, 0.5])
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--stability-images", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "experiments")
