@@ -168,3 +168,31 @@ def test_feature_noise_per_image_generators_do_not_depend_on_the_batch():
     assert abs(float(e.mean())) < 0.05 and abs(float(e.std()) - 1) < 0.05
     with pytest.raises(InputError, match="sigma"):
         feature_noise(z, 0.0, 4)
+
+
+class ToyPairFeatures(ToyFeatures):
+    """FR: features of the pair = pooled |tanh(conv(x)) - tanh(conv(ref))| (reference fixed)."""
+
+    kind, lower_better, bounds, name = "fr", True, Bounds(1.0, 0.0), "toy-pair"
+
+    def feature_map(self, x, ref=None):
+        a, b = torch.tanh(self.conv(x)), torch.tanh(self.conv(ref))
+        return torch.nn.functional.adaptive_avg_pool2d((a - b) ** 2, 2).flatten(1)
+
+    def score(self, x, ref=None):
+        return self.feature_map(x, ref).mean(1)
+
+
+def test_fr_jacobian_is_taken_with_each_image_s_own_reference():
+    m, head = ToyPairFeatures(), _head(4)
+    x, ref = torch.rand(2, 3, 12, 12, generator=_gen(14)), torch.rand(2, 3, 12, 12, generator=_gen(15))
+    dense = []
+    for mode in ("fast", "exact"):
+        c = iqaguard.defenses.create("fs-iqa", metric=m, head=head, sigma=0.1, n=100, mode=mode)
+        if not dense:
+            for i in range(2):
+                jac = torch.autograd.functional.jacobian(lambda z: c.transformed(z.unsqueeze(0), ref[i:i + 1])[0], x[i])
+                dense.append(torch.linalg.svdvals(jac.reshape(jac.shape[0], -1).double())[0])
+        assert torch.allclose(c.jacobian(x, ref).norm, torch.stack(dense), rtol=1e-2 if mode == "fast" else 1e-4)
+        r = c.certify(x, ref, generator=_gen(16))
+        assert bool(((r.lower <= r.score) & (r.score <= r.upper)).all())

@@ -38,7 +38,7 @@ from ..base import Generators, check_float, check_int
 from ..purification._neural import WEIGHTS_DIR, read_state
 from .base import CertifiedScore, Smoothed
 from .certificates import median_interval, sample_median
-from .jacobian import MODES, jacobian_norm
+from .jacobian import MODES, JacobianNorm, jacobian_norm
 from .sampler import feature_noise
 
 #: FS-IQA §4: σ_f ∈ {0.1, 0.25, 0.5}, N = 2000, confidence 0.999 (α = 0.001); ε_f = σ_f
@@ -164,9 +164,12 @@ class FSIQA(Smoothed):
     def statistic(self, samples: torch.Tensor) -> torch.Tensor:
         return sample_median(samples)
 
-    def jacobian(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None, generator: Generators = None):
+    def jacobian(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None, generator: Generators = None) -> JacobianNorm:
         """:class:`~iqaguard.defenses.certified.jacobian.JacobianNorm` of ``FTN∘b`` at every image."""
         g = generator[0] if isinstance(generator, (list, tuple)) else generator
+        if self.mode == "exact" and ref is not None and x.shape[0] > 1:  # exact works image by image: keep each ref
+            parts = [self.jacobian(x[i:i + 1], ref[i:i + 1], g) for i in range(x.shape[0])]
+            return JacobianNorm(*(torch.cat([getattr(p, f) for p in parts]) for f in ("norm", "upper", "steps")))
         with frozen(self.metric), torch.enable_grad():
             return jacobian_norm(lambda z: self.transformed(z, ref), x, self.mode, self.tol, self.max_iter,
                                  generator=g if g is None or g.device == x.device else None)
