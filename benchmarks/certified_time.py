@@ -9,7 +9,9 @@ estimation samples (``n0`` scaled alike, at least 1) and reports seconds per sam
 of the full preset, **extrapolated linearly** from that measurement (DensePure, whose sample costs
 ``k · t*`` diffusion steps, would take hours per image at N = 1000 on a CPU). Also printed: the
 certificate of the short run (radius or interval width), for orientation only — the full-N
-certificate is what ``iqaguard certify`` computes.
+certificate is what ``iqaguard certify`` computes. FS-IQA (its preset 0: σ_f = 0.1, N = 2000) is
+timed at its full N: its cost is one backbone forward and the Jacobian-norm estimate, not N
+image-sized evaluations.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import iqaguard
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attack_speed import load_metric, photo  # noqa: E402
 
-DEFAULT = "rs,drs,ddrs,densepure,ms,dms,rs-reg,cert-reg"
+DEFAULT = "rs,drs,ddrs,densepure,ms,dms,rs-reg,cert-reg,dms-iqa,fs-iqa"
 
 
 def main(argv=None) -> int:
@@ -44,6 +46,12 @@ def main(argv=None) -> int:
     print("|---|---|---|---|")
     for name in args.defenses.split(","):
         full = iqaguard.defenses.create(name, metric=m, preset=0)
+        if name == "fs-iqa":  # one backbone forward + the Jacobian norm + N scorer passes: timed at full N
+            t0 = time.perf_counter()
+            full.certify(x, generator=torch.Generator().manual_seed(0))
+            secs = time.perf_counter() - t0
+            print(f"| {name} | R | {secs / full.n:.5f} | {secs:.1f} (measured at N = {full.n}) |", flush=True)
+            continue
         n0_full = getattr(full, "n0", 0)
         kw = {"n": args.measure}
         if n0_full:
