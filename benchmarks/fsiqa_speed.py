@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--dms-n", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--parts", default="1,2,3", help="which sections to run (1 estimators, 2 predict, 3 certify)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -62,8 +63,9 @@ def main(argv=None) -> int:
     pairs = test_images(args.images)
     lines = [f"# FS-IQA speed on {args.metric}, 3x384x512, σ_f = {args.sigma}, {args.threads} threads", ""]
 
+    parts = {int(v) for v in args.parts.split(",")}
     ratios, rel, t_fast, t_exact, steps = [], [], [], [], []
-    for k, (x, ref) in enumerate(pairs):
+    for k, (x, ref) in enumerate(pairs if 1 in parts else []):
         r = ref if fr else None
         jf, tf = timed(lambda: fast.jacobian(x, r, torch.Generator().manual_seed(k)))
         je, te = timed(lambda: exact.jacobian(x, r))
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
         rel.append(abs(float(jf.norm[0] / je.norm[0]) - 1))
         print(f"image {k}: ‖J‖ exact {float(je.norm[0]):.5f} ({te:.1f} s), fast {float(jf.norm[0]):.5f} upper "
               f"{float(jf.upper[0]):.5f} ({tf:.2f} s, {steps[-1]} steps)", file=sys.stderr, flush=True)
-    lines += ["## 1. Jacobian norm: fast (Lanczos) against exact (all rows)", "",
+    lines += [] if 1 not in parts else ["## 1. Jacobian norm: fast (Lanczos) against exact (all rows)", "",
               f"- images: {len(pairs)}; max ε_x(fast) / ε_x(exact) = **{max(ratios):.5f}** (requirement ≤ 1.01); "
               f"min {min(ratios):.5f}",
               f"- |‖J‖_fast / ‖J‖_exact − 1|: mean {statistics.mean(rel):.2e}, max {max(rel):.2e}; Lanczos steps: "
@@ -84,28 +86,29 @@ def main(argv=None) -> int:
 
     x, ref = pairs[0]
     r = ref if fr else None
-    with torch.no_grad():
-        m(x, r)
-        fast.predict(x, r)  # warm-up
-        tm, tp = [], []
-        for i in range(args.repeats):
-            tm.append(timed(lambda: m(x, r))[1])
-            tp.append(timed(lambda: fast.predict(x, r, generator=torch.Generator().manual_seed(i)))[1])
-    lines += ["## 2. predict() against the undefended forward (same image, interleaved)", "",
-              f"- median of {args.repeats}: metric {statistics.median(tm) * 1e3:.1f} ms, FS-IQA predict (N = 2000) "
-              f"{statistics.median(tp) * 1e3:.1f} ms → **{statistics.median(tp) / statistics.median(tm):.3f}×**", ""]
-
-    t_cert = [timed(lambda: fast.certify(x, ref if fr else None, generator=torch.Generator().manual_seed(k)))[1]
-              for k, (x, ref) in enumerate(pairs[:3])]
-    dms = iqaguard.defenses.create("dms", metric=m, sigma=0.12, eps=0.05, n=args.dms_n)
-    _, t_dms = timed(lambda: dms.certify(pairs[0][0], pairs[0][1] if fr else None,
-                                         generator=torch.Generator().manual_seed(0)))
-    t_dms_2000 = t_dms * 2000 / args.dms_n
-    lines += ["## 3. Certification time per image: FS-IQA (fast, N = 2000) against DMS (N = 2000)", "",
-              f"- FS-IQA certify: mean {statistics.mean(t_cert):.2f} s over {len(t_cert)} images",
-              f"- DMS certify: {t_dms:.1f} s measured at N = {args.dms_n}"
-              + (f", {t_dms_2000:.0f} s at N = 2000 (linear in N)" if args.dms_n != 2000 else ""),
-              f"- ratio FS-IQA / DMS = **{statistics.mean(t_cert) / t_dms_2000:.4f}** (requirement ≤ 0.1)", ""]
+    if 2 in parts:
+        with torch.no_grad():
+            m(x, r)
+            fast.predict(x, r)  # warm-up
+            tm, tp = [], []
+            for i in range(args.repeats):
+                tm.append(timed(lambda: m(x, r))[1])
+                tp.append(timed(lambda: fast.predict(x, r, generator=torch.Generator().manual_seed(i)))[1])
+        lines += ["## 2. predict() against the undefended forward (same image, interleaved)", "",
+                  f"- median of {args.repeats}: metric {statistics.median(tm) * 1e3:.1f} ms, FS-IQA predict (N = 2000) "
+                  f"{statistics.median(tp) * 1e3:.1f} ms → **{statistics.median(tp) / statistics.median(tm):.3f}×**", ""]
+    if 3 in parts:
+        t_cert = [timed(lambda: fast.certify(x, ref if fr else None, generator=torch.Generator().manual_seed(k)))[1]
+                  for k, (x, ref) in enumerate(pairs[:3])]
+        dms = iqaguard.defenses.create("dms", metric=m, sigma=0.12, eps=0.05, n=args.dms_n)
+        _, t_dms = timed(lambda: dms.certify(pairs[0][0], pairs[0][1] if fr else None,
+                                             generator=torch.Generator().manual_seed(0)))
+        t_dms_2000 = t_dms * 2000 / args.dms_n
+        lines += ["## 3. Certification time per image: FS-IQA (fast, N = 2000) against DMS (N = 2000)", "",
+                  f"- FS-IQA certify: mean {statistics.mean(t_cert):.2f} s over {len(t_cert)} images",
+                  f"- DMS certify: {t_dms:.1f} s measured at N = {args.dms_n}"
+                  + (f", {t_dms_2000:.0f} s at N = 2000 (linear in N)" if args.dms_n != 2000 else ""),
+                  f"- ratio FS-IQA / DMS = **{statistics.mean(t_cert) / t_dms_2000:.4f}** (requirement ≤ 0.1)", ""]
     text = "\n".join(lines)
     print(text, flush=True)
     if args.out is not None:

@@ -84,12 +84,9 @@ def test_certificate_is_algorithm_1_with_one_based_order_statistics():
     c = iqaguard.defenses.create("fs-iqa", metric=m, head=head, sigma=sigma, n=n, alpha=alpha, mode="exact")
     x = torch.rand(1, 3, 12, 12, generator=_gen(4))
     r = c.certify(x, generator=_gen(5))
-    # the same draws by hand: FTN(b(x)) + σ e through the scorer
+    # the same draws: the smoothed samples of the same generator, sorted
     with torch.no_grad():
-        z = c.transformed(x)
-        g = _gen(5)
-        noise = torch.randn((n, z.shape[1]), generator=g)
-        s = torch.sort(head.score(z + sigma * noise)).values.double()
+        s = torch.sort(c.samples(x, n, generator=_gen(5))[0]).values.double()
     ql = int(stats.binom.ppf(alpha, n, stats.norm.cdf(-1.0)))  # ε_f = σ_f: p = Φ(∓1)
     qu = int(stats.binom.ppf(1 - alpha, n, stats.norm.cdf(1.0))) + 1
     assert float(r.lower[0]) == pytest.approx(float(s[ql - 1]), abs=1e-6)
@@ -99,6 +96,21 @@ def test_certificate_is_algorithm_1_with_one_based_order_statistics():
     assert not bool(r.abstain[0])
     # predict is the median of the same samples, one backbone forward
     assert float(c.predict(x, generator=_gen(5))[0]) == pytest.approx(float(r.score[0]), abs=1e-5)
+
+
+def test_hidden_space_sampling_has_the_distribution_of_feature_noise():
+    # scorer(z + σe), e ~ N(0, I_512), drawn as W1 z + σ L e' in the hidden space: same law (two-sample KS)
+    head = FSHead(16, width=64, hidden=8)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(head.scorer[0].weight, std=0.5)
+    z = torch.rand(1, 64, generator=_gen(30))
+    with torch.no_grad():
+        fast = head.noisy_scores(z, 0.5, 20000, _gen(31))[0]
+        explicit = head.score(z + 0.5 * torch.randn((20000, 64), generator=_gen(32)))
+    assert stats.ks_2samp(fast.numpy(), explicit.numpy()).pvalue > 0.01
+    lo = head.scorer[0].weight.detach().double()
+    f = head.noise_factor().double()
+    assert torch.allclose(f @ f.T, lo @ lo.T, atol=1e-5)
 
 
 def test_fast_mode_certifies_a_radius_no_larger_than_the_exact_one():

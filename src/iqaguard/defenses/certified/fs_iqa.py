@@ -21,7 +21,8 @@ strengthen it (``benchmarks/fsiqa_speed.py`` measures the coverage under attack)
 The head is trained per (metric, σ_f) by ``scripts/train_fsiqa.py`` (backbone frozen, MSE to the
 subjective scores mapped to the metric's units, under feature noise σ_f); the smoothed metric keeps
 the base metric's kind, direction and bounds. ``predict()`` costs one backbone forward and ``N``
-scorer passes on ``[N, 512]`` features.
+scorer passes, drawn in the scorer's hidden space (:meth:`FSHead.noisy_scores`: the same
+distribution as noise on the 512 features, at a quarter of the work).
 """
 from __future__ import annotations
 
@@ -64,6 +65,31 @@ class FSHead(nn.Module):
     def score(self, z: torch.Tensor) -> torch.Tensor:
         """``[..., width]`` transformed (noisy) features -> ``[...]`` scores."""
         return self.scorer(z).squeeze(-1)
+
+    def noise_factor(self) -> torch.Tensor:
+        """``L`` ``[hidden, hidden]`` with ``L Lᵀ = W₁ W₁ᵀ`` (``W₁`` the scorer's first layer; symmetric square
+        root from an eigendecomposition in float64, so a rank-deficient ``W₁`` is fine), cached per weight version."""
+        w = self.scorer[0].weight
+        key = (w.data_ptr(), w._version, w.device, w.dtype)
+        if getattr(self, "_factor_key", None) != key:
+            evals, evecs = torch.linalg.eigh(w.detach().double() @ w.detach().double().T)
+            self._factor = (evecs * evals.clamp(min=0).sqrt()).to(w.dtype)
+            self._factor_key = key
+        return self._factor
+
+    def noisy_scores(self, z: torch.Tensor, sigma: float, n: int, generator: Generators = None) -> torch.Tensor:
+        """``[B, n]`` scores ``scorer(z + σ e)``, ``e ~ N(0, I_width)``, of ``[B, width]`` features.
+
+        The scorer's first layer is linear, so ``W₁(z + σe) = W₁z + σW₁e`` with ``W₁e ~ N(0, W₁W₁ᵀ)``: the
+        samples are drawn as ``W₁z + σ L e'`` with ``e' ~ N(0, I_hidden)`` and ``L Lᵀ = W₁W₁ᵀ``
+        (:meth:`noise_factor`) — the same distribution of ``scorer(z + σe)``, exactly, with
+        ``hidden / width`` of the random numbers and of the first layer's work (FS-IQA's
+        ``predict`` is then within the backbone's time). Differentiable in ``z``.
+        """
+        first, act, last = self.scorer
+        h = first(z)
+        e = feature_noise(torch.zeros_like(h), 1.0, n, generator)  # [B, n, hidden], standard normal
+        return last(act(h.unsqueeze(1) + sigma * (e @ self.noise_factor().T))).squeeze(-1)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.score(self.ftn(feats))
@@ -159,7 +185,7 @@ class FSIQA(Smoothed):
                 generator: Generators = None) -> torch.Tensor:
         """``[B, n]`` scorer outputs of ``n`` noisy copies of the transformed features."""
         with frozen(self.metric):
-            return self.head.score(feature_noise(self.transformed(x, ref), self.sigma, n, generator))
+            return self.head.noisy_scores(self.transformed(x, ref), self.sigma, n, generator)
 
     def statistic(self, samples: torch.Tensor) -> torch.Tensor:
         return sample_median(samples)
