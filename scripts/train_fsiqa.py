@@ -4,7 +4,11 @@ Usage (the defaults are the shipped recipe; the model card records the exact com
 
     nice -n 5 python scripts/train_fsiqa.py --metric builtin-nr --seed 0 --threads 2
 
-Data: builtin-kadid at full size (384x512): a type-balanced subset of the **train** split
+Any registered dataset with MOS instead: ``--dataset koniq10k --dataset-arg root=/data/koniq10k
+--out-dir heads/`` (seeded 80/10/10 split; then ``iqaguard.defenses.create("fs-iqa", metric=m,
+sigma=s, weights="heads/fs-iqa-<metric>-<σ>.safetensors")``).
+
+Data (builtin-kadid): full size (384x512): a type-balanced subset of the **train** split
 (``--train-levels`` of the 5 levels of every distortion type and source), and of **val**
 (``--val-levels``) for choosing the epoch; the backbone is frozen, so its features are computed
 once and cached under ``$IQAGUARD_CACHE``. Targets: pseudo-MOS mapped to the metric's units by the
@@ -52,6 +56,20 @@ def split_features(metric, split: str, levels: int, seed: int, scores: bool = Tr
     return f, s, y
 
 
+def user_features(metric, name: str, pairs, seed: int):
+    """``{split: (features, clean scores, mos)}`` of a registered dataset with MOS (``--dataset``): its
+    samples with a MOS, split 80 / 10 / 10 by a permutation seeded with ``seed``, one image per batch
+    (sizes may differ)."""
+    kwargs = dict(kv.split("=", 1) for kv in pairs)
+    samples = [s for s in iqaguard.data.create(name, **kwargs) if s.mos is not None]
+    if len(samples) < 10:
+        raise SystemExit(f"--dataset {name}: {len(samples)} images with a MOS; FS-IQA training needs at least 10")
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_tr, n_va = int(0.8 * len(order)), max(1, int(0.1 * len(order)))
+    parts = {"train": order[:n_tr], "val": order[n_tr:n_tr + n_va], "test": order[n_tr + n_va:]}
+    return {k: dataset_features(metric, [samples[i] for i in v], batch=1) for k, v in parts.items()}
+
+
 def corr(pred: torch.Tensor, mos: torch.Tensor):
     return (abs(float(stats.spearmanr(pred.numpy(), mos.numpy()).statistic)),
             abs(float(stats.pearsonr(pred.numpy(), mos.numpy()).statistic)))
@@ -66,12 +84,24 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dataset", default=None, help="a registered dataset with MOS instead of builtin-kadid "
+                   "(split 80/10/10 by --seed); needs --out-dir")
+    p.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument of the dataset, e.g. root=/data/koniq10k (repeatable)")
+    p.add_argument("--out-dir", type=Path, default=None, help="where the heads and their model card go "
+                   "(default: the package's shipped weights, builtin-kadid only)")
     args = p.parse_args(argv)
+    if args.dataset is not None and args.out_dir is None:
+        p.error("--dataset needs --out-dir (the shipped builtin heads are not overwritten)")
     torch.set_num_threads(args.threads)
     metric = iqaguard.metrics.create(args.metric)
-    f_tr, s_tr, y_tr = split_features(metric, "train", args.train_levels, args.seed)
-    f_va, _, y_va = split_features(metric, "val", args.val_levels, args.seed, scores=False)
-    f_te, s_te, y_te = split_features(metric, "test", args.val_levels, args.seed)
+    if args.dataset is None:
+        f_tr, s_tr, y_tr = split_features(metric, "train", args.train_levels, args.seed)
+        f_va, _, y_va = split_features(metric, "val", args.val_levels, args.seed, scores=False)
+        f_te, s_te, y_te = split_features(metric, "test", args.val_levels, args.seed)
+    else:
+        d = user_features(metric, args.dataset, args.dataset_arg, args.seed)
+        (f_tr, s_tr, y_tr), (f_va, _, y_va), (f_te, s_te, y_te) = d["train"], d["val"], d["test"]
     a, b = mos_to_units(y_tr, s_tr)
     print(f"{len(y_tr)} train / {len(y_va)} val / {len(y_te)} test images; MOS -> units {a:.4f} * MOS + {b:.4f}",
           flush=True)
@@ -80,6 +110,8 @@ def main(argv=None) -> int:
     for sigma in args.sigma:
         head, log = train_head((f_tr, a * y_tr + b), (f_va, y_va), sigma, epochs=args.epochs, seed=args.seed)
         out, _ = head_file(metric.name, sigma)
+        if args.out_dir is not None:
+            out = args.out_dir / out.name
         save_state(head, out, head.config, trained_by="scripts/train_fsiqa.py", metric=metric.name,
                    sigma=f"{sigma:g}", mos_line=f"{a:.6f},{b:.6f}", val_epoch=str(log["best_epoch"]))
         test = corr(smoothed_head_scores(head, f_te, sigma, 2000, torch.Generator().manual_seed(args.seed + 2)), y_te)
@@ -95,8 +127,11 @@ def main(argv=None) -> int:
         "Certified Feature Smoothing for Robust Image Quality Assessment\", §3): FTN = Linear("
         f"{metric.feature_dim}, 512) + sigmoid, scorer = Linear(512, 128), ReLU, Linear(128, 1); backbone frozen.", "",
         f"- command: `python scripts/train_fsiqa.py {cmd}`",
-        f"- data: builtin-kadid at 384x512, {len(y_tr)} train images ({args.train_levels} levels per type and source), "
-        f"{len(y_va)} val and {len(y_te)} test images ({args.val_levels} level per type and source); targets: "
+        (f"- data: builtin-kadid at 384x512, {len(y_tr)} train images ({args.train_levels} levels per type and source), "
+         f"{len(y_va)} val and {len(y_te)} test images ({args.val_levels} level per type and source); targets: "
+         if args.dataset is None else f"- data: `{args.dataset}` ({' '.join(args.dataset_arg)}), {len(y_tr)} train / "
+         f"{len(y_va)} val / {len(y_te)} test images (seeded 80/10/10 split); targets: ")
+        + 
         f"pseudo-MOS mapped by {a:.4f} * MOS + {b:.4f} (fitted on the clean train scores)",
         f"- recipe: MSE under feature noise σ_f (one draw per sample and step), AdamW lr 1e-3 (cosine), "
         f"{args.epochs} epochs of batch 128, seed {args.seed}; epoch chosen by val SROCC of the median of 64 draws",

@@ -110,6 +110,7 @@ def train_head(train: Tuple[torch.Tensor, torch.Tensor], val: Tuple[torch.Tensor
             head.eval()
             s = smoothed_head_scores(head, norm_va, sigma, val_draws, torch.Generator().manual_seed(seed + 1))
             v = abs(float(stats.spearmanr(s.numpy(), y_va.numpy()).statistic))
+            v = v if np.isfinite(v) else -1.0  # undefined (tiny or constant val set): still beats the untrained start
             curve.append((ep, round(v, 4)))
             if v > best[0]:
                 best = (v, ep, copy.deepcopy(head.state_dict()))
