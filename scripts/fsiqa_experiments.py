@@ -21,7 +21,7 @@ builtin-fr (Table 2, FR):
 Protocol and departures from the paper (so that everything runs in ≤ 60 min on 2 CPU cores):
 images are resized to ``--size`` (96x128 by default, not 384x512) and every method uses ``--n``
 samples (not 2000); FS-IQA's heads are trained at that size by the shipped recipe
-(:func:`~iqaguard.defenses.certified.fs_training.train_head`, builtin-kadid train / val, one level per
+(:func:`~iqaguard.defenses.fsiqa.training.train_head`, builtin-kadid train / val, one level per
 distortion type and source), the test images are the test split (one level per type and source,
 ``--images`` of them evenly spaced); DMS uses the shipped DnCNN, DMS-IQA the shipped denoiser of the
 metric (a row says so where none exists). RS-Reg, Cert-Reg and MS reduce the same plain-noise
@@ -44,7 +44,7 @@ from scipy import stats
 import iqaguard
 from iqaguard.bench import svg
 from iqaguard.data.kadid_builtin import BuiltinKadid
-from iqaguard.defenses.certified.fs_training import dataset_features, mos_to_units, train_head
+from iqaguard.defenses.fsiqa.training import dataset_features, mos_to_units, train_head
 from iqaguard.errors import MissingWeightsError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,4 +1,4 @@
-"""Train the FS-IQA heads of a metric (iqaguard.defenses.certified.fs_iqa) on builtin-kadid, one per σ_f.
+"""Train the FS-IQA heads of a metric (iqaguard.defenses.fsiqa.fs_iqa) on builtin-kadid, one per σ_f.
 
 Usage (the defaults are the shipped recipe; the model card records the exact command)::
 
@@ -29,8 +29,8 @@ from scipy import stats
 
 import iqaguard
 from iqaguard.data.kadid_builtin import BuiltinKadid, fingerprint
-from iqaguard.defenses.certified.fs_iqa import head_file
-from iqaguard.defenses.certified.fs_training import dataset_features, mos_to_units, smoothed_head_scores, train_head
+from iqaguard.defenses.fsiqa.fs_iqa import head_file
+from iqaguard.defenses.fsiqa.training import dataset_features, mos_to_units, smoothed_head_scores, train_head
 from iqaguard.defenses.purification._neural import save_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -130,7 +130,7 @@ def test_certificates_section_has_cert_r_cert_rd_and_abstentions(store):
 def fs_store(tmp_path_factory):
     import torch
 
-    from iqaguard.defenses.certified.fs_iqa import FSHead
+    from iqaguard.defenses.fsiqa.fs_iqa import FSHead
     from iqaguard.defenses.purification._neural import save_state
     from test_runner import ToyNR
 

@@ -1,4 +1,4 @@
-"""FS-IQA (iqaguard.defenses.certified.fs_iqa): the Jacobian-norm estimators against closed forms and
+"""FS-IQA (iqaguard.defenses.fsiqa.fs_iqa): the Jacobian-norm estimators against closed forms and
 dense SVDs, Algorithm 1's certificate against independent order statistics, abstention, errors."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from scipy import stats
 
 import iqaguard
-from iqaguard.defenses.certified.fs_iqa import FSHead, head_file
-from iqaguard.defenses.certified.jacobian import jacobian_norm
+from iqaguard.defenses.fsiqa.fs_iqa import FSHead, head_file
+from iqaguard.ops.jacobian import jacobian_norm
 from iqaguard.errors import InputError, MissingWeightsError
 from iqaguard.metrics.base import Bounds, Metric
 

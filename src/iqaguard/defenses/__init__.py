@@ -1,4 +1,4 @@
-"""Defenses: purification, certified smoothing (and, later, training, FS-IQA, architecture)."""
+"""Defenses: purification, certified smoothing, FS-IQA (and, later, training and architecture)."""
 from __future__ import annotations
 
 from typing import Any, List
@@ -8,6 +8,7 @@ from .base import Purification, match_size
 from .defend import DefendedMetric, defend
 from . import purification  # noqa: F401  (imports and registers every purification module)
 from . import certified  # noqa: F401  (and every certified defense)
+from . import fsiqa  # noqa: F401  (and FS-IQA)
 
 
 def create(name: str, **kwargs: Any):

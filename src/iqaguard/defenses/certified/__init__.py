@@ -9,5 +9,5 @@ import importlib
 import pkgutil
 
 for _info in pkgutil.iter_modules(__path__):
-    if not _info.name.startswith("_") and _info.name not in ("base", "certificates", "sampler", "denoiser", "jacobian"):
+    if not _info.name.startswith("_") and _info.name not in ("base", "certificates", "sampler", "denoiser"):
         importlib.import_module(f"{__name__}.{_info.name}")

@@ -13,7 +13,7 @@ in feature space at ``ε_f = σ_f`` bounds the score: ``(S^l, S^u)`` are the ord
 samples at ``p = Φ(∓ε_f/σ_f) = Φ(∓1)`` with confidence ``1 − α`` (the 1-based indices of
 :func:`~iqaguard.defenses.certified.certificates.median_interval`). The image abstains when
 ``‖J‖₂ < τ`` (τ = 0.001: a vanishing Jacobian makes ``ε_x`` meaningless) or a bound is infinite.
-``‖J‖₂`` comes from :mod:`~iqaguard.defenses.certified.jacobian`: ``mode="fast"`` (Lanczos, the
+``‖J‖₂`` comes from :mod:`~iqaguard.ops.jacobian`: ``mode="fast"`` (Lanczos, the
 default) divides by the safe upper value of the iteration, ``mode="exact"`` by the exact norm.
 The guarantee is the paper's: Theorem 1 linearises the backbone around ``x``; iqaguard does not
 strengthen it (``benchmarks/fsiqa_speed.py`` measures the coverage under attack).
@@ -37,10 +37,10 @@ from ...metrics.base import Metric, frozen
 from ...registry import DEFENSES
 from ..base import Generators, check_float, check_int
 from ..purification._neural import WEIGHTS_DIR, read_state
-from .base import CertifiedScore, Smoothed
-from .certificates import median_interval, sample_median
-from .jacobian import MODES, JacobianNorm, jacobian_norm
-from .sampler import feature_noise
+from ...ops.jacobian import MODES, JacobianNorm, jacobian_norm
+from ..certified.base import CertifiedScore, Smoothed
+from ..certified.certificates import median_interval, sample_median
+from ..certified.sampler import feature_noise
 
 #: FS-IQA §4: σ_f ∈ {0.1, 0.25, 0.5}, N = 2000, confidence 0.999 (α = 0.001); ε_f = σ_f
 PRESETS: List[Dict[str, Any]] = [{"sigma": s, "n": 2000, "eps": s, "alpha": 0.001} for s in (0.1, 0.25, 0.5)]
@@ -191,7 +191,7 @@ class FSIQA(Smoothed):
         return sample_median(samples)
 
     def jacobian(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None, generator: Generators = None) -> JacobianNorm:
-        """:class:`~iqaguard.defenses.certified.jacobian.JacobianNorm` of ``FTN∘b`` at every image."""
+        """:class:`~iqaguard.ops.jacobian.JacobianNorm` of ``FTN∘b`` at every image."""
         g = generator[0] if isinstance(generator, (list, tuple)) else generator
         if self.mode == "exact" and ref is not None and x.shape[0] > 1:  # exact works image by image: keep each ref
             parts = [self.jacobian(x[i:i + 1], ref[i:i + 1], g) for i in range(x.shape[0])]

@@ -34,7 +34,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ...errors import InputError
+from ..errors import InputError
 
 MODES = ("exact", "fast")
 
