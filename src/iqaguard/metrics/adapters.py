@@ -240,7 +240,7 @@ class ModuleMetric(Metric):
         """Unchecked features ``[B, D]`` of ``feature_layer`` during the forward that :meth:`score` makes
         (``module(x, ref)`` for FR); 4-D outputs are spatially averaged (:func:`hooked_features`)."""
         if self.feature_layer is None:
-            raise NotImplementedError
+            return super().feature_map(x, ref)  # the base's one-line no-features error
         layer = self.module.get_submodule(self.feature_layer)
         run = (lambda: self.module(x, ref)) if self.kind == "fr" else (lambda: self.module(x))
         return hooked_features(layer, self.feature_layer, run, x.shape[0], f"metric {self.name!r}")
@@ -647,7 +647,7 @@ class PyiqaMetric(Metric):
         in ``x``'s device and dtype; 4-D outputs are spatially averaged (:func:`hooked_features`).
         Under ``torch.no_grad()`` they come back detached, as the scores."""
         if self.feature_layer is None:
-            raise NotImplementedError
+            return super().feature_map(x, ref)  # the base's one-line no-features error
         dev = self.device
         grad = torch.is_grad_enabled()
         xd = x.to(dev)

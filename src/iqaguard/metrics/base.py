@@ -148,20 +148,21 @@ class Metric(nn.Module, metaclass=_EvalOnConstruction):
         features raise a one-line :class:`InputError`.
         """
         if not self.has_features:
-            raise InputError(f"metric {self.name!r} does not expose backbone features; FS-IQA needs a metric "
-                             "with features (builtin-nr, builtin-fr, or an adapter given feature_layer=...)")
+            Metric.feature_map(self, x, ref)  # raises the no-features error
         self.check_inputs(x, ref)
         return self.feature_map(x, ref)
 
     def feature_map(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Unchecked :meth:`features` (subclasses that expose features implement it)."""
-        raise NotImplementedError
+        """Unchecked :meth:`features`; subclasses that expose features override it. This default
+        raises the one-line :class:`InputError` of a metric without features."""
+        raise InputError(f"metric {self.name!r} does not expose backbone features; FS-IQA needs a metric "
+                         "with features (builtin-nr, builtin-fr, or an adapter given feature_layer=...)")
 
     @property
     def feature_dim(self) -> int:
         """Length ``D`` of :meth:`features`' rows (``InputError`` without features)."""
         if not self.has_features:
-            self.features(torch.empty(0))
+            Metric.feature_map(self, torch.empty(0))  # raises the no-features error
         return int(self._feature_dim())
 
     def _feature_dim(self) -> int:
