@@ -30,7 +30,7 @@ is ``>=`` the exact norm whenever the iteration has found the top eigenvalue. ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -50,20 +50,22 @@ class JacobianNorm:
     steps: torch.Tensor
 
 
-def _flat(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+def _flat(fn: Callable[..., torch.Tensor], aux: Sequence[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``z -> fn(z, *aux)`` with the output checked to be ``[B, D]`` (``aux`` held fixed, not differentiated)."""
     def g(z: torch.Tensor) -> torch.Tensor:
-        out = fn(z)
+        out = fn(z, *aux)
         if out.dim() != 2 or out.shape[0] != z.shape[0]:
             raise InputError(f"jacobian_norm: the function must map [B, ...] to [B, D], got {tuple(out.shape)}")
         return out
     return g
 
 
-def exact_norm(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int = 32) -> JacobianNorm:
-    """``‖J‖₂`` of every image from all rows of ``J`` (see the module docstring)."""
-    g = _flat(fn)
+def exact_norm(fn: Callable[..., torch.Tensor], x: torch.Tensor, chunk: int = 32,
+               aux: Sequence[torch.Tensor] = ()) -> JacobianNorm:
+    """``‖J‖₂`` of every image from all rows of ``J``, one image (and its rows of ``aux``) at a time."""
     norms, steps = [], []
     for i in range(x.shape[0]):
+        g = _flat(fn, [a[i:i + 1] for a in aux])
         xi = x[i:i + 1].detach()
         out, vjp_fn = torch.func.vjp(g, xi)
         d_out = out.shape[1]
@@ -83,10 +85,10 @@ def exact_norm(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chun
     return JacobianNorm(n, n.clone(), torch.tensor(steps))
 
 
-def fast_norm(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tol: float = 1e-3, max_iter: int = 64,
-              generator: Optional[torch.Generator] = None) -> JacobianNorm:
+def fast_norm(fn: Callable[..., torch.Tensor], x: torch.Tensor, tol: float = 1e-3, max_iter: int = 64,
+              generator: Optional[torch.Generator] = None, aux: Sequence[torch.Tensor] = ()) -> JacobianNorm:
     """``‖J‖₂`` of every image by matrix-free Lanczos on ``J Jᵀ`` (see the module docstring)."""
-    g = _flat(fn)
+    g = _flat(fn, aux)
     x = x.detach()
     out, vjp_fn = torch.func.vjp(g, x)
     # J v as the VJP of the (linear) map u -> Jᵀu: a double backward over the same saved forward.
@@ -136,13 +138,17 @@ def fast_norm(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tol: 
     return JacobianNorm(theta.sqrt(), (theta + resid).sqrt(), steps)
 
 
-def jacobian_norm(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mode: str = "fast", tol: float = 1e-3,
-                  max_iter: int = 64, chunk: int = 32, generator: Optional[torch.Generator] = None) -> JacobianNorm:
+def jacobian_norm(fn: Callable[..., torch.Tensor], x: torch.Tensor, mode: str = "fast", tol: float = 1e-3,
+                  max_iter: int = 64, chunk: int = 32, generator: Optional[torch.Generator] = None,
+                  aux: Sequence[torch.Tensor] = ()) -> JacobianNorm:
     """``‖J_fn(x_i)‖₂`` of every image ``x_i`` by ``mode`` ``"exact"`` or ``"fast"`` (module docstring).
 
     Args:
-        fn: ``[B, ...] -> [B, D]``, image-wise independent and differentiable (a network in eval mode).
+        fn: ``fn(z, *aux)``: ``[B, ...] -> [B, D]``, image-wise independent and differentiable in ``z``
+            (a network in eval mode).
         x: ``[B, ...]`` inputs.
+        aux: ``[B, ...]`` tensors passed to ``fn`` after ``z`` and held fixed (an FR metric's
+            references), sliced with ``x`` where the images are done one at a time.
         mode: ``"exact"`` (all rows, dense eigensolver) or ``"fast"`` (Lanczos).
         tol: ``fast``: stop when the top Ritz residual is ``<= tol ×`` the Ritz value.
         max_iter: ``fast``: most Lanczos steps (capped at ``D``).
@@ -152,5 +158,5 @@ def jacobian_norm(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, m
     if mode not in MODES:
         raise InputError(f"mode: expected one of {MODES}, got {mode!r}")
     if mode == "exact":
-        return exact_norm(fn, x, chunk)
-    return fast_norm(fn, x, tol, max_iter, generator)
+        return exact_norm(fn, x, chunk, aux)
+    return fast_norm(fn, x, tol, max_iter, generator, aux)

@@ -193,12 +193,10 @@ class FSIQA(Smoothed):
     def jacobian(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None, generator: Generators = None) -> JacobianNorm:
         """:class:`~iqaguard.ops.jacobian.JacobianNorm` of ``FTN∘b`` at every image."""
         g = generator[0] if isinstance(generator, (list, tuple)) else generator
-        if self.mode == "exact" and ref is not None and x.shape[0] > 1:  # exact works image by image: keep each ref
-            parts = [self.jacobian(x[i:i + 1], ref[i:i + 1], g) for i in range(x.shape[0])]
-            return JacobianNorm(*(torch.cat([getattr(p, f) for p in parts]) for f in ("norm", "upper", "steps")))
         with frozen(self.metric), torch.enable_grad():
-            return jacobian_norm(lambda z: self.transformed(z, ref), x, self.mode, self.tol, self.max_iter,
-                                 generator=g if g is None or g.device == x.device else None)
+            return jacobian_norm(self.transformed, x, self.mode, self.tol, self.max_iter,
+                                 generator=g if g is None or g.device == x.device else None,
+                                 aux=() if ref is None else (ref,))
 
     def certify_samples(self, x: torch.Tensor, ref: Optional[torch.Tensor], generator: Generators) -> CertifiedScore:
         s = self.samples(x, self.n, ref, generator).double()
