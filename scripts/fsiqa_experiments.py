@@ -34,14 +34,14 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import stats
 
 import iqaguard
+from iqaguard import scores as scores_
 from iqaguard.bench import svg
 from iqaguard.data.kadid_builtin import BuiltinKadid
 from iqaguard.defenses.fsiqa.training import dataset_features, mos_to_units, train_head
@@ -81,7 +81,7 @@ def split(name: str, levels: int, seed: int, size) -> List[Resized]:
 
 def corr(pred, mos) -> str:
     p, y = np.asarray(pred, dtype=float), np.asarray(mos, dtype=float)
-    return f"{abs(stats.spearmanr(p, y).statistic):.3f} / {abs(stats.pearsonr(p, y).statistic):.3f}"
+    return f"{abs(scores_.srocc(p, y)):.3f} / {abs(scores_.plcc(p, y)):.3f}"
 
 
 def gen(*key: int) -> torch.Generator:
@@ -231,7 +231,7 @@ def run_metric(metric_name: str, args, out_dir: Path) -> List[str]:
              "", f"![Figure 3](fsiqa_fig3_{metric_name}.svg)", "",
              f"Figure 4 (`fsiqa_fig4_{metric_name}.svg`), mean over {k} images, |score change| in % of the range:", "",
              "| L2 norm | " + " | ".join(f"{e}" for e in L2_NORMS) + " |", "|---" * (len(L2_NORMS) + 1) + "|",
-             f"| undefended | " + " | ".join(f"{v:.2f}" for _, v in undef_pts) + " |",
+             "| undefended | " + " | ".join(f"{v:.2f}" for _, v in undef_pts) + " |",
              f"| FS-IQA σ_f = {args.sigmas[0]} | " + " | ".join(f"{v:.2f}" for _, v in fs_pts) + " |", "",
              f"![Figure 4](fsiqa_fig4_{metric_name}.svg)", "",
              f"Stability over {args.repeats} runs with fresh noise (σ = {mid}, {min(args.stability_images, len(xs))} images): std of the "

@@ -26,9 +26,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from scipy import stats
 
 import iqaguard
+from iqaguard import scores
 from iqaguard.data.io import load_image
 from iqaguard.data.kadid_builtin import BuiltinKadid
 from iqaguard.defenses.certified.denoiser import ARCH, dms_iqa_weights, load_denoiser
@@ -79,8 +79,7 @@ def correlations(metric, denoiser, data, draws: int, seed: int) -> Dict[float, T
     out = {}
     for j, s in enumerate(SIGMAS):
         p = smoothed_scores(metric, denoiser, x, ref, s, draws, seed + j)
-        out[s] = (round(abs(float(stats.spearmanr(p, mos).statistic)), 4),
-                  round(abs(float(stats.pearsonr(p, mos).statistic)), 4))
+        out[s] = (round(abs(scores.srocc(p, mos)), 4), round(abs(scores.plcc(p, mos)), 4))
     return out
 
 

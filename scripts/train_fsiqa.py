@@ -25,9 +25,9 @@ import sys
 from pathlib import Path
 
 import torch
-from scipy import stats
 
 import iqaguard
+from iqaguard import scores
 from iqaguard.data.kadid_builtin import BuiltinKadid, fingerprint
 from iqaguard.defenses.fsiqa.fs_iqa import head_file
 from iqaguard.defenses.fsiqa.training import dataset_features, mos_to_units, smoothed_head_scores, train_head
@@ -71,8 +71,7 @@ def user_features(metric, name: str, pairs, seed: int):
 
 
 def corr(pred: torch.Tensor, mos: torch.Tensor):
-    return (abs(float(stats.spearmanr(pred.numpy(), mos.numpy()).statistic)),
-            abs(float(stats.pearsonr(pred.numpy(), mos.numpy()).statistic)))
+    return abs(scores.srocc(pred, mos)), abs(scores.plcc(pred, mos))
 
 
 def main(argv=None) -> int:

@@ -220,7 +220,7 @@ def test_training_script_trains_heads_on_a_user_dataset(tmp_path):
     root = tmp_path / "koniq"
     rng = np.random.default_rng(0)
     rows = []
-    for i in range(12):  # KonIQ-10k layout, 12 images of 64x64 with a MOS that follows their blur
+    for i in range(30):  # KonIQ-10k layout, 30 images of 64x64 with varied MOS
         name = f"{1000 + i}.jpg"
         (root / "1024x768").mkdir(parents=True, exist_ok=True)
         arr = rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)

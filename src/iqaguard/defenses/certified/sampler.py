@@ -31,6 +31,15 @@ def default_chunk(x: torch.Tensor, budget: int = CHUNK_BYTES) -> int:
     return max(1, int(budget // max(per, 1)))
 
 
+def _check_draws(sigma: float, n: int, generator: Generators, batch: int) -> None:
+    """One-line errors for a bad sample count, noise level or generator (list) of a sampler call."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"n: expected a positive number of samples, got {n!r}")
+    if not sigma > 0:
+        raise InputError(f"sigma: expected a noise level > 0, got {sigma!r}")
+    check_generator(generator, batch)
+
+
 def noisy_chunks(x: torch.Tensor, sigma: float, n: int, generator: Generators = None,
                  chunk: Optional[int] = None) -> Iterator[torch.Tensor]:
     """The ``n`` noisy copies ``x + σ e`` of every image, ``[B, m, 3, H, W]`` chunks of ``m <= chunk`` samples.
@@ -38,11 +47,7 @@ def noisy_chunks(x: torch.Tensor, sigma: float, n: int, generator: Generators = 
     One draw per sample index, so an image's stream does not depend on the chunk size (see the
     module docstring); ``generator`` as :func:`noisy_scores`.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"n: expected a positive number of samples, got {n!r}")
-    if not sigma > 0:
-        raise InputError(f"sigma: expected a noise level > 0, got {sigma!r}")
-    check_generator(generator, x.shape[0])
+    _check_draws(sigma, n, generator, x.shape[0])
     b, shape = x.shape[0], x.shape[1:]
     gens = list(generator) if isinstance(generator, (list, tuple)) else [generator] * b
     k = chunk or default_chunk(x)
@@ -67,11 +72,7 @@ def feature_noise(z: torch.Tensor, sigma: float, n: int, generator: Generators =
     per image, image ``i`` gets the same draws in any batch) instead of :func:`noisy_chunks`'s
     per-sample loop, which exists to bound the memory of image-sized noise.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"n: expected a positive number of samples, got {n!r}")
-    if not sigma > 0:
-        raise InputError(f"sigma: expected a noise level > 0, got {sigma!r}")
-    check_generator(generator, z.shape[0])
+    _check_draws(sigma, n, generator, z.shape[0])
     if isinstance(generator, (list, tuple)):
         noise = torch.stack([torch.randn((n, *z.shape[1:]), generator=g, dtype=z.dtype,
                                          device=g.device if g is not None else torch.device("cpu")).to(z.device)

@@ -18,10 +18,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from scipy import stats
 
-from ...errors import InputError
+from ...errors import InputError, ScoreError
 from ...metrics.base import Metric, frozen
+from ...scores import srocc
 from .fs_iqa import ARCH, FSHead
 
 
@@ -109,8 +109,10 @@ def train_head(train: Tuple[torch.Tensor, torch.Tensor], val: Tuple[torch.Tensor
         if ep % 10 == 0 or ep == epochs:
             head.eval()
             s = smoothed_head_scores(head, norm_va, sigma, val_draws, torch.Generator().manual_seed(seed + 1))
-            v = abs(float(stats.spearmanr(s.numpy(), y_va.numpy()).statistic))
-            v = v if np.isfinite(v) else -1.0  # undefined (tiny or constant val set): still beats the untrained start
+            try:
+                v = abs(srocc(s, y_va))
+            except ScoreError:  # undefined (tiny or constant val set): still beats the untrained start
+                v = -1.0
             curve.append((ep, round(v, 4)))
             if v > best[0]:
                 best = (v, ep, copy.deepcopy(head.state_dict()))
