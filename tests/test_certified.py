@@ -317,7 +317,8 @@ def test_dms_iqa_loads_the_denoiser_of_its_metric_or_names_the_training_command(
 
     with pytest.raises(MissingWeightsError, match=r"train_dms_iqa\.py --metric linear"):
         iqaguard.defenses.create("dms-iqa", metric=Linear())
-    monkeypatch.setattr(D, "WEIGHTS_DIR", tmp_path)
+    from iqaguard.defenses.purification import _neural
+    monkeypatch.setattr(_neural, "WEIGHTS_DIR", tmp_path)  # where per-metric weights are looked up
     net = D.load_denoiser()
     torch.nn.init.zeros_(net.body[-1].bias)
     with torch.no_grad():

@@ -16,8 +16,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ...errors import InputError, MissingWeightsError
-from ..purification._neural import WEIGHTS_DIR, read_state
+from ..purification._neural import WEIGHTS_DIR, follow, load_frozen, per_metric_file
 
 WEIGHTS_FILE = WEIGHTS_DIR / "dncnn.safetensors"
 TRAIN_CMD = "python scripts/train_denoiser.py"
@@ -37,16 +36,13 @@ class DnCNN(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        p = next(self.parameters())
-        if p.device != z.device or p.dtype != z.dtype:
-            self.to(device=z.device, dtype=z.dtype)
+        follow(self, z)
         return z - self.body(z)
 
 
 def dms_iqa_weights(metric_name: str) -> Tuple[Path, str]:
     """``(file, training command)`` of the DMS-IQA denoiser of a metric (one file per metric name)."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in metric_name)
-    return WEIGHTS_DIR / f"dms-iqa-{safe}.safetensors", DMS_IQA_TRAIN_CMD.format(name=metric_name)
+    return per_metric_file("dms-iqa", metric_name), DMS_IQA_TRAIN_CMD.format(name=metric_name)
 
 
 def load_denoiser(path: Optional[Union[str, Path]] = None, train_cmd: str = TRAIN_CMD) -> DnCNN:
@@ -56,14 +52,6 @@ def load_denoiser(path: Optional[Union[str, Path]] = None, train_cmd: str = TRAI
         MissingWeightsError: no file (the message names ``train_cmd``, the training command).
         InputError: a file of another layout.
     """
-    p = Path(path).expanduser() if path is not None else WEIGHTS_FILE
-    if not p.is_file():
-        raise MissingWeightsError(f"denoiser weights not found: {p}. Train them with `{train_cmd}` or pass "
-                                  "denoiser=<callable> (any image -> image function)")
-    state, config = read_state(p)
-    net = DnCNN(**{**ARCH, **config})
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        raise InputError(f"denoiser: {p} is not a DnCNN state dict of {ARCH}: {str(e).splitlines()[0]}") from None
-    return net.requires_grad_(False).eval()
+    return load_frozen(path if path is not None else WEIGHTS_FILE, lambda config: DnCNN(**{**ARCH, **config}),
+                       "denoiser (DnCNN)", f"Train them with `{train_cmd}` or pass denoiser=<callable> "
+                       "(any image -> image function)")

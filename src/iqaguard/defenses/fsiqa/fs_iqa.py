@@ -32,11 +32,11 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ...errors import InputError, MissingWeightsError
+from ...errors import InputError
 from ...metrics.base import Metric, frozen
 from ...registry import DEFENSES
 from ..base import Generators, check_float, check_int
-from ..purification._neural import WEIGHTS_DIR, read_state
+from ..purification._neural import follow, load_frozen, per_metric_file
 from ...ops.jacobian import MODES, JacobianNorm, jacobian_norm
 from ..certified.base import CertifiedScore, Smoothed
 from ..certified.certificates import median_interval, sample_median
@@ -56,11 +56,6 @@ class FSHead(nn.Module):
         self.ftn = nn.Sequential(nn.Linear(in_dim, width), nn.Sigmoid())
         self.scorer = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.config = {"in_dim": int(in_dim), "width": int(width), "hidden": int(hidden)}
-
-    def follow(self, t: torch.Tensor) -> None:
-        p = next(self.parameters())
-        if p.device != t.device or p.dtype != t.dtype:
-            self.to(device=t.device, dtype=t.dtype)
 
     def score(self, z: torch.Tensor) -> torch.Tensor:
         """``[..., width]`` transformed (noisy) features -> ``[...]`` scores."""
@@ -97,27 +92,21 @@ class FSHead(nn.Module):
 
 def head_file(metric_name: str, sigma: float) -> Tuple[Path, str]:
     """``(shipped file, training command)`` of the head of a (metric, σ_f)."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in metric_name)
-    return WEIGHTS_DIR / f"fs-iqa-{safe}-{sigma:g}.safetensors", TRAIN_CMD.format(name=metric_name, sigma=f"{sigma:g}")
+    return (per_metric_file("fs-iqa", metric_name, f"-{sigma:g}"),
+            TRAIN_CMD.format(name=metric_name, sigma=f"{sigma:g}"))
 
 
 def load_head(path: Union[str, Path], train_cmd: str, in_dim: int) -> FSHead:
-    """The head of a weights file, frozen (``MissingWeightsError`` naming ``train_cmd`` without it)."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise MissingWeightsError(f"FS-IQA head weights not found: {p}. Train them with `{train_cmd}` or pass "
-                                  "weights=<file>")
-    state, config = read_state(p)
-    cfg = {**ARCH, "in_dim": in_dim, **config}
-    if int(cfg["in_dim"]) != in_dim:
-        raise InputError(f"weights: {p} is an FS-IQA head for {cfg['in_dim']} features, but the metric has "
-                         f"{in_dim}; train one for this metric with `{train_cmd}`")
-    head = FSHead(int(cfg["in_dim"]), int(cfg["width"]), int(cfg["hidden"]))
-    try:
-        head.load_state_dict(state)
-    except RuntimeError as e:
-        raise InputError(f"weights: {p} is not an FS-IQA head state dict: {str(e).splitlines()[0]}") from None
-    return head.requires_grad_(False).eval()
+    """The head of a weights file, frozen (``MissingWeightsError`` naming ``train_cmd`` without it;
+    ``InputError`` for a head of another feature size)."""
+    def build(config: Dict[str, Any]) -> FSHead:
+        cfg = {**ARCH, "in_dim": in_dim, **config}
+        if int(cfg["in_dim"]) != in_dim:
+            raise InputError(f"weights: {path} is an FS-IQA head for {cfg['in_dim']} features, but the metric "
+                             f"has {in_dim}; train one for this metric with `{train_cmd}`")
+        return FSHead(int(cfg["in_dim"]), int(cfg["width"]), int(cfg["hidden"]))
+
+    return load_frozen(path, build, "FS-IQA head", f"Train them with `{train_cmd}` or pass weights=<file>")
 
 
 @DEFENSES.register("fs-iqa")
@@ -178,7 +167,7 @@ class FSIQA(Smoothed):
     def transformed(self, x: torch.Tensor, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``FTN(b(x))`` ``[B, width]`` in [0, 1] (unchecked inputs; differentiable in ``x``)."""
         f = self.metric.feature_map(x, ref)
-        self.head.follow(f)
+        follow(self.head, f)
         return self.head.ftn(f)
 
     def samples(self, x: torch.Tensor, n: int, ref: Optional[torch.Tensor] = None,

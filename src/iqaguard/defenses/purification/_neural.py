@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Optional, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -99,6 +99,40 @@ def save_state(net: nn.Module, path: Path, config: Dict[str, Any], **metadata: s
     save_file(state, str(path), metadata={"config": json.dumps(config, sort_keys=True), **metadata})
 
 
+def follow(module: nn.Module, t: torch.Tensor) -> None:
+    """Move ``module`` to ``t``'s device and dtype when its parameters are elsewhere."""
+    p = next(module.parameters(), None)
+    if p is not None and (p.device != t.device or p.dtype != t.dtype):
+        module.to(device=t.device, dtype=t.dtype)
+
+
+def per_metric_file(prefix: str, metric_name: str, suffix: str = "") -> Path:
+    """The shipped weights file of a network trained for one metric: ``<prefix>-<metric><suffix>.safetensors``
+    in :data:`WEIGHTS_DIR` (characters other than letters, digits, ``-_.`` become ``_``)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in metric_name)
+    return WEIGHTS_DIR / f"{prefix}-{safe}{suffix}.safetensors"
+
+
+def load_frozen(path: Union[str, Path], build: Callable[[Dict[str, Any]], nn.Module], what: str,
+                fix: str) -> nn.Module:
+    """The network ``build(config)`` with ``path``'s weights (``config`` from its metadata), frozen, in eval mode.
+
+    Raises:
+        MissingWeightsError: no file; the message ends with ``fix`` (how to get one).
+        InputError: a file whose tensors do not fit the network (one line).
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise MissingWeightsError(f"{what} weights not found: {p}. {fix}")
+    state, config = read_state(p)
+    net = build(config)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise InputError(f"weights: {p} is not a {what} state dict: {str(e).splitlines()[0]}") from None
+    return net.requires_grad_(False).eval()
+
+
 class NeuralPurification(nn.Module, Purification):
     """A purification whose work is done by a trained network (see the module docstring).
 
@@ -162,9 +196,7 @@ class NeuralPurification(nn.Module, Purification):
 
     def follow(self, x: torch.Tensor) -> None:
         """Move the network to ``x``'s device and dtype when they differ."""
-        p = next(self.network.parameters(), None)
-        if p is not None and (p.device != x.device or p.dtype != x.dtype):
-            self.network.to(device=x.device, dtype=x.dtype)
+        follow(self.network, x)
 
     def __call__(self, x: torch.Tensor, generator: Generators = None) -> torch.Tensor:  # type: ignore[override]
         return Purification.__call__(self, x, generator)
