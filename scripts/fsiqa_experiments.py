@@ -43,12 +43,11 @@ import torch.nn.functional as F
 import iqaguard
 from iqaguard import scores as scores_
 from iqaguard.bench import svg
-from iqaguard.data.kadid_builtin import BuiltinKadid
 from iqaguard.defenses.fsiqa.training import dataset_features, mos_to_units, train_head
 from iqaguard.errors import MissingWeightsError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_builtin import level_subset  # noqa: E402
+from train_builtin import balanced_samples  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("rs-reg", "cert-reg", "ms", "dms", "dms-iqa", "fs-iqa")
@@ -74,9 +73,7 @@ class Resized:
 
 
 def split(name: str, levels: int, seed: int, size) -> List[Resized]:
-    samples = list(BuiltinKadid(split=name, seed=0))
-    keep = level_subset([s.meta["source"] for s in samples], seed, levels)
-    return [Resized(s, size) for s in samples if s.name in keep]
+    return [Resized(s, size) for s in balanced_samples(name, levels, seed)]
 
 
 def corr(pred, mos) -> str:

@@ -93,6 +93,14 @@ def level_subset(sources: List[str], seed: int, levels_per_type: int) -> set:
             for lv in g.choice(5, size=levels_per_type, replace=False)}
 
 
+def balanced_samples(split: str, levels_per_type: int, seed: int) -> list:
+    """The builtin-kadid (seed-0 split) samples of ``split`` kept by :func:`level_subset`: ``levels_per_type``
+    levels of every distortion type and source."""
+    samples = list(BuiltinKadid(split=split, seed=0))
+    keep = level_subset([s.meta["source"] for s in samples], seed, levels_per_type)
+    return [s for s in samples if s.name in keep]
+
+
 def load_split(split: str, seed: int, levels_per_type: Optional[int] = None) -> Split:
     """All images of a split (:class:`Split`); each reference is held once.
 

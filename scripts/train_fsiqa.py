@@ -28,21 +28,19 @@ import torch
 
 import iqaguard
 from iqaguard import scores
-from iqaguard.data.kadid_builtin import BuiltinKadid, fingerprint
+from iqaguard.data.kadid_builtin import fingerprint
 from iqaguard.defenses.fsiqa.fs_iqa import head_file
 from iqaguard.defenses.fsiqa.training import dataset_features, mos_to_units, smoothed_head_scores, train_head
 from iqaguard.defenses.purification._neural import save_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training import write_section  # noqa: E402
-from train_builtin import level_subset  # noqa: E402
+from train_builtin import balanced_samples  # noqa: E402
 
 
 def split_features(metric, split: str, levels: int, seed: int, scores: bool = True):
     """``(features, clean scores or None, mos)`` of a type-balanced subset of a builtin-kadid split (cached)."""
-    samples = list(BuiltinKadid(split=split, seed=0))
-    keep = level_subset([s.meta["source"] for s in samples], seed, levels)
-    samples = [s for s in samples if s.name in keep]
+    samples = balanced_samples(split, levels, seed)
     root = Path(os.environ.get("IQAGUARD_CACHE", Path.home() / ".cache" / "iqaguard"))
     key = hashlib.sha256(repr((metric.name, split, levels, seed, fingerprint(), 1) + (() if scores else ("f",)))
                          .encode()).hexdigest()[:16]
