@@ -4,10 +4,8 @@ shared by several weight files (each script owns one ``# Model card: ...`` secti
 and replaces only that section, or appends it, leaving the others alone)."""
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -35,35 +33,6 @@ def write_section(card: Path, heading: str, lines: List[str]) -> None:
     else:
         text = text[:start] + "\n".join(lines).rstrip("\n") + "\n" + text[end:]
     card.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-
-
-def fit_steps(net: torch.nn.Module, opt: torch.optim.Optimizer, sched, steps: int,
-              batch_loss: Callable[[], torch.Tensor], val_score: Callable[[], float], eval_every: int,
-              unit: str = "", digits: int = 4) -> Tuple[float, int, List[str], float]:
-    """The step loop of the denoiser scripts: ``steps`` optimiser steps on ``batch_loss()``, ``val_score()``
-    (higher is better) every ``eval_every`` steps and at the end, the best state restored into ``net``.
-
-    ``val_score`` is also taken before the first step (the starting point can win). Returns
-    ``(best score, its step, the curve as "step: score" strings, seconds)``.
-    """
-    t0 = time.time()
-    best = (val_score(), 0, copy.deepcopy(net.state_dict()))
-    curve: List[str] = []
-    for step in range(1, steps + 1):
-        loss = batch_loss()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % eval_every == 0 or step == steps:
-            v = val_score()
-            curve.append(f"{step}: {v:.{digits}f}")
-            print(f"step {step} loss {loss.item():.5f} val {v:.{digits}f}{unit} {(time.time() - t0) / 60:.1f} min",
-                  flush=True)
-            if v > best[0]:
-                best = (v, step, copy.deepcopy(net.state_dict()))
-    net.load_state_dict(best[2])
-    return best[0], best[1], curve, time.time() - t0
 
 
 def fixed_crops(images: Sequence[torch.Tensor], per_image: int, side: int, seed: int) -> torch.Tensor:

@@ -22,7 +22,6 @@ metadata, and ``MODEL_CARD.md`` is regenerated.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import shutil
@@ -40,6 +39,7 @@ from PIL import Image
 from scipy import stats
 
 import iqaguard
+from iqaguard.training import fit_epochs, save_model
 from iqaguard.data.kadid_builtin import BuiltinKadid, distorted_name
 from iqaguard.metrics.bounds import calibrate_bounds
 from iqaguard.data.kadid_builtin import read_cells, read_labels, split_sources
@@ -246,40 +246,6 @@ def nr_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             + F.smooth_l1_loss(mos_from_cells(pred), mos_from_cells(target), beta=0.1) / 4.0)
 
 
-def train_loop(model: torch.nn.Module, step: Callable[[torch.Generator], torch.Tensor],
-               evaluate: Callable[[], float], epochs: int, iters: int, lr: float, seed: int, tag: str,
-               params=None, val_last: Optional[int] = None) -> Tuple[torch.nn.Module, float, List[dict]]:
-    """Generic AdamW + one-cycle loop; keeps the state with the best validation SROCC, evaluated
-    after each of the last ``val_last`` epochs (default: every epoch; the one-cycle schedule
-    reaches its best states at the end, so early checks only cost time)."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(params if params is not None else model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * iters, pct_start=0.1)
-    best, best_state, log = -2.0, copy.deepcopy(model.state_dict()), []
-    t0 = time.time()
-    for ep in range(epochs):
-        model.train()
-        losses = []
-        for _ in range(iters):
-            loss = step(g)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-        model.eval()
-        checked = val_last is None or ep >= epochs - val_last
-        val = evaluate() if checked else float("nan")
-        log.append({"epoch": ep + 1, "loss": float(np.mean(losses)), "val_srocc": val,
-                    "elapsed_s": round(time.time() - t0, 1)})
-        print(f"[{tag}] epoch {ep + 1}/{epochs} loss {np.mean(losses):.4f} val SROCC {val:.4f} "
-              f"({time.time() - t0:.0f}s)", flush=True)
-        if checked and val > best:
-            best, best_state = val, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    return model, best, log
-
-
 def fit_fr_weights(fr: FRNet, sim_tr: torch.Tensor, target: torch.Tensor, sim_va: torch.Tensor,
                    y_va: np.ndarray, steps: int, lr: float = 0.05) -> Tuple[FRNet, float, List[dict]]:
     """Fit ``fr.logits`` and ``fr.log_scale`` on precomputed similarities (full batch, Adam).
@@ -310,13 +276,7 @@ def fit_fr_weights(fr: FRNet, sim_tr: torch.Tensor, target: torch.Tensor, sim_va
 
 
 def save(net: torch.nn.Module, name: str, cfg: dict, out_dir: Path) -> Path:
-    from safetensors.torch import save_file
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.safetensors"
-    state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path), metadata={"config": json.dumps(cfg)})
-    return path
+    return save_model(net, out_dir / f"{name}.safetensors", cfg)
 
 
 def sha256(path: Path) -> str:
@@ -389,7 +349,7 @@ def main(argv=None) -> int:
         if args.nr_init is not None:  # continue training a saved builtin-nr (a second one-cycle schedule)
             nr.load_state_dict(load_weights("builtin-nr", args.nr_init)[0])
         aux_loss, detach = identification_head(nr) if args.aux_w else (None, lambda: None)
-        runs.append(train_loop(nr, nr_step, nr_val, args.nr_epochs, args.iters, args.nr_lr, args.seed + k,
+        runs.append(fit_epochs(nr, nr_step, nr_val, args.nr_epochs, args.iters, args.nr_lr, args.seed + k,
                                f"nr run {k + 1}", val_last=args.val_last))
         detach()
     nr, nr_best_val, nr_log = max(runs, key=lambda r: r[1])

@@ -24,7 +24,8 @@ from iqaguard.defenses.purification._neural import save_state
 from iqaguard.metrics import functional as FM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training import fit_steps, fixed_crops, photos, write_section  # noqa: E402
+from iqaguard.training import fit_steps  # noqa: E402
+from _training import fixed_crops, photos, write_section  # noqa: E402
 
 SIGMAS = (0.12, 0.25, 0.5)
 

@@ -36,7 +36,8 @@ from iqaguard.defenses.certified.dms_iqa import dms_iqa_loss
 from iqaguard.defenses.purification._neural import save_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training import fit_steps, write_section  # noqa: E402
+from iqaguard.training import fit_steps  # noqa: E402
+from _training import write_section  # noqa: E402
 
 SIGMAS = (0.12, 0.25)
 

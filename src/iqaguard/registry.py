@@ -91,5 +91,8 @@ METRICS = Registry("metric")
 ATTACKS = Registry("attack")
 DEFENSES = Registry("defense")
 DATASETS = Registry("dataset")
+#: structural edits of a network (RobustBlock insertion, pruning, activation swaps), replayed from a
+#: saved model's architecture metadata (:mod:`iqaguard.architecture`)
+EDITS = Registry("architecture edit")
 
 REGISTRIES = {"metrics": METRICS, "attacks": ATTACKS, "defenses": DEFENSES, "datasets": DATASETS}

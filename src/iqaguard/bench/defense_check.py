@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .. import defenses
 from ..errors import IqaguardError, MissingWeightsError
 from .spec import Spec
-from .executors.worker import is_smoothing
+from .executors.worker import is_smoothing, wraps_metric
 from .tasks import DefenseRef, Ref, Selection, defense_refs
 
 #: (defense label, preset, metric label) -> reason
@@ -53,7 +53,9 @@ def _build(d: DefenseRef, preset: int, metric: Optional[Ref] = None) -> Tuple[An
     try:
         if metric is not None:
             p = defenses.create(d.name, metric=get_metric(metric, "cpu"), preset=preset, **d.kw)
-            return p, {"randomized": True, "differentiable": True, "surrogate": False}, None
+            # smoothing draws noise (randomized); a trained metric is deterministic (class attribute False)
+            return p, {"randomized": bool(getattr(p, "randomized", True)), "differentiable": True,
+                       "surrogate": False}, None
         p = defenses.create(d.name, preset=preset, **d.kw)
     except MissingWeightsError as e:
         return None, {"randomized": None, "differentiable": None, "surrogate": None}, f"no weights: {e}"
@@ -85,11 +87,11 @@ def check_defenses(spec: Spec, selections: Dict[Tuple[str, int], Selection],
     excluded: Excluded = {}
     rows = []
     for (label, preset), d in refs.items():
-        smoothing = is_smoothing(d.name)
+        smoothing = wraps_metric(d.name)
         if not smoothing:
             p, info, why = _build(d, preset)
         for m in spec.metrics:
-            if smoothing:  # a smoothing defense wraps the metric: built (and checked) per metric
+            if smoothing:  # a smoothing or trained defense wraps the metric: built (and checked) per metric
                 p, info, why = _build(d, preset, Ref(m.key, m.name, json.dumps(m.kwargs, sort_keys=True)))
             reason = why
             if reason is None and not smoothing:

@@ -278,8 +278,10 @@ class DefenseEntry(_Entry):
     the same) are the presets attacked adaptively — Guardians of Image Quality attacks one selected preset per
     defense adaptively, which is 5x cheaper than all five.
 
-    A purification (``P(x)``) or a certified smoothing defense (``docs/certified.md``: it wraps the
-    metric; its kwargs are the smoothing parameters, e.g. ``{n: 200}``, never ``metric``).
+    A purification (``P(x)``), a certified smoothing defense (``docs/certified.md``: it wraps the
+    metric; its kwargs are the smoothing parameters, e.g. ``{n: 200}``, never ``metric``) or a
+    trained metric (``docs/trained.md``: ``adv-training``, ``nt``, ``robust-block``; kwargs are the
+    recipe and training parameters, e.g. ``{epochs: 1, images: 64}``; trained once and cached).
     """
 
     registry: ClassVar[Registry] = DEFENSES
@@ -291,9 +293,10 @@ class DefenseEntry(_Entry):
     def _accepts(cls, reg: Registry, name: str) -> bool:
         from ..defenses.base import Purification
         from ..defenses.certified.base import Smoothed
+        from ..defenses.trained.base import TrainedMetric
 
         factory = reg.get(name) if ":" not in name else None
-        return isinstance(factory, type) and issubclass(factory, (Purification, Smoothed))
+        return isinstance(factory, type) and issubclass(factory, (Purification, Smoothed, TrainedMetric))
 
     @field_validator("presets", "adaptive_presets", mode="before")
     @classmethod

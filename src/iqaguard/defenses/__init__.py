@@ -1,4 +1,4 @@
-"""Defenses: purification, certified smoothing, FS-IQA (and, later, training and architecture)."""
+"""Defenses: purification, certified smoothing, FS-IQA, training-based and architectural defenses."""
 from __future__ import annotations
 
 from typing import Any, List
@@ -9,6 +9,7 @@ from .defend import DefendedMetric, defend
 from . import purification  # noqa: F401  (imports and registers every purification module)
 from . import certified  # noqa: F401  (and every certified defense)
 from . import fsiqa  # noqa: F401  (and FS-IQA)
+from . import trained  # noqa: F401  (and the trained-metric recipes)
 
 
 def create(name: str, **kwargs: Any):

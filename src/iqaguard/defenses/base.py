@@ -49,13 +49,7 @@ class Purification(abc.ABC):
     defaults: ClassVar[Dict[str, Any]] = {}
 
     def __init__(self, preset: Optional[int] = None, **kwargs: Any) -> None:
-        params = dict(self.defaults)
-        if preset is not None:
-            if isinstance(preset, bool) or not isinstance(preset, int) or not 0 <= preset < len(self.presets):
-                raise InputError(
-                    f"preset: expected an index 0..{len(self.presets) - 1} into {self.presets}, got {preset!r}"
-                )
-            params.update(self.presets[preset])
+        params = {**self.defaults, **preset_entry(self.presets, preset)}
         unknown = set(kwargs) - set(self.defaults)
         if unknown:
             raise InputError(
@@ -144,6 +138,15 @@ def match_size(px: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return px
     return F.interpolate(px, size=like.shape[-2:], mode="bilinear", align_corners=False,
                          antialias=px.shape[-2] > like.shape[-2] or px.shape[-1] > like.shape[-1])
+
+
+def preset_entry(presets: Sequence[Dict[str, Any]], preset: Optional[int]) -> Dict[str, Any]:
+    """The parameters of preset index ``preset`` (``{}`` for ``None``); one InputError line otherwise."""
+    if preset is None:
+        return {}
+    if isinstance(preset, bool) or not isinstance(preset, int) or not 0 <= preset < len(presets):
+        raise InputError(f"preset: expected an index 0..{len(presets) - 1} into {list(presets)}, got {preset!r}")
+    return dict(presets[preset])
 
 
 def check_int(name: str, value: Any, allowed: Sequence[int] = (), low: int = 1, high: Optional[int] = None,

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from ..architecture import apply_edits, edits_of
 from ..errors import MissingWeightsError
 from ..registry import METRICS
 from .base import Bounds, Metric
@@ -290,6 +291,7 @@ class _BuiltinMetric(Metric):
             state, self.config = load_weights(self.name, weights)
             net = self.net_cls(widths=tuple(self.config.get("widths", DEFAULT_WIDTHS)),
                                use_mscn=bool(self.config.get("use_mscn", False)))
+            apply_edits(net, edits_of(self.config))  # a RobustBlock, pruning, ... recorded at save time
             net.load_state_dict(state)
             if "bounds" in self.config:
                 self.bounds = Bounds(float(self.config["bounds"][0]), float(self.config["bounds"][1]))

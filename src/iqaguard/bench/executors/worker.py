@@ -67,11 +67,22 @@ def is_smoothing(name: str) -> bool:
     return isinstance(factory, type) and issubclass(factory, Smoothed)
 
 
+def wraps_metric(name: str) -> bool:
+    """Whether the registered defense ``name`` is built from the task's metric and replaces it: a
+    smoothing defense, or a trained metric (:mod:`iqaguard.defenses.trained`, trained once and
+    cached, so every worker and a resumed run load the same file)."""
+    from ...defenses.trained.base import TrainedMetric
+    from ...registry import DEFENSES
+
+    factory = DEFENSES.get(name)
+    return is_smoothing(name) or (isinstance(factory, type) and issubclass(factory, TrainedMetric))
+
+
 def get_defense(d: DefenseRef, device: str, metric: Optional[Ref] = None) -> Any:
     """The defense of ``d`` built once per process (a worker loads a neural defense's weights once,
-    not once per task): a purification (a neural one on ``device``), or, for a smoothing defense,
-    the smoothed ``metric``."""
-    smoothing = is_smoothing(d.name)
+    not once per task): a purification (a neural one on ``device``), or, for a defense that wraps
+    the metric (:func:`wraps_metric`), the smoothed or trained ``metric``."""
+    smoothing = wraps_metric(d.name)
     key = (d.name, d.preset, d.kwargs, device, metric if smoothing else None)
     if key not in _DEFENSES:
         if smoothing:
@@ -163,9 +174,10 @@ def _purify(d: DefenseRef, x: torch.Tensor, task: Any) -> Tuple[torch.Tensor, fl
 def _defended(d: DefenseRef, metric: metrics.Metric, x: torch.Tensor, ref: Optional[torch.Tensor], task: Any,
               clean: Optional[torch.Tensor] = None) -> Dict[str, Any]:
     """Scores of ``x`` under defense ``d``: ``f(P(x))`` for a purification, the smoothed score
-    (``predict``, per-image noise generators) for a smoothing defense; with ``clean``, the fidelity
-    of what the metric scored to it (``None`` for a smoothing defense: it changes no image)."""
-    if is_smoothing(d.name):
+    (``predict``, per-image noise generators) for a smoothing defense, the trained metric's score
+    for a trained one; with ``clean``, the fidelity of what the metric scored to it (``None`` for a
+    defense that wraps the metric: it changes no image)."""
+    if wraps_metric(d.name):
         c = get_defense(d, task.device, task.metric)
         seeds = _seeds(d, task)
         gens = [torch.Generator(device=x.device).manual_seed(s) for s in seeds]
@@ -246,8 +258,8 @@ def make_attack(ref: Ref, preset: str, metric: str, universal: Optional[bytes] =
 def _adaptive_target(d: DefenseRef, metric: metrics.Metric, task: Any, generator: torch.Generator) -> metrics.Metric:
     """What an adaptive attack on defense ``d`` attacks: ``defend(f, P)`` (BPDA / EOT over
     ``eot_samples``) for a purification, the smoothed metric itself (EOT over its noise, drawn from
-    ``generator``) for a smoothing defense."""
-    if is_smoothing(d.name):
+    ``generator``) for a smoothing defense, the trained metric itself (white-box on its new weights)."""
+    if wraps_metric(d.name):
         c = get_defense(d, task.device, task.metric)
         c.generator = generator
         return c

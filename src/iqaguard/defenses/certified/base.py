@@ -24,7 +24,7 @@ import torch
 
 from ...errors import InputError
 from ...metrics.base import Metric, frozen
-from ..base import Generators, check_float, check_int
+from ..base import Generators, check_float, check_int, preset_entry
 from .certificates import check_alpha
 from .sampler import noisy_scores
 
@@ -95,11 +95,7 @@ class Smoothed(Metric):
         if not isinstance(metric, Metric):
             raise InputError(f"metric: expected an iqaguard Metric (iqaguard.metrics.create(...)), got "
                              f"{type(metric).__name__}")
-        base = dict(self.presets[0])
-        if preset is not None:
-            if isinstance(preset, bool) or not isinstance(preset, int) or not 0 <= preset < len(self.presets):
-                raise InputError(f"preset: expected an index 0..{len(self.presets) - 1} into {self.presets}, got {preset!r}")
-            base.update(self.presets[preset])
+        base = {**self.presets[0], **preset_entry(self.presets, preset)}
         given = {"sigma": sigma, "n": n, "eps": eps, "alpha": alpha}
         base.update({k: v for k, v in given.items() if v is not None})
         self.sigma = check_float("sigma", base["sigma"], 0.0, 10.0)

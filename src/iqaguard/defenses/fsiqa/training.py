@@ -11,7 +11,6 @@ metrics and foreign scales). ``scripts/train_fsiqa.py`` runs it on builtin-kadid
 """
 from __future__ import annotations
 
-import copy
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -22,6 +21,7 @@ import torch
 from ...errors import InputError, ScoreError
 from ...metrics.base import Metric, frozen
 from ...scores import srocc
+from ...training.loop import fit
 from .fs_iqa import ARCH, FSHead
 
 
@@ -91,38 +91,33 @@ def train_head(train: Tuple[torch.Tensor, torch.Tensor], val: Tuple[torch.Tensor
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     norm_tr, norm_va = (f_tr - mean) / std, (f_va - mean) / std
-    best: Tuple[float, int, Dict[str, torch.Tensor]] = (-2.0, 0, copy.deepcopy(head.state_dict()))
-    curve: List[Tuple[int, float]] = []
-    t0 = time.time()
-    for ep in range(1, epochs + 1):
-        head.train()
-        perm = torch.randperm(norm_tr.shape[0], generator=g)
-        for i in range(0, perm.numel(), batch):
-            idx = perm[i:i + batch]
-            z = head.ftn(norm_tr[idx])
-            pred = head.score(z + sigma * torch.randn(z.shape, generator=g))
-            loss = torch.mean((pred - y_tr[idx]) ** 2)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-        if ep % 10 == 0 or ep == epochs:
-            head.eval()
-            s = smoothed_head_scores(head, norm_va, sigma, val_draws, torch.Generator().manual_seed(seed + 1))
-            try:
-                v = abs(srocc(s, y_va))
-            except ScoreError:  # undefined (tiny or constant val set): still beats the untrained start
-                v = -1.0
-            curve.append((ep, round(v, 4)))
-            if v > best[0]:
-                best = (v, ep, copy.deepcopy(head.state_dict()))
-    head.load_state_dict(best[2])
+    nb = -(-norm_tr.shape[0] // batch)  # batches per epoch
+    order: List[torch.Tensor] = []
+
+    def batch_loss(step: int) -> torch.Tensor:
+        if (step - 1) % nb == 0:
+            order[:] = [torch.randperm(norm_tr.shape[0], generator=g)]
+        i = ((step - 1) % nb) * batch
+        idx = order[0][i:i + batch]
+        z = head.ftn(norm_tr[idx])
+        pred = head.score(z + sigma * torch.randn(z.shape, generator=g))
+        return torch.mean((pred - y_tr[idx]) ** 2)
+
+    def evaluate() -> float:
+        s = smoothed_head_scores(head, norm_va, sigma, val_draws, torch.Generator().manual_seed(seed + 1))
+        try:
+            return abs(srocc(s, y_va))
+        except ScoreError:  # undefined (tiny or constant val set): still beats the untrained start
+            return -1.0
+
+    marks = {ep * nb for ep in range(1, epochs + 1) if ep % 10 == 0 or ep == epochs}
+    res = fit(head, batch_loss, epochs * nb, opt, sched, evaluate=evaluate, eval_steps=marks, scheduler_every=nb)
     with torch.no_grad():  # fold the standardisation into the first layer: FTN(f) = sigmoid(W (f - m) / s + c)
         lin = head.ftn[0]
         w = lin.weight / std
         lin.bias.sub_((w * mean).sum(1))
         lin.weight.copy_(w)
     head.eval().requires_grad_(False)
-    return head, {"best_epoch": best[1], "val_srocc": round(best[0], 4), "curve": curve,
-                  "seconds": round(time.time() - t0, 1)}
+    return head, {"best_epoch": res.best_step // nb, "val_srocc": round(res.best, 4),
+                  "curve": [(st // nb, round(v, 4)) for st, v in res.curve], "seconds": round(res.seconds, 1)}
 
