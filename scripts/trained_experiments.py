@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-import numpy as np
 import torch
 
 import iqaguard

@@ -148,6 +148,7 @@ def _adaptive_gradient(p: Any) -> str:
 def _defense_rows() -> Tuple[Sequence[str], List[List[str]]]:
     from .defenses.base import Purification
     from .defenses.certified.base import Smoothed
+    from .defenses.trained.base import TrainedMetric
 
     rows = []
     for name, factory in _entries("defenses"):
@@ -169,6 +170,9 @@ def _defense_rows() -> Tuple[Sequence[str], List[List[str]]]:
             adaptive = ("no gradient (certified non-adaptively)" if name == "densepure" else
                         "EOT over the smoothing noise (attack_samples draws per step); randomized")
             notes.append("wraps a metric: create(name, metric=m, ...); certify() / predict()")
+        elif isinstance(factory, type) and issubclass(factory, TrainedMetric):
+            adaptive = "exact (white-box on the trained weights); deterministic"
+            notes.append("trains a copy of the metric: create(name, metric=m, ...); trained once, cached")
         else:
             grad = "exact" if getattr(factory, "differentiable", False) is True else "BPDA (not differentiable)"
             adaptive = f"{grad}; {'randomized (EOT)' if getattr(factory, 'randomized', False) is True else 'deterministic'}"

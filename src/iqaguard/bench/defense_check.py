@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .. import defenses
 from ..errors import IqaguardError, MissingWeightsError
 from .spec import Spec
-from .executors.worker import is_smoothing, wraps_metric
+from .executors.worker import wraps_metric
 from .tasks import DefenseRef, Ref, Selection, defense_refs
 
 #: (defense label, preset, metric label) -> reason

@@ -13,6 +13,9 @@ architectural defenses (:mod:`iqaguard.defenses.trained`).
 * BatchNorm layers stay in eval mode during fine-tuning (running statistics frozen, affine
   parameters trained): batches of 8 crops give unreliable statistics, and the benchmark compares
   a fine-tuned metric with its base under the same normalisation.
+* Default learning rate 5e-5, chosen on the validation split (builtin-nr, 400 train / 100 val
+  images, 5 epochs: val SROCC 0.755 before, 0.740 after at 5e-5, 0.679 at 2e-4; adding a pairwise
+  rank loss did not help: 0.738 at 5e-5).
 * The final state is kept (``keep="last"``): selecting the checkpoint with the best validation
   SROCC would favour the least robust state of a robustness recipe. Validation SROCC/PLCC is
   logged after every epoch.
@@ -172,6 +175,23 @@ def units_line(metric: Metric, data: MOSData, patch: int, seed: int) -> Tuple[fl
     return float(a), float(b)
 
 
+def rank_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pairwise hinge rank loss of ``[B]`` predictions against ``[B]`` targets (same orientation).
+
+    ``mean over pairs (i, j) with target_i > target_j of max(0, pred_j - pred_i)``: zero exactly
+    when every such pair is ordered like its targets, differentiable almost everywhere (its
+    gradient pushes the two predictions of a misordered pair apart). A batch whose targets are all
+    equal has no pair and a loss of 0.
+    """
+    if pred.shape != target.shape or pred.dim() != 1:
+        raise ValueError(f"rank_loss: expected two [B] tensors, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    above = target.unsqueeze(1) > target.unsqueeze(0)  # [i, j]: target_i > target_j
+    if not bool(above.any()):
+        return pred.sum() * 0.0
+    gap = pred.unsqueeze(1) - pred.unsqueeze(0)
+    return torch.relu(-gap)[above].mean()
+
+
 def mse_loss(metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
     """``mean(((f(x) - target) / diam)^2)``: the squared error in units of the metric's score range."""
     d = max(metric.bounds.diam, 1e-12)
@@ -179,7 +199,7 @@ def mse_loss(metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor], targe
 
 
 def finetune(metric: Metric, train: MOSData, val: MOSData, *, loss_fn: LossFn = mse_loss,
-             epochs: float = 5, batch: int = 8, patch: int = 128, lr: float = 2e-4,
+             epochs: float = 5, batch: int = 8, patch: int = 128, lr: float = 5e-5,
              seed: int = 0, line: Optional[Tuple[float, float]] = None, tag: str = "finetune",
              progress: bool = True) -> Tuple[FitResult, Dict[str, Any]]:
     """Fine-tune ``metric``'s :func:`network` in place (module docstring).

@@ -28,25 +28,9 @@ from typing import Callable
 import torch
 
 from ...registry import DEFENSES
+from ...training.finetune import rank_loss  # noqa: F401  (also this module's public name)
 from .denoiser import dms_iqa_weights, load_denoiser
 from .ms import DenoisedMedianSmoothing
-
-
-def rank_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Pairwise hinge rank loss of ``[B]`` predictions against ``[B]`` targets (same orientation).
-
-    ``mean over pairs (i, j) with target_i > target_j of max(0, pred_j - pred_i)``: zero exactly
-    when every such pair is ordered like its targets, differentiable almost everywhere (its
-    gradient pushes the two predictions of a misordered pair apart). A batch whose targets are all
-    equal has no pair and a loss of 0.
-    """
-    if pred.shape != target.shape or pred.dim() != 1:
-        raise ValueError(f"rank_loss: expected two [B] tensors, got {tuple(pred.shape)} and {tuple(target.shape)}")
-    above = target.unsqueeze(1) > target.unsqueeze(0)  # [i, j]: target_i > target_j
-    if not bool(above.any()):
-        return pred.sum() * 0.0
-    gap = pred.unsqueeze(1) - pred.unsqueeze(0)
-    return torch.relu(-gap)[above].mean()
 
 
 def dms_iqa_loss(denoised: torch.Tensor, clean: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,

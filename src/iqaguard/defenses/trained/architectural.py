@@ -66,7 +66,7 @@ def last_position(net: torch.nn.Module) -> int:
 
 @DEFENSES.register("robust-block")
 class RobustBlockDefense(TrainedMetric):
-    """RobustBlock + pruning + fine-tuning (module docstring).
+    """RobustBlock before the last block, fine-tune, 10% pruning, fine-tune (Robustness as Architecture §4).
 
     Recipe arguments: ``position`` (1-based block index, ``None``: before the last), ``orth``
     (``"cayley"``, ``"aoc"``, ``"aol"`` or ``None``), ``prune`` (``"l1"``, ``"l2"``, ``"pls"`` or

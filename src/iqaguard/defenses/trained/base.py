@@ -30,7 +30,7 @@ from ...training.finetune import MOSData, finetune, load_mos_data, mse_loss, net
 from ..base import preset_entry
 
 #: bump when a change of the training code changes what a recipe produces (invalidates caches)
-TRAINING_VERSION = 1
+TRAINING_VERSION = 2
 
 
 def cache_root() -> Path:
@@ -40,7 +40,7 @@ def cache_root() -> Path:
 
 
 class TrainedMetric(Metric):
-    """A metric fine-tuned by a recipe (module docstring); subclasses define the recipe.
+    """A metric fine-tuned by a recipe, trained once and cached (module docstring); subclasses define the recipe.
 
     Args:
         metric: the base metric (not changed: the recipe trains a copy).
@@ -66,7 +66,7 @@ class TrainedMetric(Metric):
 
     def __init__(self, metric: Metric, preset: Optional[int] = None, *, dataset: str = "builtin-kadid",
                  dataset_kwargs: Optional[Dict[str, Any]] = None, images: int = 400, val_images: int = 100,
-                 epochs: float = 5, batch: int = 8, patch: int = 128, lr: float = 2e-4, seed: int = 0,
+                 epochs: float = 5, batch: int = 8, patch: int = 128, lr: float = 5e-5, seed: int = 0,
                  cache: bool = True, progress: bool = True, **recipe: Any) -> None:
         super().__init__()
         if not isinstance(metric, Metric):

@@ -36,7 +36,7 @@ def gradient_penalty(metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor
 
 @DEFENSES.register("nt")
 class NT(TrainedMetric):
-    """Gradient-norm regularised fine-tuning (module docstring).
+    """Gradient-norm regularised fine-tuning, loss + λ‖∇ₓf‖₁² by double backpropagation (Liu et al. 2024).
 
     Recipe argument: ``lam`` (λ, default 0.0005, the value of Liu et al. that Guardians of Image
     Quality uses; one preset). Training and data arguments: :class:`TrainedMetric`.
