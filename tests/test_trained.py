@@ -248,3 +248,19 @@ def test_robust_block_recipe_reloads_with_its_architecture(tmp_path, monkeypatch
     x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(6))
     assert torch.equal(a(x), b(x)) and torch.equal(a(x), c(x))
     assert not torch.equal(a(x), base(x))
+
+
+def test_cli_train_trains_once_reports_and_copies(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from iqaguard.cli import app
+
+    monkeypatch.setenv("IQAGUARD_CACHE", str(tmp_path / "cache"))
+    args = ["train", "--defense", "nt", "--metric", "toy-trainable", "--arg", "dataset=toy-split", "--arg", "images=6",
+            "--arg", "val_images=4", "--arg", "epochs=1", "--arg", "batch=2", "--arg", "patch=16",
+            "--arg", "progress=false", "--out", str(tmp_path / "nt.safetensors")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "validation SROCC" in res.output and (tmp_path / "nt.safetensors").is_file()
+    bad = CliRunner().invoke(app, ["train", "--defense", "jpeg"])
+    assert bad.exit_code != 0 and "not a trained defense" in bad.output and "Traceback" not in bad.output

@@ -462,6 +462,9 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="output folder (DuckDB
 from .cli_certify import certify_cmd  # noqa: E402  (the command lives in its own module)
 
 app.command("certify")(certify_cmd)
+from .cli_train import train_cmd  # noqa: E402
+
+app.command("train")(train_cmd)
 
 
 def main() -> None:  # pragma: no cover - console entry point

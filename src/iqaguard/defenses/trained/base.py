@@ -75,7 +75,8 @@ class TrainedMetric(Metric):
         unknown = set(recipe) - set(self.recipe_defaults)
         if unknown:
             raise InputError(f"unknown argument(s) {sorted(unknown)} for defense {self.registry_name!r}; recipe "
-                             f"arguments: {sorted(self.recipe_defaults)}")
+                             f"arguments: {sorted(self.recipe_defaults)}; training arguments: dataset, dataset_kwargs, "
+                             "images, val_images, epochs, batch, patch, lr, seed, cache, progress")
         self.recipe = {**self.recipe_defaults, **preset_entry(self.presets, preset), **recipe}
         self.check_recipe(self.recipe)
         for k, v in (("images", images), ("val_images", val_images), ("batch", batch), ("patch", patch)):
