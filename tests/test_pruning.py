@@ -11,9 +11,8 @@ from torch import nn
 
 from iqaguard import metrics
 from iqaguard.defenses.trained.activations import replace_activations
-from iqaguard.defenses.trained.pruning import (
-    allocate, apply_pruning, filter_importance, prunable_units, prune, vip,
-)
+from iqaguard.defenses.trained.pls import vip
+from iqaguard.defenses.trained.pruning import allocate, apply_pruning, filter_importance, prunable_units, prune
 from iqaguard.errors import InputError, UnknownNameError
 
 
