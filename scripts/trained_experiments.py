@@ -1,4 +1,4 @@
-"""Seed 001's ablations and seed 002's adversarial-training rows, re-run on builtin-nr.
+"""Robustness as Architecture's ablations and Guardians of Image Quality's adversarial-training rows, re-run on builtin-nr.
 
 Writes ``docs/experiments/trained.md`` (and ``trained.json`` with every number):
 
@@ -190,7 +190,7 @@ def render(results: List[Dict[str, Any]], meta: Dict[str, Any], total: float) ->
         d_auc8 = base["pgd8"]["abs_gain_auc"] - ours["pgd8"]["abs_gain_auc"]
         ft = by.get("+FT")
         verdict = ("holds" if d_auc > 0 and d_auc8 > 0 and d_srocc <= 0.03 else "does not hold")
-        lines += ["", "## Seed 001's claim here", "",
+        lines += ["", "## Robustness as Architecture's claim here", "",
                   f"RobustBlock + 10% L2 pruning + fine-tune vs builtin-nr: PGD-1 AbsGainAUC {base['pgd1']['abs_gain_auc']:.3f} → "
                   f"{ours['pgd1']['abs_gain_auc']:.3f}, PGD-8 {base['pgd8']['abs_gain_auc']:.3f} → {ours['pgd8']['abs_gain_auc']:.3f}, "
                   f"SROCC {base['srocc']:.3f} → {ours['srocc']:.3f} (cost {d_srocc:+.3f}). "

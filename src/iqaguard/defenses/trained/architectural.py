@@ -1,4 +1,4 @@
-"""``robust-block``: seed 001's architectural defense as a trained-metric recipe.
+"""``robust-block``: Robustness as Architecture's architectural defense as a trained-metric recipe.
 
 "Robustness as Architecture: Designing IQA Models to Withstand Adversarial Perturbations"
 (§4, §5.1, §6.2): insert a RobustBlock (:mod:`.robust_block`) before the last convolutional
