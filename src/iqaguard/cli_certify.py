@@ -10,6 +10,20 @@ from .bench.cli import fail, out_console, say
 from .errors import IqaguardError
 
 
+def require_defense(name: str, base: type, what: str) -> None:
+    """Raise one error line unless the registered defense ``name`` is a subclass of ``base``
+    (naming the ``what`` defenses that are)."""
+    from .registry import DEFENSES
+
+    def of_kind(nm: str) -> bool:
+        f = DEFENSES.get(nm)
+        return isinstance(f, type) and issubclass(f, base)
+
+    if not of_kind(name):
+        allowed = [nm for nm in DEFENSES.names() if of_kind(nm)]
+        raise IqaguardError(f"--defense: {name!r} is not a {what} defense; {what}: {', '.join(allowed)}")
+
+
 def certify_cmd(image: Path = typer.Argument(..., help="input image file (the distorted image of an FR pair)"),
                 metric: str = typer.Option("builtin-nr", "--metric", "-m", help="metric (iqaguard list metrics)"),
                 defense: str = typer.Option("ms", "--defense", "-d",
@@ -30,14 +44,8 @@ def certify_cmd(image: Path = typer.Argument(..., help="input image file (the di
     from . import defenses, metrics
     from .cli import _load
     from .defenses.certified.base import Smoothed
-    from .registry import DEFENSES
-
     try:
-        factory = DEFENSES.get(defense)
-        if not (isinstance(factory, type) and issubclass(factory, Smoothed)):
-            certified = [nm for nm in DEFENSES.names() if isinstance(DEFENSES.get(nm), type)
-                         and issubclass(DEFENSES.get(nm), Smoothed)]
-            raise IqaguardError(f"--defense: {defense!r} is not a certified defense; certified: {', '.join(certified)}")
+        require_defense(defense, Smoothed, "certified")
         m = metrics.create(metric)
         kw = {k: v for k, v in {"sigma": sigma, "n": n, "eps": eps, "alpha": alpha}.items() if v is not None}
         c = defenses.create(defense, metric=m, preset=preset, **kw)

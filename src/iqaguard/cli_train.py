@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from .bench.cli import fail, out_console, say
+from .cli_certify import require_defense
 from .errors import IqaguardError
 
 
@@ -24,15 +25,10 @@ def train_cmd(defense: str = typer.Option(..., "--defense", "-d", help="adv-trai
     from . import defenses, metrics
     from .cli import _parse_fix
     from .defenses.trained.base import TrainedMetric
-    from .registry import DEFENSES
     from .validation import resolve_device
 
     try:
-        factory = DEFENSES.get(defense)
-        if not (isinstance(factory, type) and issubclass(factory, TrainedMetric)):
-            trained = [nm for nm in DEFENSES.names() if isinstance(DEFENSES.get(nm), type)
-                       and issubclass(DEFENSES.get(nm), TrainedMetric)]
-            raise IqaguardError(f"--defense: {defense!r} is not a trained defense; trained: {', '.join(trained)}")
+        require_defense(defense, TrainedMetric, "trained")
         kwargs = {k.replace("-", "_"): v for k, v in _parse_fix(arg).items()}
         base = metrics.create(metric).to(resolve_device(device))
         t = defenses.create(defense, metric=base, preset=preset, **kwargs)
