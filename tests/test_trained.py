@@ -264,3 +264,26 @@ def test_cli_train_trains_once_reports_and_copies(tmp_path, monkeypatch):
     assert "validation SROCC" in res.output and (tmp_path / "nt.safetensors").is_file()
     bad = CliRunner().invoke(app, ["train", "--defense", "jpeg"])
     assert bad.exit_code != 0 and "not a trained defense" in bad.output and "Traceback" not in bad.output
+
+
+def test_bench_validate_neither_trains_nor_times_trained_defenses(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import yaml
+    from iqaguard.cli import app
+    from test_runner import THIS_FILE as RUNNER_FILE
+
+    log = tmp_path / "loads.txt"
+    monkeypatch.setenv("TOY_SPLIT_LOG", str(log))
+    monkeypatch.setenv("IQAGUARD_CACHE", str(tmp_path / "cache"))
+    spec = {"version": "trained-v", "imports": [RUNNER_FILE, THIS_FILE], "metrics": ["toy-trainable"],
+            "datasets": [{"name": "toy-split", "kwargs": {"split": "test", "n": 4}}],
+            "attacks": [{"name": "ifgsm", "presets": ["weak"], "kwargs": {"steps": 2}}],
+            "defenses": [{"name": "nt", "presets": [0], "kwargs": {**TINY, "progress": False}}],
+            "modes": ["adaptive"], "seeds": [0], "batch_size": 4}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    res = CliRunner().invoke(app, ["bench", "validate", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "trained defenses: 1" in res.output and "estimated time" in res.output
+    assert "train" not in (log.read_text().split() if log.exists() else [])

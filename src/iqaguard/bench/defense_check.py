@@ -65,8 +65,29 @@ def _build(d: DefenseRef, preset: int, metric: Optional[Ref] = None) -> Tuple[An
                "surrogate": p.surrogate() is not None}, None
 
 
+def is_trained(name: str) -> bool:
+    """Whether the registered defense ``name`` is a trained metric (:mod:`iqaguard.defenses.trained`)."""
+    from ..defenses.trained.base import TrainedMetric
+    from ..registry import DEFENSES
+
+    factory = DEFENSES.get(name)
+    return isinstance(factory, type) and issubclass(factory, TrainedMetric)
+
+
+def trained_keys(spec: Spec) -> Excluded:
+    """``(defense label, preset, metric)`` of every trained-metric defense preset of ``spec``, with the
+    reason ``bench validate`` neither builds nor times them (building one trains it)."""
+    out: Excluded = {}
+    for mode in spec.modes:
+        for d in defense_refs(spec, mode):
+            if is_trained(d.name):
+                for m in spec.metrics:
+                    out[(d.label, d.preset, m.key)] = "trained on the first run (then cached): not timed here"
+    return out
+
+
 def check_defenses(spec: Spec, selections: Dict[Tuple[str, int], Selection],
-                   min_sizes: Dict[str, int]) -> Tuple[Excluded, List[Dict[str, Any]]]:
+                   min_sizes: Dict[str, int], build_trained: bool = True) -> Tuple[Excluded, List[Dict[str, Any]]]:
     """``(excluded, rows)``: the skipped (defense, preset, metric) with reasons, and one
     ``defense_presets`` row per checked (defense, preset, metric).
 
@@ -74,6 +95,8 @@ def check_defenses(spec: Spec, selections: Dict[Tuple[str, int], Selection],
         spec: the run's spec.
         selections: the image selection of every (dataset, seed).
         min_sizes: ``{metric label: min_size}``.
+        build_trained: build (that is, train on first use) the trained-metric defenses; ``False``
+            lists them as ``ok`` without building them (``bench validate``).
     """
     refs: Dict[Tuple[str, int], DefenseRef] = {}
     adaptive = set()
@@ -91,7 +114,9 @@ def check_defenses(spec: Spec, selections: Dict[Tuple[str, int], Selection],
         if not smoothing:
             p, info, why = _build(d, preset)
         for m in spec.metrics:
-            if smoothing:  # a smoothing or trained defense wraps the metric: built (and checked) per metric
+            if smoothing and not build_trained and is_trained(d.name):
+                p, info, why = None, {"randomized": False, "differentiable": True, "surrogate": False}, None
+            elif smoothing:  # a smoothing or trained defense wraps the metric: built (and checked) per metric
                 p, info, why = _build(d, preset, Ref(m.key, m.name, json.dumps(m.kwargs, sort_keys=True)))
             reason = why
             if reason is None and not smoothing:
