@@ -151,9 +151,32 @@ def test_adv_training_attacks_the_loss_and_adjusts_the_mos(monkeypatch):
 
     monkeypatch.setattr(adv_training, "distance", spy)
     d = iqaguard.defenses.create("adv-training", metric=ToyTrainable(), preset=4, cache=False, progress=False, **TINY)
-    assert d.recipe == {"fr": "ssim", "eps": 4 / 255, "steps": 2}
+    assert d.recipe == {"fr": "ssim", "eps": 4 / 255, "steps": 2, "adjustment": "ssim"}
     assert seen and max(seen) <= 4 / 255 + 1e-6 and max(seen) > 0  # attacked within the budget
     assert d.log["adjustment_metric"] == "ssim"
+
+
+def test_adv_training_lpips_offline_downloads_nothing_and_keys_the_stand_in(monkeypatch):
+    """Downloads are opt-in: offline, LPIPS's missing weights are not fetched (no connection is
+    attempted), builtin-fr stands in, and the stand-in is part of the cache key."""
+    from conftest import no_network
+
+    monkeypatch.delenv("IQAGUARD_ALLOW_DOWNLOAD", raising=False)
+    attempts = no_network(monkeypatch)
+    kw = {**TINY, "dataset_kwargs": {"size": 40}, "patch": 32}
+    d = iqaguard.defenses.create("adv-training", metric=ToyTrainable(), preset=1, cache=False, progress=False, **kw)
+    assert attempts == []
+    assert d.recipe["adjustment"] == d.log["adjustment_metric"] == "builtin-fr" and "allow_download" not in d.recipe
+    from iqaguard.defenses.trained import adv_training
+
+    def installed(name, allow_download=None):  # as if LPIPS's weights were there
+        m = iqaguard.metrics.create("ssim")
+        m.name = "piq:lpips"
+        return m
+
+    monkeypatch.setattr(adv_training, "adjustment_metric", installed)
+    real = iqaguard.defenses.create("adv-training", metric=ToyTrainable(), preset=1, cache=False, progress=False, **kw)
+    assert real.recipe["adjustment"] == "piq:lpips" and real.key != d.key  # the stand-in's variant is not reused
 
 
 def test_bad_recipe_arguments_are_one_line_errors():

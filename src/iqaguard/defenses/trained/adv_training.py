@@ -29,17 +29,22 @@ from .base import TrainedMetric
 PRESETS: List[Dict[str, Any]] = [{"fr": fr, "eps": e / 255} for fr in ("lpips", "ssim") for e in (2, 4, 8)]
 
 
-def adjustment_metric(name: str) -> Metric:
-    """``M`` of eq. 10 as a distance (0 for identical images): LPIPS, its builtin stand-in, or 1 - SSIM."""
+def adjustment_metric(name: str, allow_download: Optional[bool] = None) -> Metric:
+    """``M`` of eq. 10 as a distance (0 for identical images): LPIPS, its builtin stand-in, or 1 - SSIM.
+
+    LPIPS goes through the piq adapter, which downloads nothing unless ``allow_download`` (or
+    ``$IQAGUARD_ALLOW_DOWNLOAD=1`` when it is ``None``); offline, without its weight file, the
+    adapter's one-line reason is printed and builtin-fr stands in.
+    """
     from ... import metrics
 
     if name == "ssim":
         return metrics.create("ssim")
     try:
-        return metrics.create("piq:lpips")
+        return metrics.create("piq:lpips", allow_download=allow_download)
     except IqaguardError as e:
-        print(f"adv-training: LPIPS unavailable ({str(e).splitlines()[0][:120]}); using builtin-fr for the MOS "
-              "adjustment", file=sys.stderr, flush=True)
+        print(f"adv-training: LPIPS unavailable ({str(e).splitlines()[0]}); using builtin-fr for the MOS adjustment",
+              file=sys.stderr, flush=True)
         return metrics.create("builtin-fr")
 
 
@@ -55,12 +60,13 @@ class AdvTraining(TrainedMetric):
     """Adversarial fine-tuning on clean + 2-step-APGD images 1:1, MOS adjusted by y - M(x, x') (Chistyakova et al. 2024).
 
     Recipe arguments: ``eps`` (APGD's L∞ budget, default 4/255), ``fr`` (``"lpips"`` or
-    ``"ssim"``, default ``"ssim"``), ``steps`` (APGD steps, default 2). Training and data
+    ``"ssim"``, default ``"ssim"``), ``steps`` (APGD steps, default 2), ``allow_download`` (let
+    LPIPS's weights be downloaded; default ``None``: ``$IQAGUARD_ALLOW_DOWNLOAD``, else offline). Training and data
     arguments: :class:`TrainedMetric`.
     """
 
     presets: ClassVar[List[Dict[str, Any]]] = PRESETS
-    recipe_defaults: ClassVar[Dict[str, Any]] = {"eps": 4 / 255, "fr": "ssim", "steps": 2}
+    recipe_defaults: ClassVar[Dict[str, Any]] = {"eps": 4 / 255, "fr": "ssim", "steps": 2, "allow_download": None}
 
     def check_recipe(self, recipe: Dict[str, Any]) -> None:
         if recipe["fr"] not in ("lpips", "ssim"):
@@ -71,13 +77,23 @@ class AdvTraining(TrainedMetric):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise InputError(f"steps: expected an integer >= 1, got {steps!r}")
 
+    def resolve(self, recipe: Dict[str, Any]) -> Dict[str, Any]:
+        """``M`` is resolved before the cache key: a variant adjusted by the builtin-fr stand-in is
+        never reused once LPIPS's weights are installed (``adjustment`` is part of the key;
+        ``allow_download`` is not, it only decides whether LPIPS may be fetched)."""
+        recipe = dict(recipe)
+        m = adjustment_metric(recipe["fr"], recipe.pop("allow_download"))
+        # a plain dict: the helpers are not submodules (not saved, not moved with the trained metric)
+        self.aux = {"m": m}
+        recipe["adjustment"] = m.name
+        return recipe
+
     def prepare(self, metric: Metric, train: MOSData) -> List[Dict[str, Any]]:
         from ...attacks.apgd import APGD
 
-        # a plain dict: the helpers are not submodules (not saved, not moved with the trained metric)
-        self.aux = {"m": adjustment_metric(self.recipe["fr"]).to(metric.device),
-                    "attack": APGD(eps=float(self.recipe["eps"]), steps=int(self.recipe["steps"])),
-                    "generator": torch.Generator().manual_seed(self.fit_args["seed"] + 7)}
+        self.aux.update(m=self.aux["m"].to(metric.device),
+                        attack=APGD(eps=float(self.recipe["eps"]), steps=int(self.recipe["steps"])),
+                        generator=torch.Generator().manual_seed(self.fit_args["seed"] + 7))
         return []
 
     def notes(self) -> Dict[str, Any]:

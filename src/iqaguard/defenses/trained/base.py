@@ -79,6 +79,7 @@ class TrainedMetric(Metric):
                              "images, val_images, epochs, batch, patch, lr, seed, cache, progress")
         self.recipe = {**self.recipe_defaults, **preset_entry(self.presets, preset), **recipe}
         self.check_recipe(self.recipe)
+        self.recipe = self.resolve(self.recipe)
         for k, v in (("images", images), ("val_images", val_images), ("batch", batch), ("patch", patch)):
             if isinstance(v, bool) or not isinstance(v, int) or v < (2 if "images" in k else 1):
                 raise InputError(f"{k}: expected an integer >= {2 if 'images' in k else 1}, got {v!r}")
@@ -109,6 +110,11 @@ class TrainedMetric(Metric):
     # ------------------------------------------------------------------ recipe hooks
     def check_recipe(self, recipe: Dict[str, Any]) -> None:
         """Validate the recipe's parameters (one InputError line); subclasses override."""
+
+    def resolve(self, recipe: Dict[str, Any]) -> Dict[str, Any]:
+        """The recipe as the cache key should see it, once checked (default: unchanged); a recipe
+        whose result depends on what is installed records that here."""
+        return recipe
 
     def prepare(self, metric: Metric, train: MOSData) -> List[Dict[str, Any]]:
         """Structural edits before fine-tuning; returns their records (default: none)."""
