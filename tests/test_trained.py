@@ -230,17 +230,24 @@ def test_checkpoint_round_trip_with_architecture_edits(tmp_path):
 
 
 # ---------------------------------------------------------------- benchmark
+def _nt_spec(version, modes):
+    """A one-metric, one-attack spec with the tiny ``nt`` defense on the toy plugins."""
+    from test_runner import THIS_FILE as RUNNER_FILE
+
+    return {"version": version, "imports": [RUNNER_FILE, THIS_FILE], "metrics": ["toy-trainable"],
+            "datasets": [{"name": "toy-split", "kwargs": {"split": "test", "n": 4}}],
+            "attacks": [{"name": "ifgsm", "presets": ["weak"], "kwargs": {"steps": 2}}],
+            "defenses": [{"name": "nt", "presets": [0], "kwargs": {**TINY, "progress": False}}],
+            "modes": modes, "seeds": [0], "batch_size": 4}
+
+
 def test_benchmark_trains_a_variant_once_and_reuses_it(tmp_path, monkeypatch):
-    from test_runner import THIS_FILE as RUNNER_FILE, run
+    from test_runner import run
 
     log = tmp_path / "loads.txt"
     monkeypatch.setenv("TOY_SPLIT_LOG", str(log))
     monkeypatch.setenv("IQAGUARD_CACHE", str(tmp_path / "cache"))
-    spec = {"version": "trained-1", "imports": [RUNNER_FILE, THIS_FILE], "metrics": ["toy-trainable"],
-            "datasets": [{"name": "toy-split", "kwargs": {"split": "test", "n": 4}}],
-            "attacks": [{"name": "ifgsm", "presets": ["weak"], "kwargs": {"steps": 2}}],
-            "defenses": [{"name": "nt", "presets": [0], "kwargs": {**TINY, "progress": False}}],
-            "modes": ["non-adaptive", "adaptive"], "seeds": [0], "batch_size": 4}
+    spec = _nt_spec("trained-1", ["non-adaptive", "adaptive"])
     store = tmp_path / "t.duckdb"
     run(spec, store)
     trained = log.read_text().split().count("train")
@@ -294,16 +301,11 @@ def test_bench_validate_neither_trains_nor_times_trained_defenses(tmp_path, monk
 
     import yaml
     from iqaguard.cli import app
-    from test_runner import THIS_FILE as RUNNER_FILE
 
     log = tmp_path / "loads.txt"
     monkeypatch.setenv("TOY_SPLIT_LOG", str(log))
     monkeypatch.setenv("IQAGUARD_CACHE", str(tmp_path / "cache"))
-    spec = {"version": "trained-v", "imports": [RUNNER_FILE, THIS_FILE], "metrics": ["toy-trainable"],
-            "datasets": [{"name": "toy-split", "kwargs": {"split": "test", "n": 4}}],
-            "attacks": [{"name": "ifgsm", "presets": ["weak"], "kwargs": {"steps": 2}}],
-            "defenses": [{"name": "nt", "presets": [0], "kwargs": {**TINY, "progress": False}}],
-            "modes": ["adaptive"], "seeds": [0], "batch_size": 4}
+    spec = _nt_spec("trained-v", ["adaptive"])
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(spec), encoding="utf-8")
     res = CliRunner().invoke(app, ["bench", "validate", str(path)])
