@@ -6,22 +6,8 @@ from typing import Optional
 
 import typer
 
-from .bench.cli import fail, out_console, say
+from .bench.cli import fail, out_console, require_defense, say
 from .errors import IqaguardError
-
-
-def require_defense(name: str, base: type, what: str) -> None:
-    """Raise one error line unless the registered defense ``name`` is a subclass of ``base``
-    (naming the ``what`` defenses that are)."""
-    from .registry import DEFENSES
-
-    def of_kind(nm: str) -> bool:
-        f = DEFENSES.get(nm)
-        return isinstance(f, type) and issubclass(f, base)
-
-    if not of_kind(name):
-        allowed = [nm for nm in DEFENSES.names() if of_kind(nm)]
-        raise IqaguardError(f"--defense: {name!r} is not a {what} defense; {what}: {', '.join(allowed)}")
 
 
 def certify_cmd(image: Path = typer.Argument(..., help="input image file (the distorted image of an FR pair)"),

@@ -8,8 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .bench.cli import fail, out_console, say
-from .cli_certify import require_defense
+from .bench.cli import fail, out_console, require_defense, say
 from .errors import IqaguardError
 
 

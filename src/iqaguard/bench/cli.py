@@ -56,6 +56,20 @@ def say(text: str) -> None:
     out_console.print(escape(text), soft_wrap=True)
 
 
+def require_defense(name: str, base: type, what: str) -> None:
+    """Raise one error line unless the registered defense ``name`` is a subclass of ``base``
+    (naming the ``what`` defenses that are)."""
+    from .registry import DEFENSES
+
+    def of_kind(nm: str) -> bool:
+        f = DEFENSES.get(nm)
+        return isinstance(f, type) and issubclass(f, base)
+
+    if not of_kind(name):
+        allowed = [nm for nm in DEFENSES.names() if of_kind(nm)]
+        raise IqaguardError(f"--defense: {name!r} is not a {what} defense; {what}: {', '.join(allowed)}")
+
+
 def fail(e: Exception) -> NoReturn:
     """Print ``e`` as one error line and exit with code 2."""
     print_error(str(e))

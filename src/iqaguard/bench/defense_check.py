@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .. import defenses
 from ..errors import IqaguardError, MissingWeightsError
 from .spec import Spec
-from .executors.worker import wraps_metric
+from .executors.worker import is_trained, wraps_metric
 from .tasks import DefenseRef, Ref, Selection, defense_refs
 
 #: (defense label, preset, metric label) -> reason
@@ -63,15 +63,6 @@ def _build(d: DefenseRef, preset: int, metric: Optional[Ref] = None) -> Tuple[An
         return None, {"randomized": None, "differentiable": None, "surrogate": None}, f"cannot be built: {e}"
     return p, {"randomized": bool(p.randomized), "differentiable": bool(p.differentiable),
                "surrogate": p.surrogate() is not None}, None
-
-
-def is_trained(name: str) -> bool:
-    """Whether the registered defense ``name`` is a trained metric (:mod:`iqaguard.defenses.trained`)."""
-    from ..defenses.trained.base import TrainedMetric
-    from ..registry import DEFENSES
-
-    factory = DEFENSES.get(name)
-    return isinstance(factory, type) and issubclass(factory, TrainedMetric)
 
 
 def trained_keys(spec: Spec) -> Excluded:

@@ -67,15 +67,20 @@ def is_smoothing(name: str) -> bool:
     return isinstance(factory, type) and issubclass(factory, Smoothed)
 
 
-def wraps_metric(name: str) -> bool:
-    """Whether the registered defense ``name`` is built from the task's metric and replaces it: a
-    smoothing defense, or a trained metric (:mod:`iqaguard.defenses.trained`, trained once and
-    cached, so every worker and a resumed run load the same file)."""
+def is_trained(name: str) -> bool:
+    """Whether the registered defense ``name`` is a trained metric (:mod:`iqaguard.defenses.trained`)."""
     from ...defenses.trained.base import TrainedMetric
     from ...registry import DEFENSES
 
     factory = DEFENSES.get(name)
-    return is_smoothing(name) or (isinstance(factory, type) and issubclass(factory, TrainedMetric))
+    return isinstance(factory, type) and issubclass(factory, TrainedMetric)
+
+
+def wraps_metric(name: str) -> bool:
+    """Whether the registered defense ``name`` is built from the task's metric and replaces it: a
+    smoothing defense, or a trained metric (trained once and cached, so every worker and a
+    resumed run load the same file)."""
+    return is_smoothing(name) or is_trained(name)
 
 
 def get_defense(d: DefenseRef, device: str, metric: Optional[Ref] = None) -> Any:

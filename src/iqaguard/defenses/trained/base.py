@@ -14,6 +14,7 @@ the non-adaptive mode scores the trained metric on images attacked on the base m
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -26,7 +27,7 @@ import torch
 from ...errors import InputError
 from ...metrics.base import Metric
 from ...training import checkpoint
-from ...training.finetune import MOSData, finetune, load_mos_data, mse_loss, network
+from ...training.finetune import MOSData, correlations, finetune, load_mos_data, mse_loss, network, units_line
 from ..base import preset_entry
 
 #: bump when a change of the training code changes what a recipe produces (invalidates caches)
@@ -91,7 +92,7 @@ class TrainedMetric(Metric):
         self.fit_args = {"epochs": epochs, "batch": batch, "patch": patch, "lr": lr, "seed": seed}
         self.base_name = metric.name
         self.kind, self.lower_better, self.bounds = metric.kind, metric.lower_better, metric.bounds
-        self.min_size = max(metric.min_size, getattr(self, "min_size", 1))
+        self.min_size = metric.min_size
         self.name = f"{metric.name}+{self.registry_name}"
         self.key = self.cache_key(metric)
         self.path = cache_root() / f"{self.registry_name}-{self.key}.safetensors"
@@ -146,21 +147,16 @@ class TrainedMetric(Metric):
 
     def run_recipe(self, base: Metric) -> Tuple[Metric, Dict[str, Any]]:
         """Train a copy of ``base`` by the recipe; returns ``(trained metric, log)``."""
-        import copy
-
         seed = self.fit_args["seed"]
         if self.progress:
             print(f"training {self.name} (recipe {self.recipe}; cached as {self.path.name})", file=sys.stderr, flush=True)
         train, val = load_mos_data(self.data_args["dataset"], self.data_args["images"], self.data_args["val_images"],
                                    seed, base.kind == "fr", self.data_args["dataset_kwargs"], self.progress)
         metric = copy.deepcopy(base).eval()
-        from ...training.finetune import correlations, units_line
-
-        self.line = units_line(metric, train, self.fit_args["patch"], seed)  # the base metric's units
+        self.line = line = units_line(metric, train, self.fit_args["patch"], seed)  # the base metric's units
         before = correlations(metric, val)
         torch.manual_seed(seed)
         self.edits = list(self.prepare(metric, train))
-        line = self.line
 
         def run(**over: Any) -> Dict[str, Any]:
             args = {**self.fit_args, **over}
