@@ -59,7 +59,7 @@ def say(text: str) -> None:
 def require_defense(name: str, base: type, what: str) -> None:
     """Raise one error line unless the registered defense ``name`` is a subclass of ``base``
     (naming the ``what`` defenses that are)."""
-    from .registry import DEFENSES
+    from ..registry import DEFENSES
 
     def of_kind(nm: str) -> bool:
         f = DEFENSES.get(nm)
