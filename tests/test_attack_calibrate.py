@@ -104,9 +104,10 @@ def test_ifgsm_calibrated_to_ssim_on_held_out_crops(nr, crops):
 
 
 def test_unreachable_targets_are_flagged(nr, crops):
-    # the default sweep of ifgsm ends at 32/255, where the mean SSIM of these 8 crops is 0.809
-    table = calibrate("ifgsm", nr, crops[0][:8], restriction="ssim")
-    assert table.rows[-1]["budget"] > 0.8
+    # the default sweep of ifgsm ends at 32/255, where the mean (RGB) SSIM of these 8 crops is 0.734
+    table = calibrate("ifgsm", nr, crops[0][:8], restriction="ssim",
+                      target_budgets={"weak": 0.9, "medium": 0.6, "strong": 0.5})
+    assert table.rows[-1]["budget"] > 0.6
     for name in ("medium", "strong"):
         e = table.entries[name]
         assert e["reached"] is False and e["eps"] == pytest.approx(32 / 255)

@@ -89,11 +89,10 @@ def test_objective_rises_on_photo_crops(nr, crops):
 
 
 def test_ssim_floor_holds_per_image(nr, crops):
-    # recolouring at constant L barely moves the luma SSIM (measured 0.987-0.9999 here), so the floor
-    # that binds is high: without it SSIM was 0.9973 / 0.9999 / 0.9972 / 0.9995
+    # the weak preset's floor (RGB SSIM 0.9); without it the SSIM was 0.922 / 0.984 / 0.847 / 0.977
     x = crops[:4]
     free = CAdv(lr=1e-3, steps=6)(nr, x, generator=gen(1))
-    floor = 0.998
+    floor = 0.9
     assert int((measure(Restriction.SSIM, free, x) < floor).sum()) >= 1  # without the floor it is crossed
     held = CAdv(lr=1e-3, steps=6, ssim_floor=floor)(nr, x, generator=gen(1))
     s = measure(Restriction.SSIM, held, x)
@@ -148,7 +147,7 @@ def test_bad_arguments_are_one_line_input_errors(call):
 
 def test_floor_needs_an_ssim_sized_image(nr):
     with pytest.raises(InputError) as e:
-        CAdv(ssim_floor=0.9)(nr, torch.full((1, 3, 8, 8), 0.5))
+        CAdv(ssim_floor=0.9)(nr, torch.full((1, 3, 6, 6), 0.5))
     assert "\n" not in str(e.value)
 
 

@@ -192,4 +192,4 @@ def test_bad_arguments_are_one_line_errors(name, kwargs, text):
 
 def test_zhang_rejects_images_below_the_ssim_window(nr):
     with pytest.raises(InputError, match="SSIM"):
-        Zhang(steps=1)(nr, torch.rand(1, 3, 8, 8, generator=gen(0)))
+        Zhang(steps=1)(nr, torch.rand(1, 3, 6, 6, generator=gen(0)))

@@ -189,3 +189,35 @@ def test_calibration_script_leaves_out_the_builtin_kadid_test_photographs(tmp_pa
     assert "(2 images, builtin-kadid train+val only" in source
     assert script.main(["--include-test"]) == 0
     assert "(4 images)" in capsys.readouterr().out
+
+
+def _skimage_ssim(a: torch.Tensor, b: torch.Tensor) -> list:
+    from skimage.metrics import structural_similarity
+    return [structural_similarity(p.permute(1, 2, 0).double().numpy(), q.permute(1, 2, 0).double().numpy(),
+                                  channel_axis=2, data_range=1) for p, q in zip(a, b)]
+
+
+def test_fidelity_ssim_equals_scikit_image_on_rgb(photo, noisy):
+    """The SSIM restriction is Guardians of Image Quality's measure: scikit-image's structural_similarity
+    (RGB channels, 7x7 uniform window, sample covariance, data_range 1), not ssim.m's luma SSIM."""
+    g = torch.Generator().manual_seed(3)
+    tinted = (photo * torch.tensor([1.08, 0.95, 0.9]).view(1, 3, 1, 1)).clamp(0, 1)
+    odd = torch.rand(2, 3, 37, 53, generator=g)
+    for a, b in ((noisy, photo), (tinted, photo), (odd, odd.flip(0))):
+        got = F.fidelity_ssim(a.double(), b.double())
+        np.testing.assert_allclose(got.numpy(), _skimage_ssim(a, b), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(F.fidelity_ssim(a, b).numpy(), _skimage_ssim(a, b), rtol=0, atol=2e-5)
+    assert float(F.fidelity_ssim(photo, photo)) == pytest.approx(1.0, abs=1e-6)
+    # a batch-1 reference is broadcast
+    torch.testing.assert_close(F.fidelity_ssim(torch.cat([noisy, tinted]), photo),
+                               torch.cat([F.fidelity_ssim(noisy, photo), F.fidelity_ssim(tinted, photo)]))
+
+
+def test_fidelity_ssim_sees_a_recolouring_that_luma_ssim_does_not(photo):
+    """Swapping chroma at (nearly) constant BT.601 luma: luma SSIM stays ~1, the RGB restriction drops."""
+    swapped = photo[:, [2, 1, 0]]
+    recoloured = (swapped + (F.rgb_to_luma(photo) - F.rgb_to_luma(swapped))).clamp(0, 1)  # luma nearly kept
+    assert float(F.ssim(recoloured, photo)) > 0.99
+    assert float(F.fidelity_ssim(recoloured, photo)) < float(F.ssim(recoloured, photo)) - 0.05
+    with pytest.raises(InputError, match="7x7"):
+        F.check_fidelity_ssim_size(photo[..., :6, :30])

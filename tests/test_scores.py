@@ -163,13 +163,28 @@ def test_fidelity_hand_values_and_conventions():
 
 
 def test_ssim_constant_shift_hand_value():
-    # flat images: structure/contrast term is 1, luminance term (2 a b + C1) / (a^2 + b^2 + C1)
-    # with luma a = 16 (black), b = 16 + 219 * 0.1 = 37.9, C1 = (0.01 * 255)^2
+    # flat images: structure/contrast term is 1, luminance term (2 a b + C1) / (a^2 + b^2 + C1) on
+    # each RGB channel of the [0, 1] scale (Guardians of Image Quality's scikit-image SSIM,
+    # data_range 1): a = 0, b = 0.1, C1 = 0.01^2; only the blue channel shifted -> mean of (1, 1, s)
     x, y = torch.zeros(2, 3, 16, 16), torch.full((2, 3, 16, 16), 0.1)
-    c1 = (0.01 * 255) ** 2
-    expected = (2 * 16 * 37.9 + c1) / (16**2 + 37.9**2 + c1)
+    c1 = 0.01 ** 2
+    expected = c1 / (0.1 ** 2 + c1)
     np.testing.assert_allclose(ssim(x, y), [expected, expected], rtol=1e-5)
     np.testing.assert_allclose(ssim(y, y), [1.0, 1.0], rtol=1e-6)
+    blue = x.clone()
+    blue[:, 2] = 0.1
+    np.testing.assert_allclose(ssim(blue, x), [(2 + expected) / 3] * 2, rtol=1e-5)
+
+
+def test_ssim_equals_scikit_image_structural_similarity():
+    from skimage.metrics import structural_similarity
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(2, 3, 40, 56, generator=g)
+    b = (a + 0.1 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    ref = [structural_similarity(p.permute(1, 2, 0).double().numpy(), q.permute(1, 2, 0).double().numpy(),
+                                 channel_axis=2, data_range=1) for p, q in zip(b, a)]
+    np.testing.assert_allclose(ssim(b, a), ref, atol=2e-5)
+    np.testing.assert_allclose(fidelity(b, a)["ssim"], ref, atol=2e-5)
 
 
 def test_fidelity_rejects_mismatched_images():
@@ -178,7 +193,9 @@ def test_fidelity_rejects_mismatched_images():
     with pytest.raises(InputError, match="y"):
         fidelity(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 17))
     with pytest.raises(InputError, match="SSIM"):
-        fidelity(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+        fidelity(torch.zeros(1, 3, 6, 8), torch.zeros(1, 3, 6, 8))
+    with pytest.raises(InputError, match="SSIM"):
+        ssim(torch.zeros(1, 3, 6, 8), torch.zeros(1, 3, 6, 8))
 
 
 def test_fidelity_all_at_once_hand_values_and_agreement():
@@ -194,7 +211,7 @@ def test_fidelity_all_at_once_hand_values_and_agreement():
     same = fidelity(x, x)
     assert same["psnr"][0] == pytest.approx(10 * math.log10(12 * 255**2), abs=1e-4) and same["mse"][0] == 0.0
     assert all(np.isfinite(v).all() for v in same.values())
-    # textured images at a size where SSIM downsamples (f = 2): equal to the separate functions
+    # textured images at full benchmark size: equal to the separate functions
     g = torch.Generator().manual_seed(0)
     a = torch.rand(2, 3, 384, 512, generator=g)
     b = (a + 0.05 * torch.randn(2, 3, 384, 512, generator=g)).clamp(0, 1)

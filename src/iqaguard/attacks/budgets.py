@@ -151,7 +151,8 @@ def measure(restriction: Restriction | str, x_adv: torch.Tensor, x: torch.Tensor
     """Per image ``[B]``: the quantity ``restriction`` bounds, for ``x_adv`` against the clean ``x``.
 
     L∞ and L2: the norm of ``x_adv - x``; L0: the number of pixels (positions, any channel) that
-    changed; SSIM and PSNR: :func:`iqaguard.metrics.functional.ssim` / ``psnr`` of ``x_adv`` to ``x``.
+    changed; SSIM: :func:`iqaguard.metrics.functional.fidelity_ssim` (RGB, scikit-image's
+    convention, as Guardians of Image Quality's code measures it); PSNR: ``functional.psnr`` (RGB).
     """
     r = Restriction(restriction)
     d = (x_adv.double() - x.double()).flatten(1)
@@ -163,7 +164,7 @@ def measure(restriction: Restriction | str, x_adv: torch.Tensor, x: torch.Tensor
         return (x_adv != x).any(dim=1).flatten(1).sum(dim=1).double()
     from ..metrics import functional as F
 
-    return (F.ssim(x_adv, x) if r is Restriction.SSIM else F.psnr(x_adv, x)).double()
+    return (F._fidelity_ssim(x_adv, x) if r is Restriction.SSIM else F.psnr(x_adv, x)).double()
 
 
 def within(restriction: Restriction | str, x_adv: torch.Tensor, x: torch.Tensor, budget: float,

@@ -197,7 +197,7 @@ class CAdv(GradientAttack):
     CIELAB channels (``kornia.color``) and ``h`` the hints; each image has its own copy of ``θ``, so
     an image's result does not depend on the rest of its batch. The output is the iterate with the
     highest objective (the clean image included, so the objective never falls), among those that
-    meet ``ssim_floor`` when one is given.
+    meet ``ssim_floor`` when one is given, or the best and the last iterate's chroma changes scaled back to meet it.
 
     Decisions (departures from the paper):
 
@@ -225,8 +225,8 @@ class CAdv(GradientAttack):
         steps: Adam steps (one objective gradient each), >= 0 (default 20).
         hints: fraction of pixels given their clean colour as a hint, ``0 <= hints <= 1`` (default 0.01).
         ssim_floor: ``None`` or ``0 < ssim_floor < 1``: keep only iterates with
-            ``SSIM(x', x) >= ssim_floor`` (:func:`~.budgets.within`); the last one is scaled back
-            along its chroma change (bisection) to meet it. Needs ``H, W >= 11`` (the SSIM window).
+            ``SSIM(x', x) >= ssim_floor`` (:func:`~.budgets.within`), plus the iterate of highest
+            objective and the last one scaled back along their chroma changes (bisection) to meet it. Needs ``H, W >= 7`` (the SSIM window).
         colouriser: path of a colouriser file written by ``scripts/train_cadv.py``, or ``None``
             (the shipped ``attacks/weights/cadv-colouriser.safetensors``).
         preset: ``"weak"``, ``"medium"`` or ``"strong"`` (explicit arguments override it).
@@ -267,7 +267,7 @@ class CAdv(GradientAttack):
         """Adam on per-image copies of the colouriser's weights; the best (feasible) iterate."""
         floor = None if self.ssim_floor is None else float(self.ssim_floor)
         if floor is not None:
-            FM.check_ssim_size(x)
+            FM.check_fidelity_ssim_size(x)
         if self.net is None:
             self.net = load_colouriser(WEIGHTS_FILE if self.colouriser is None else self.colouriser)
         net = self.net.to(x.device)
@@ -281,6 +281,7 @@ class CAdv(GradientAttack):
             base = net(lab[:, :1], hints, mask, theta)
         opt = torch.optim.Adam(list(theta.values()), lr=float(self.lr))
         best = best_obj = None
+        free_delta = free_obj = None  # the chroma change of the best iterate, floor or not
 
         def feasible(x_adv: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
             if floor is None:
@@ -294,15 +295,18 @@ class CAdv(GradientAttack):
                 x_adv = recolour(x, lab, rgb0, delta)
                 obj, grad = self.gradient(metric, x_adv.detach(), ref)
                 best, best_obj = keep_best(best, best_obj, x_adv.detach(), feasible(x_adv.detach(), obj))
+                if floor is not None:
+                    free_delta, free_obj = keep_best(free_delta, free_obj, delta.detach(), obj)
                 if step == self.steps:
                     break
                 opt.zero_grad()
                 x_adv.backward(-grad)  # ascent on the objective: Adam minimises its negative
             opt.step()
-        if floor is not None and best_obj is not None:
-            last = self._scale_back(x, lab, rgb0, delta.detach(), floor)
-            with torch.no_grad():
-                best, _ = keep_best(best, best_obj, last, self.objective(metric, last, ref))
+        if floor is not None and free_delta is not None:
+            for d in (free_delta, delta.detach()):  # the best and the last iterate, each scaled back
+                back = self._scale_back(x, lab, rgb0, d, floor)
+                with torch.no_grad():
+                    best, best_obj = keep_best(best, best_obj, back, self.objective(metric, back, ref))
         return best if best is not None else x
 
     @staticmethod

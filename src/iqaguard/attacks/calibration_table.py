@@ -156,8 +156,9 @@ def resolve_preset(attack: str, preset: str, metric: Union[None, str, Metric] = 
 
     Resolution order: ``table`` (a :class:`CalibrationTable` or the path of its JSON) when given;
     else the shipped table of ``(attack, metric)`` (:func:`find_table`); else the class's own
-    ``presets[preset]``. A table's arguments are ``table.kwargs(preset)``: its fixed parameters
-    plus the calibrated value(s).
+    ``presets[preset]``. A table's arguments are the class preset's overridden by
+    ``table.kwargs(preset)`` (its fixed parameters plus the calibrated value(s)), so a preset
+    parameter the table does not set stays (cAdv's per-preset ``ssim_floor``).
 
     Args:
         attack: registered attack name.
@@ -189,4 +190,4 @@ def resolve_preset(attack: str, preset: str, metric: Union[None, str, Metric] = 
     if mname and table.metric and table.metric != mname:
         raise InputError(f"table: it was calibrated on metric {table.metric!r}, not {mname!r}; "
                          f"calibrate one for {mname!r} (iqaguard attack calibrate --metric {mname} ...)")
-    return table.kwargs(preset)
+    return {**cls.presets.get(preset, {}), **table.kwargs(preset)}

@@ -4,8 +4,8 @@ Zhang, Li, Min, Zhai, Guo, Yang & Ma, "Perceptual Attacks of No-Reference Image 
 with Human-in-the-Loop", NeurIPS 2022, used by Guardians of Image Quality (appendix A.3.3:
 "incorporated FR IQA metrics like DISTS and LPIPS into loss functions"). The attack trades the
 change of the attacked model's prediction against the perceptual distance to the clean image, as
-measured by a full-reference model; here that model is SSIM (:func:`iqaguard.metrics.functional.ssim`,
-the fidelity measure the restriction is checked with), and the trade-off is a hinge: the ascent
+measured by a full-reference model; here that model is SSIM (:func:`iqaguard.metrics.functional.fidelity_ssim`, RGB,
+the measure the SSIM restriction is checked with), and the trade-off is a hinge: the ascent
 direction is that of ``objective(x') - lam · max(0, ssim_floor - SSIM(x', x))``, so the fidelity
 term only pulls back once the floor is crossed. The best iterate that meets the floor is kept and
 the last one is moved back towards ``x`` until it meets it (:func:`~.budgets.hold`).
@@ -50,8 +50,8 @@ class Zhang(GradientAttack):
     with the highest objective among those meeting the floor, or the last iterate pulled back
     towards ``x`` by :func:`~.budgets.hold` if that is better.
 
-    Distance measure: SSIM to the clean image (``functional.ssim``: BT.601 luma, ``ssim.m``
-    downsampling), ``SSIM(x_adv, x) >= ssim`` exactly as :func:`~.budgets.within` computes it.
+    Distance measure: SSIM to the clean image (``functional.fidelity_ssim``: the RGB channels,
+    scikit-image's convention, as Guardians of Image Quality measures it), ``SSIM(x_adv, x) >= ssim`` exactly as :func:`~.budgets.within` computes it.
     Varied parameter (the presets): ``ssim``, the floor, at the SSIM budgets of Guardians of Image
     Quality appendix A.3.4: ``weak`` 0.9, ``medium`` 0.8, ``strong`` 0.75. (Its Table 7 restricts
     this attack by L∞ and varies the learning rate; the attack's own constraint is the
@@ -68,11 +68,11 @@ class Zhang(GradientAttack):
             not built in).
         preset: ``"weak"``, ``"medium"`` or ``"strong"`` (explicit arguments override it).
 
-    Shapes: ``x`` ``[B, 3, H, W]`` in [0, 1], ``H, W >= 11`` (the SSIM window) -> ``x_adv`` of
+    Shapes: ``x`` ``[B, 3, H, W]`` in [0, 1], ``H, W >= 7`` (the SSIM window) -> ``x_adv`` of
     the same shape.
 
     Example:
-        >>> x_adv = Zhang(preset="medium")(metric, x)   # functional.ssim(x_adv, x) >= 0.8
+        >>> x_adv = Zhang(preset="medium")(metric, x)   # functional.fidelity_ssim(x_adv, x) >= 0.8
     """
 
     restriction = Restriction.SSIM
@@ -96,7 +96,7 @@ class Zhang(GradientAttack):
     def run(self, metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor],
             generator: Optional[torch.Generator]) -> torch.Tensor:
         """Hinge-penalised signed ascent from ``x`` (``generator`` unused: deterministic)."""
-        FM.check_ssim_size(x)
+        FM.check_fidelity_ssim_size(x)
         floor, lam = float(self.ssim), float(self.lam)
         x_adv, best, best_obj = x.clone(), None, None
         for t in range(self.steps):
@@ -106,7 +106,7 @@ class Zhang(GradientAttack):
             best, best_obj = keep_best(best, best_obj, x_adv, masked)
             with torch.enable_grad():
                 leaf = x_adv.detach().requires_grad_(True)
-                s = FM.ssim(leaf, x)
+                s = FM._fidelity_ssim(leaf, x)
                 (g_s,) = torch.autograd.grad(s.sum(), leaf)
             active = _per_image((s.detach() < floor).to(x.dtype))
             step = _unit(grad) + lam * active * _unit(g_s)

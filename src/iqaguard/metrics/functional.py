@@ -294,6 +294,57 @@ def _ssim(x: torch.Tensor, y: torch.Tensor, luma: bool, downsample: bool) -> tor
     return ssim_map.flatten(2).mean(dim=2).mean(dim=1)
 
 
+
+#: scikit-image ``structural_similarity`` defaults: a 7x7 uniform window
+FIDELITY_SSIM_WINDOW = 7
+
+
+def check_fidelity_ssim_size(x: torch.Tensor) -> None:
+    """Raise :class:`InputError` when ``x`` (``[..., H, W]``) is smaller than the 7x7 window of :func:`fidelity_ssim`."""
+    _check_min_size(x, FIDELITY_SSIM_WINDOW, "the SSIM restriction (7x7 window)")
+
+
+def fidelity_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SSIM as Guardians of Image Quality measures its SSIM restriction and fidelity: on the RGB channels.
+
+    The benchmark's code scores images with scikit-image's
+    ``structural_similarity(a, b, channel_axis=2, data_range=1)`` at its defaults, so this is that
+    convention: each RGB channel on the [0, 1] scale (``C1 = 0.01^2``, ``C2 = 0.03^2``), a 7x7
+    *uniform* window, sample (``N/(N-1)``-corrected) variances and covariance, the mean of the
+    SSIM map over the positions where the window lies inside the image (scikit-image crops 3
+    pixels at each border), averaged over the three channels; no downsampling. Unlike the luma
+    SSIM of :func:`ssim` (``ssim.m``), it sees changes of colour, which is why Guardians of Image
+    Quality (appendix A.3.4) restricts colour attacks such as cAdv by SSIM. Differentiable.
+
+    Args:
+        x: distorted ``[B, 3, H, W]`` in [0, 1], ``H, W >= 7``.
+        y: reference, same shape (or batch 1).
+
+    Returns:
+        ``[B]`` mean SSIM, at most 1 (1 for identical images).
+
+    Raises:
+        InputError: invalid images, different shapes, or images smaller than 7x7.
+    """
+    check_pair(x, y.expand_as(x) if y.shape[0] == 1 else y, "x", "y")
+    check_fidelity_ssim_size(x)
+    return _fidelity_ssim(x, y)
+
+
+def _fidelity_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """:func:`fidelity_ssim` without the input checks (the attacks' inner loops and the fidelity scores)."""
+    k = FIDELITY_SSIM_WINDOW
+    win = torch.full((k,), 1.0 / k, dtype=x.dtype, device=x.device)
+    y = y.expand_as(x)
+    mu_x, mu_y, e_xx, e_yy, e_xy = _filter_valid(torch.stack([x, y, x * x, y * y, x * y]), win)
+    norm = k * k / (k * k - 1.0)
+    var_x, var_y = norm * (e_xx - mu_x * mu_x), norm * (e_yy - mu_y * mu_y)
+    cov = norm * (e_xy - mu_x * mu_y)
+    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
+    return s.flatten(2).mean(dim=2).mean(dim=1)
+
+
 def _positive_pow(v: torch.Tensor, w: float) -> torch.Tensor:
     """``max(v, 0) ** w`` with finite gradients (0 where ``v <= 0``)."""
     pos = v > 0
@@ -343,5 +394,5 @@ def _ms_ssim(x: torch.Tensor, y: torch.Tensor, luma: bool) -> torch.Tensor:
 
 __all__ = [
     "QUANTIZATION_MSE", "PSNR_BEST", "rgb_to_luma", "psnr", "ssim", "ms_ssim", "mse", "linf",
-    "ssim_downsample_factor", "check_ssim_size", "check_ms_ssim_size", "gaussian_taps", "symmetric_index",
+    "fidelity_ssim", "check_fidelity_ssim_size", "ssim_downsample_factor", "check_ssim_size", "check_ms_ssim_size", "gaussian_taps", "symmetric_index",
 ]

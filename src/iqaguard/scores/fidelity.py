@@ -1,6 +1,6 @@
 """Per-image fidelity of a processed image to its original (Guardians of Image Quality §3.5, "Quality scores").
 
-Seed 002 reports PSNR, SSIM, MSE and L∞ between defended (or attacked) images and their clean
+Guardians of Image Quality reports PSNR, SSIM, MSE and L∞ between defended (or attacked) images and their clean
 originals. These wrappers fix the benchmark's conventions on top of
 :mod:`iqaguard.metrics.functional` and return plain ``float64`` numpy arrays for the result rows:
 
@@ -9,8 +9,10 @@ originals. These wrappers fix the benchmark's conventions on top of
   the 8-bit quantisation noise ``(1/255)^2 / 12``: it is finite for identical images (58.92 dB,
   :data:`iqaguard.metrics.functional.PSNR_BEST`), so stored rows and their averages never hold
   ``+inf``. It is a function of the MSE column: ``psnr = 10 log10(1 / max(mse, (1/255)^2 / 12))``.
-* SSIM uses the functional defaults: BT.601 luma (MATLAB ``rgb2ycbcr``) and ``ssim.m``'s
-  automatic downsampling.
+* SSIM is :func:`iqaguard.metrics.functional.fidelity_ssim`, the convention of Guardians of Image
+  Quality's own code (scikit-image ``structural_similarity`` on the RGB channels, 7x7 uniform
+  window, ``data_range=1``), the same SSIM the attacks' SSIM restriction is checked with. It sees
+  colour changes, which the luma SSIM of the ``ssim`` metric (``ssim.m``) does not.
 * MSE and L∞ are computed on all three RGB channels on the [0, 1] scale (L∞ is the perturbation
   budget unit of the attacks, e.g. 4/255).
 """
@@ -58,17 +60,17 @@ def psnr(x: Any, y: Any) -> np.ndarray:
 
 
 def ssim(x: Any, y: Any) -> np.ndarray:
-    """SSIM (Wang et al. 2004) of ``x`` against ``y`` on the BT.601 luma, ``ssim.m`` style (↑).
+    """SSIM (Wang et al. 2004) of ``x`` against ``y`` on the RGB channels, scikit-image's convention (↑).
 
     Args:
-        x: processed images ``[B, 3, H, W]`` in [0, 1], at least 11x11 after the automatic
-            downsampling by ``max(1, round(min(H, W) / 256))``.
+        x: processed images ``[B, 3, H, W]`` in [0, 1], at least 7x7 (the window).
         y: original images, same shape.
 
     Returns:
         ``[B]`` mean SSIM, at most 1.
     """
-    return _per_image(F.ssim, x, y)
+    F.check_fidelity_ssim_size(_as_image(x, "x"))
+    return _per_image(F._fidelity_ssim, x, y)
 
 
 def mse(x: Any, y: Any) -> np.ndarray:
@@ -105,8 +107,7 @@ def fidelity(x: Any, y: Any) -> Dict[str, np.ndarray]:
     defended image this way, four times cheaper in validation.
 
     Args:
-        x: processed images ``[B, 3, H, W]`` in [0, 1] (torch or numpy), at least 11x11 after
-            SSIM's automatic downsampling.
+        x: processed images ``[B, 3, H, W]`` in [0, 1] (torch or numpy), at least 7x7 (SSIM's window).
         y: original images, same shape.
 
     Raises:
@@ -114,11 +115,11 @@ def fidelity(x: Any, y: Any) -> Dict[str, np.ndarray]:
     """
     x, y = _as_image(x, "x"), _as_image(y, "y")
     check_pair(x, y, "x", "y")
-    F.check_ssim_size(x)
+    F.check_fidelity_ssim_size(x)
     with torch.no_grad():
         x, y = x.detach(), y.detach()
         d = (x - y).flatten(1)
         err = d.pow(2).mean(dim=1)
-        out = {"psnr": F._psnr_from_mse(err), "ssim": F._ssim(x, y, True, True),
+        out = {"psnr": F._psnr_from_mse(err), "ssim": F._fidelity_ssim(x, y),
                "mse": err, "linf": d.abs().amax(dim=1)}
         return {k: v.to("cpu", torch.float64).numpy() for k, v in out.items()}
