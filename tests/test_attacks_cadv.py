@@ -39,7 +39,7 @@ def test_registered_with_lr_presets():
     assert isinstance(a, CAdv) and a.restriction is Restriction.SSIM and CAdv.varied == "lr"
     lrs = [CAdv.presets[k]["lr"] for k in ("weak", "medium", "strong")]
     assert lrs == sorted(lrs) and len(set(lrs)) == 3  # stronger preset, larger learning rate
-    assert a.params == {"lr": CAdv.presets["strong"]["lr"], "steps": 20, "hints": 0.01, "ssim_floor": 0.75,
+    assert a.params == {"lr": CAdv.presets["strong"]["lr"], "steps": 160, "hints": 0.01, "ssim_floor": 0.75,
                         "colouriser": None}
     assert {k: v["ssim_floor"] for k, v in CAdv.presets.items()} == PRESET_BUDGETS[Restriction.SSIM]
     assert attacks.create("cadv", preset="weak", steps=3).steps == 3
