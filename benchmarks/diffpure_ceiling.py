@@ -50,7 +50,8 @@ def rows(t: int, clean: torch.Tensor, attacked: torch.Tensor, weights: str = Non
             xt = d.q_sample(2 * x - 1, i, e)
             out["noised"].append(((xt / d._c("sqrt_a", i, xt) + 1) / 2).clamp(0, 1))
             out["one-shot x̂0"].append((d.denoise_one_shot(xt, i, clip=True) + 1) / 2)
-            out["one-shot x̂0 of the clean crop"].append((d.denoise_one_shot(d.q_sample(2 * c - 1, i, e), i, clip=True) + 1) / 2)
+            xc = d.q_sample(2 * c - 1, i, e)
+            out["one-shot x̂0 of the clean crop"].append((d.denoise_one_shot(xc, i, clip=True) + 1) / 2)
             out["DiffPure"].append(p(x, generator=torch.Generator().manual_seed(1000 + k)))
     res = {"attacked": float(FM.psnr(attacked, clean).mean())}
     res.update({k: float(FM.psnr(torch.cat(v), clean).mean()) for k, v in out.items()})

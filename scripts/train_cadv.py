@@ -141,7 +141,8 @@ def sweep(x: torch.Tensor, colouriser: Path, seed: int, chunk: int = 8) -> List[
 def sweep_lines(rows: List[Dict[str, float]], n: int) -> List[str]:
     """The card's block for a sweep (it starts with :data:`SWEEP_HEAD`)."""
     return [f"{SWEEP_HEAD} ({n} val crops of 64x64, one per val photograph; 20 steps, hints 0.01, no floor; SSIM = "
-            "`functional.fidelity_ssim` (RGB) to the clean crop, gain = builtin-nr score change, |Δab| and |ΔL| in CIELAB units; "
+            "`functional.fidelity_ssim` (RGB) to the clean crop, gain = builtin-nr score change, "
+            "|Δab| and |ΔL| in CIELAB units; "
             f"command `python scripts/train_cadv.py --calibrate`):"] + [
         f"  - lr {r['lr']:g}: SSIM mean {r['ssim_mean']:.4f} (min {r['ssim_min']:.4f}), mean gain {r['gain']:.3f}, "
         f"improved {r['improved']:.0%}, mean |Δab| {r['dab']:.2f}, max |ΔL| {r['max_dL']:.1e}" for r in rows]

@@ -197,7 +197,8 @@ class CAdv(GradientAttack):
     CIELAB channels (``kornia.color``) and ``h`` the hints; each image has its own copy of ``θ``, so
     an image's result does not depend on the rest of its batch. The output is the iterate with the
     highest objective (the clean image included, so the objective never falls), among those that
-    meet ``ssim_floor`` when one is given, or the best and the last iterate's chroma changes scaled back to meet it.
+    meet ``ssim_floor`` when one is given, or the best and the last iterate's chroma changes
+    scaled back to meet it.
 
     Decisions (departures from the paper):
 
@@ -219,8 +220,8 @@ class CAdv(GradientAttack):
     (``attacks/tables/cadv__builtin-nr.json``: lr 6.1e-5 / 6.1e-4 / 2.4e-3, held-out mean SSIM
     0.880 / 0.778 / 0.748, errors 2.3% / 2.7% / 0.3%); the class presets are those values rounded,
     for metrics without a table. At 20 steps no lr reaches 0.8 (mean SSIM 0.87-0.92 for lr 1e-4
-    to 5e-3, model card; past ~1e-2 Adam diverges and SSIM rises again), hence 160 steps. A full-reference
-    metric's objective pulls the colours back to the reference's, so there the SSIM hardly falls
+    to 5e-3, model card; past ~1e-2 Adam diverges and SSIM rises again), hence 160 steps. A
+    full-reference metric's objective pulls the colours back to the reference's, so there the SSIM hardly falls
     (builtin-fr: 0.992 at lr 8e-5, where builtin-nr is at 0.877) and no table is shipped.
 
     Args:
@@ -229,7 +230,8 @@ class CAdv(GradientAttack):
         hints: fraction of pixels given their clean colour as a hint, ``0 <= hints <= 1`` (default 0.01).
         ssim_floor: ``None`` or ``0 < ssim_floor < 1``: keep only iterates with
             ``SSIM(x', x) >= ssim_floor`` (:func:`~.budgets.within`), plus the iterate of highest
-            objective and the last one scaled back along their chroma changes (bisection) to meet it. Needs ``H, W >= 7`` (the SSIM window).
+            objective and the last one scaled back along their chroma changes (bisection) to meet
+            it. Needs ``H, W >= 7`` (the SSIM window).
         colouriser: path of a colouriser file written by ``scripts/train_cadv.py``, or ``None``
             (the shipped ``attacks/weights/cadv-colouriser.safetensors``).
         preset: ``"weak"``, ``"medium"`` or ``"strong"`` (explicit arguments override it).

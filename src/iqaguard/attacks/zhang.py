@@ -51,7 +51,8 @@ class Zhang(GradientAttack):
     towards ``x`` by :func:`~.budgets.hold` if that is better.
 
     Distance measure: SSIM to the clean image (``functional.fidelity_ssim``: the RGB channels,
-    scikit-image's convention, as Guardians of Image Quality measures it), ``SSIM(x_adv, x) >= ssim`` exactly as :func:`~.budgets.within` computes it.
+    scikit-image's convention, as Guardians of Image Quality measures it), ``SSIM(x_adv, x) >=
+    ssim`` exactly as :func:`~.budgets.within` computes it.
     Varied parameter (the presets): ``ssim``, the floor, at the SSIM budgets of Guardians of Image
     Quality appendix A.3.4: ``weak`` 0.9, ``medium`` 0.8, ``strong`` 0.75. (Its Table 7 restricts
     this attack by L∞ and varies the learning rate; the attack's own constraint is the

@@ -300,7 +300,7 @@ FIDELITY_SSIM_WINDOW = 7
 
 
 def check_fidelity_ssim_size(x: torch.Tensor) -> None:
-    """Raise :class:`InputError` when ``x`` (``[..., H, W]``) is smaller than the 7x7 window of :func:`fidelity_ssim`."""
+    """Raise :class:`InputError` when ``x`` (``[..., H, W]``) is smaller than :func:`fidelity_ssim`'s 7x7 window."""
     _check_min_size(x, FIDELITY_SSIM_WINDOW, "the SSIM restriction (7x7 window)")
 
 
@@ -394,5 +394,6 @@ def _ms_ssim(x: torch.Tensor, y: torch.Tensor, luma: bool) -> torch.Tensor:
 
 __all__ = [
     "QUANTIZATION_MSE", "PSNR_BEST", "rgb_to_luma", "psnr", "ssim", "ms_ssim", "mse", "linf",
-    "fidelity_ssim", "check_fidelity_ssim_size", "ssim_downsample_factor", "check_ssim_size", "check_ms_ssim_size", "gaussian_taps", "symmetric_index",
+    "fidelity_ssim", "check_fidelity_ssim_size", "ssim_downsample_factor", "check_ssim_size", "check_ms_ssim_size",
+    "gaussian_taps", "symmetric_index",
 ]
