@@ -212,15 +212,19 @@ def test_needs_calibration_is_the_attacks_whose_varied_parameter_is_not_their_bu
         assert "cadv" in picked
 
 
-#: attacks that need a table but ship none, with the reason (see docs/attacks.md, "Calibrating presets")
-NOT_SHIPPED = {"cadv"}
+#: (attack, metric) pairs that need a table but ship none, with the reason (docs/attacks.md, "Calibrating
+#: presets"): on a full-reference metric cAdv's objective pulls the colours back to the reference's, so its
+#: SSIM stays near 1 (0.992 at lr 8e-5, where builtin-nr is at 0.877) and the budgets are out of reach
+NOT_SHIPPED = {("cadv", "builtin-fr")}
 
 
 def test_every_attack_that_needs_a_table_ships_one_per_builtin_metric():
     have = set(shipped_tables())
     for a in iqaguard.attacks.names():
-        if needs_calibration(a) and a not in NOT_SHIPPED:
+        if needs_calibration(a):
             for m in ("builtin-nr", "builtin-fr"):
+                if (a, m) in NOT_SHIPPED:
+                    continue
                 assert (a, m) in have, f"no shipped table for {a} on {m}: run python scripts/calibrate_attacks.py --attack {a}"
 
 
@@ -254,7 +258,13 @@ def test_resolve_preset_order_shipped_then_class(tmp_path, toy):
         table = CalibrationTable.from_json(path)
         for preset in table.entries:
             kw = resolve_preset(attack, preset, metric)
-            assert kw == table.kwargs(preset) and kw[table.varied] == table.entries[preset][table.varied]
+            # the table's arguments over the class preset's: a preset parameter the table does not
+            # set stays (cAdv's per-preset SSIM floor)
+            cls_preset = ATTACKS.get(attack).presets.get(preset, {})
+            assert kw == {**cls_preset, **table.kwargs(preset)} and kw[table.varied] == table.entries[preset][table.varied]
+            assert all(kw[k] == v for k, v in table.kwargs(preset).items())
+    floors = {p: resolve_preset("cadv", p, "builtin-nr")["ssim_floor"] for p in ("weak", "medium", "strong")}
+    assert floors == {"weak": 0.9, "medium": 0.8, "strong": 0.75}
     for (attack, metric), path in list(shipped_tables().items())[:1]:  # a Metric resolves by its name
         assert resolve_preset(attack, "weak", iqaguard.metrics.create(metric)) == resolve_preset(attack, "weak", metric)
     # a user's table, as a path or an object, comes first
