@@ -4,8 +4,8 @@ Zhang, Li, Min, Zhai, Guo, Yang & Ma, "Perceptual Attacks of No-Reference Image 
 with Human-in-the-Loop", NeurIPS 2022, used by Guardians of Image Quality (appendix A.3.3:
 "incorporated FR IQA metrics like DISTS and LPIPS into loss functions"). The attack trades the
 change of the attacked model's prediction against the perceptual distance to the clean image, as
-measured by a full-reference model; here that model is SSIM (:func:`iqaguard.metrics.functional.fidelity_ssim`, RGB,
-the measure the SSIM restriction is checked with), and the trade-off is a hinge: the ascent
+measured by a full-reference model; here that model is SSIM on the RGB channels
+(:func:`iqaguard.metrics.functional.fidelity_ssim`, the measure the SSIM restriction is checked with), and the trade-off is a hinge: the ascent
 direction is that of ``objective(x') - lam · max(0, ssim_floor - SSIM(x', x))``, so the fidelity
 term only pulls back once the floor is crossed. The best iterate that meets the floor is kept and
 the last one is moved back towards ``x`` until it meets it (:func:`~.budgets.hold`).

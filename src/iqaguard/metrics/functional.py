@@ -28,6 +28,10 @@ appendix A.3):
   (:data:`PSNR_BEST`), with a finite (zero) gradient there. Above the floor the value is exactly
   the unfloored PSNR.
 
+* fidelity SSIM (:func:`fidelity_ssim`): the benchmark's fidelity and restriction SSIM, scikit-image's
+  ``structural_similarity(channel_axis=2, data_range=1)`` convention (RGB channels, 7x7 uniform
+  window, sample covariances), as Guardians of Image Quality's code computes it.
+
 SSIM and MS-SSIM use the luma by default (``luma=True``); ``luma=False`` runs the grayscale
 algorithm on each RGB channel (still on the 0..255 scale with ``L = 255``) and averages the
 three per-channel values, so a gray image replicated into three channels gives the SSIM of the
@@ -294,14 +298,13 @@ def _ssim(x: torch.Tensor, y: torch.Tensor, luma: bool, downsample: bool) -> tor
     return ssim_map.flatten(2).mean(dim=2).mean(dim=1)
 
 
-
 #: scikit-image ``structural_similarity`` defaults: a 7x7 uniform window
 FIDELITY_SSIM_WINDOW = 7
 
 
 def check_fidelity_ssim_size(x: torch.Tensor) -> None:
     """Raise :class:`InputError` when ``x`` (``[..., H, W]``) is smaller than :func:`fidelity_ssim`'s 7x7 window."""
-    _check_min_size(x, FIDELITY_SSIM_WINDOW, "the SSIM restriction (7x7 window)")
+    _check_min_size(x, FIDELITY_SSIM_WINDOW, "fidelity SSIM (7x7 window)")
 
 
 def fidelity_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
