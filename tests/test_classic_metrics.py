@@ -221,3 +221,6 @@ def test_fidelity_ssim_sees_a_recolouring_that_luma_ssim_does_not(photo):
     assert float(F.fidelity_ssim(recoloured, photo)) < float(F.ssim(recoloured, photo)) - 0.05
     with pytest.raises(InputError, match="7x7"):
         F.check_fidelity_ssim_size(photo[..., :6, :30])
+    for bad in (photo[..., :40, :40], torch.cat([photo, photo])[..., :50, :50]):  # another size; batch 2 vs 3
+        with pytest.raises(InputError, match="y"):
+            F.fidelity_ssim(photo[..., :50, :50].expand(3, -1, -1, -1).contiguous(), bad)

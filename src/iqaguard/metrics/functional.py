@@ -329,7 +329,8 @@ def fidelity_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Raises:
         InputError: invalid images, different shapes, or images smaller than 7x7.
     """
-    check_pair(x, y.expand_as(x) if y.shape[0] == 1 else y, "x", "y")
+    one_ref = y.dim() == x.dim() == 4 and y.shape[0] == 1 and y.shape[1:] == x.shape[1:]
+    check_pair(x, y.expand_as(x) if one_ref else y, "x", "y")
     check_fidelity_ssim_size(x)
     return _fidelity_ssim(x, y)
 
