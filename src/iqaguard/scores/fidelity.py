@@ -69,8 +69,10 @@ def ssim(x: Any, y: Any) -> np.ndarray:
     Returns:
         ``[B]`` mean SSIM, at most 1.
     """
-    F.check_fidelity_ssim_size(_as_image(x, "x"))
-    return _per_image(F._fidelity_ssim, x, y)
+    def checked(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        F.check_fidelity_ssim_size(a)  # after _per_image validated the pair
+        return F._fidelity_ssim(a, b)
+    return _per_image(checked, x, y)
 
 
 def mse(x: Any, y: Any) -> np.ndarray:
