@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from iqaguard.defenses.certified.denoiser import ARCH, WEIGHTS_FILE, DnCNN
-from iqaguard.defenses.purification._neural import save_state
+from iqaguard.training.checkpoint import save_model
 from iqaguard.metrics import functional as FM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     _, best_step, curve, secs = fit_steps(net, opt, sched, args.steps, batch_loss, val_score, args.eval_every,
                                           unit=" dB", digits=2)
     net.eval()
-    save_state(net, args.out, dict(ARCH), trained_by="scripts/train_denoiser.py", val_step=str(best_step))
+    save_model(net, args.out, dict(ARCH), trained_by="scripts/train_denoiser.py", val_step=str(best_step))
     v = noisy_psnr(net, val, args.seed + 3)
     t = noisy_psnr(net, test, args.seed + 4)  # once, after the step was chosen on val
     print(f"val {v}; test {t}", flush=True)

@@ -38,7 +38,8 @@ import torch
 
 from iqaguard.defenses.purification._diffusion import Diffusion
 from iqaguard.defenses.purification._unet import UNET_DEFAULTS, UNetModel
-from iqaguard.defenses.purification._neural import WEIGHTS_DIR, save_state
+from iqaguard.defenses.purification._neural import WEIGHTS_DIR
+from iqaguard.training.checkpoint import save_model
 from iqaguard.defenses.purification.diffpure import GRID, DiffPure
 from iqaguard.metrics import functional as FM
 
@@ -161,14 +162,14 @@ def main() -> None:
     report = {}
     tmp = args.out.with_suffix(".candidate.safetensors")
     for name, m in cands.items():
-        save_state(m, tmp, dict(UNET_DEFAULTS))
+        save_model(m, tmp, dict(UNET_DEFAULTS))
         p = DiffPure(t=10, weights=str(tmp))
         report[name] = {"eps_mse": eps_mse(m, vcrops), "val_psnr_t10": val_psnr(p)}
         print(name, report[name], flush=True)
     tmp.unlink()
     best = max(report, key=lambda k: report[k]["val_psnr_t10"][0])
     meta = {"steps": str(done), "seed": str(args.seed), "selected": best}
-    save_state(cands[best], args.out, dict(UNET_DEFAULTS), **meta)
+    save_model(cands[best], args.out, dict(UNET_DEFAULTS), **meta)
     size = args.out.stat().st_size
     sha = hashlib.sha256(args.out.read_bytes()).hexdigest()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from iqaguard.defenses.purification._neural import save_state
+from iqaguard.training.checkpoint import save_model
 from iqaguard.defenses.purification.disco import LIIF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     net.load_state_dict(best[2])
     net.eval()
     path = args.out / "disco.safetensors"
-    save_state(net, path, config, steps=str(best[1]))
+    save_model(net, path, config, steps=str(best[1]))
 
     if args.explore:
         print(f"best val {best[0]:.3f} dB at step {best[1]}; curve {curve}")

@@ -33,7 +33,7 @@ from iqaguard.data.io import load_image
 from iqaguard.data.kadid_builtin import BuiltinKadid
 from iqaguard.defenses.certified.denoiser import ARCH, dms_iqa_weights, load_denoiser
 from iqaguard.defenses.certified.dms_iqa import dms_iqa_loss
-from iqaguard.defenses.purification._neural import save_state
+from iqaguard.training.checkpoint import save_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from iqaguard.training import fit_steps  # noqa: E402
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
 
     _, best_step, curve, secs = fit_steps(net, opt, sched, args.steps, batch_loss, val_score, args.eval_every)
     net.eval().requires_grad_(False)
-    save_state(net, out, dict(ARCH), trained_by="scripts/train_dms_iqa.py", metric=metric.name,
+    save_model(net, out, dict(ARCH), trained_by="scripts/train_dms_iqa.py", metric=metric.name,
                val_step=str(best_step))
     rows: List[str] = []
     for label, d in (("MS (no denoiser)", None), ("DMS (DnCNN, pixel MSE only)", base), ("DMS-IQA", net)):

@@ -33,7 +33,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from iqaguard.defenses.purification._neural import WEIGHTS_DIR, save_state
+from iqaguard.defenses.purification._neural import WEIGHTS_DIR
+from iqaguard.training.checkpoint import save_model
 from iqaguard.metrics import functional as FM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
                                    batch=args.batch, side=args.side, lr=args.lr, seed=args.seed,
                                    eval_every=args.eval_every)
     path = args.out / "fcn.safetensors"
-    save_state(net, path, config, trained_by="scripts/train_fcn.py", val_step=str(best["step"]))
+    save_model(net, path, config, trained_by="scripts/train_fcn.py", val_step=str(best["step"]))
 
     p_fcn = FCN(weights=path)  # the shipped model, scored once on the test split
     test = psnr_check(p_fcn)

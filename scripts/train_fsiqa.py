@@ -31,7 +31,7 @@ from iqaguard import scores
 from iqaguard.data.kadid_builtin import fingerprint
 from iqaguard.defenses.fsiqa.fs_iqa import head_file
 from iqaguard.defenses.fsiqa.training import dataset_features, mos_to_units, smoothed_head_scores, train_head
-from iqaguard.defenses.purification._neural import save_state
+from iqaguard.training.checkpoint import save_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training import write_section  # noqa: E402
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         out, _ = head_file(metric.name, sigma)
         if args.out_dir is not None:
             out = args.out_dir / out.name
-        save_state(head, out, head.config, trained_by="scripts/train_fsiqa.py", metric=metric.name,
+        save_model(head, out, head.config, trained_by="scripts/train_fsiqa.py", metric=metric.name,
                    sigma=f"{sigma:g}", mos_line=f"{a:.6f},{b:.6f}", val_epoch=str(log["best_epoch"]))
         test = corr(smoothed_head_scores(head, f_te, sigma, 2000, torch.Generator().manual_seed(args.seed + 2)), y_te)
         sha = hashlib.sha256(out.read_bytes()).hexdigest()

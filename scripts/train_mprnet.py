@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iqaguard.defenses.purification._neural import WEIGHTS_DIR, save_state
+from iqaguard.defenses.purification._neural import WEIGHTS_DIR
+from iqaguard.training.checkpoint import save_model
 from iqaguard.defenses.purification.mprnet import OFFICIAL_DENOISING, MPRNet, MPRNetwork
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     net, history, best, secs = fit(net, [linf], val, stages_loss, steps=args.steps, batch=args.batch,
                                    side=args.side, lr=args.lr, seed=args.seed, eval_every=args.eval_every)
     path = args.out / "mprnet.safetensors"
-    save_state(net, path, config, trained_by="scripts/train_mprnet.py", val_step=str(best["step"]))
+    save_model(net, path, config, trained_by="scripts/train_mprnet.py", val_step=str(best["step"]))
 
     test = psnr_check(MPRNet(weights=path))  # the shipped model, scored once on the test split
     print(f"best val {best}; test {test}", flush=True)

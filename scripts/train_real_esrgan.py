@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from iqaguard.defenses.purification._neural import WEIGHTS_DIR, save_state
+from iqaguard.defenses.purification._neural import WEIGHTS_DIR
+from iqaguard.training.checkpoint import save_model
 from iqaguard.defenses.purification.real_esrgan import RRDBNet
 from iqaguard.metrics import functional as FM
 
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
     net.load_state_dict(best[2])
     net.eval()
     path = args.out / "real-esrgan.safetensors"
-    save_state(net, path, config, steps=str(best[1]))
+    save_model(net, path, config, steps=str(best[1]))
 
     if args.explore:
         print(f"best val {best[0]:.3f} dB at step {best[1]}; curve {curve}")

@@ -131,13 +131,13 @@ def fs_store(tmp_path_factory):
     import torch
 
     from iqaguard.defenses.fsiqa.fs_iqa import FSHead
-    from iqaguard.defenses.purification._neural import save_state
+    from iqaguard.training.checkpoint import save_model
     from test_runner import ToyNR
 
     folder = tmp_path_factory.mktemp("fs")
     torch.manual_seed(0)
     head = FSHead(ToyNR().feature_dim, 32, 8)
-    save_state(head, folder / "head.safetensors", head.config)
+    save_model(head, folder / "head.safetensors", head.config)
     spec = {"version": "fs-1", "imports": [RUNNER_FILE], "metrics": ["toy-nr"],
             "datasets": [{"name": "toy", "kwargs": {"n": 3}}],
             "attacks": [{"name": "ifgsm", "presets": ["weak"], "kwargs": {"steps": 2}}],

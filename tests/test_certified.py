@@ -323,8 +323,8 @@ def test_dms_iqa_loads_the_denoiser_of_its_metric_or_names_the_training_command(
     torch.nn.init.zeros_(net.body[-1].bias)
     with torch.no_grad():
         net.body[-1].weight.mul_(0.5)
-    from iqaguard.defenses.purification._neural import save_state
-    save_state(net, tmp_path / "dms-iqa-linear.safetensors", dict(D.ARCH))
+    from iqaguard.training.checkpoint import save_model
+    save_model(net, tmp_path / "dms-iqa-linear.safetensors", dict(D.ARCH))
     c = iqaguard.defenses.create("dms-iqa", metric=Linear(), n=64)
     assert isinstance(c.denoiser, D.DnCNN)
     assert torch.equal(c.denoiser.body[-1].weight, net.body[-1].weight)

@@ -8,7 +8,8 @@ from torch import nn
 import iqaguard
 from iqaguard.defenses.purification._diffusion import Diffusion, linear_betas
 from iqaguard.defenses.purification._unet import UNetModel, infer_config
-from iqaguard.defenses.purification._neural import WEIGHTS_DIR, save_state
+from iqaguard.defenses.purification._neural import WEIGHTS_DIR
+from iqaguard.training.checkpoint import save_model
 from iqaguard.defenses.purification.diffpure import DiffPure
 from iqaguard.errors import InputError, MissingWeightsError
 
@@ -33,7 +34,7 @@ def tiny_file(tmp_path_factory):
     torch.manual_seed(1)
     net = UNetModel(**TINY)
     path = tmp_path_factory.mktemp("dp") / "tiny.safetensors"
-    save_state(net, path, TINY)
+    save_model(net, path, TINY)
     return str(path)
 
 
@@ -201,7 +202,7 @@ def test_missing_and_wrong_weights(tmp_path):
     with pytest.raises(InputError):
         DiffPure(weights=str(bad))
     wrong = tmp_path / "wrong.safetensors"
-    save_state(UNetModel(**TINY), wrong, {**TINY, "model_channels": 16})
+    save_model(UNetModel(**TINY), wrong, {**TINY, "model_channels": 16})
     with pytest.raises(InputError):
         DiffPure(weights=str(wrong))
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import iqaguard
-from iqaguard.defenses.purification._neural import WEIGHTS_DIR, save_state
+from iqaguard.defenses.purification._neural import WEIGHTS_DIR
+from iqaguard.training.checkpoint import save_model
 from iqaguard.defenses.purification.disco import DISCO, LIIF
 from iqaguard.errors import InputError, MissingWeightsError
 
@@ -80,7 +81,7 @@ def test_official_checkpoint_layout_matches_safetensors(tmp_path):
                                                                      "args": {"no_upsampling": True}}},
                           "sd": sd},
                 "optimizer": {"name": "adam", "args": {"lr": 1e-4}, "sd": {}}, "epoch": 3}, pth)
-    save_state(net, st, cfg)
+    save_model(net, st, cfg)
     a, b = DISCO(weights=str(pth)), DISCO(weights=str(st))
     assert a.config == b.config == cfg
     x = _x(1, 3, 19, 14)

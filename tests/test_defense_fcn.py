@@ -7,7 +7,8 @@ from iqaguard import defenses
 from iqaguard.data.builtin import PHOTOS_DIR
 from iqaguard.data.io import load_image
 from iqaguard.data.kadid_builtin import split_sources
-from iqaguard.defenses.purification._neural import WEIGHTS_DIR, save_state
+from iqaguard.defenses.purification._neural import WEIGHTS_DIR
+from iqaguard.training.checkpoint import save_model
 from iqaguard.defenses.purification.fcn import FCN, FCNet
 from iqaguard.errors import InputError, MissingWeightsError
 
@@ -67,7 +68,7 @@ def test_official_pth_loads_like_safetensors(tmp_path, crops):
     pth = tmp_path / "fcn_official.pth"
     torch.save({"epoch": 7, "model": net.state_dict()}, pth)  # the official container
     st = tmp_path / "fcn_same.safetensors"
-    save_state(net, st, OFFICIAL)
+    save_model(net, st, OFFICIAL)
     a, b = FCN(weights=pth), FCN(weights=str(st))
     assert a.config == b.config == OFFICIAL  # the official configuration read off the keys
     assert sorted(net.state_dict()) == [f"conv{i}.{k}" for i in (1, 2, 3) for k in ("bias", "weight")]
@@ -88,7 +89,7 @@ def test_wrong_keys(tmp_path):
     with pytest.raises(InputError, match="conv1"):
         FCN(weights=bad)
     st = tmp_path / "bad.safetensors"
-    save_state(torch.nn.Conv2d(3, 3, 1), st, dict(FCN.arch))
+    save_model(torch.nn.Conv2d(3, 3, 1), st, dict(FCN.arch))
     with pytest.raises(InputError, match="missing"):
         FCN(weights=st)
     with pytest.raises(InputError, match="unknown argument"):

@@ -7,7 +7,7 @@ from iqaguard import defenses
 from iqaguard.data.builtin import PHOTOS_DIR
 from iqaguard.data.io import load_image
 from iqaguard.data.kadid_builtin import split_sources
-from iqaguard.defenses.purification._neural import save_state
+from iqaguard.training.checkpoint import save_model
 from iqaguard.defenses.purification.mprnet import OFFICIAL_DENOISING, MPRNet, MPRNetwork
 from iqaguard.errors import InputError, MissingWeightsError
 
@@ -72,7 +72,7 @@ def test_official_checkpoint_loads_like_safetensors(tmp_path, crops):
     state = {f"module.{k}": v for k, v in net.state_dict().items()}  # as saved from nn.DataParallel
     torch.save({"epoch": 3, "state_dict": state, "optimizer": {"state": {}, "param_groups": [{"lr": 2e-4}]}}, pth)
     st = tmp_path / "same.safetensors"
-    save_state(net, st, TINY)
+    save_model(net, st, TINY)
     a, b = MPRNet(weights=pth), MPRNet(weights=st)
     assert a.config == TINY  # widths read off the official keys
     ya, yb = a(crops), b(crops)
@@ -119,6 +119,6 @@ def test_wrong_keys(tmp_path):
     with pytest.raises(InputError, match="shallow_feat1"):
         MPRNet(weights=bad)
     st = tmp_path / "bad.safetensors"
-    save_state(torch.nn.Conv2d(3, 3, 1), st, TINY)
+    save_model(torch.nn.Conv2d(3, 3, 1), st, TINY)
     with pytest.raises(InputError, match="missing"):
         MPRNet(weights=st)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import iqaguard
-from iqaguard.defenses.purification._neural import WEIGHTS_DIR, save_state
+from iqaguard.defenses.purification._neural import WEIGHTS_DIR
+from iqaguard.training.checkpoint import save_model
 from iqaguard.defenses.purification.real_esrgan import RealESRGAN, RRDBNet
 from iqaguard.errors import InputError, MissingWeightsError
 
@@ -45,7 +46,7 @@ def test_too_small_and_bad_strength_are_input_errors(tmp_path):
     st = tmp_path / "x1.safetensors"  # scale 1: reflect padding to a multiple of 4 needs H, W >= 4
     cfg = {"num_in_ch": 3, "num_out_ch": 3, "scale": 1, "num_feat": 8, "num_block": 1, "num_grow_ch": 4,
            "residual": False}
-    save_state(RRDBNet(**{k: v for k, v in cfg.items() if k != "residual"}), st, cfg)
+    save_model(RRDBNet(**{k: v for k, v in cfg.items() if k != "residual"}), st, cfg)
     p = RealESRGAN(weights=str(st))
     assert p(_x(1, 3, 4, 7)).shape == (1, 3, 4, 7)
     with pytest.raises(InputError, match="at least 4x4"):
@@ -78,7 +79,7 @@ def test_official_params_ema_checkpoint_matches_safetensors(tmp_path):
         pth, st = tmp_path / f"x{scale}.pth", tmp_path / f"x{scale}.safetensors"
         # the official layout: BasicSR key names inside {"params_ema": ...}, module. prefixes allowed
         torch.save({"params_ema": {f"module.{k}": v for k, v in net.state_dict().items()}}, pth)
-        save_state(net, st, cfg)
+        save_model(net, st, cfg)
         a, b = RealESRGAN(weights=str(pth)), RealESRGAN(weights=str(st))
         assert a.config == b.config == cfg  # read off the official keys and shapes
         x = _x(1, 3, 21, 18, seed=scale)

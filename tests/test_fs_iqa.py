@@ -149,8 +149,8 @@ def test_errors_name_the_problem_and_the_fix(tmp_path):
         iqaguard.defenses.create("fs-iqa", metric=Plain())
     with pytest.raises(MissingWeightsError, match=r"train_fsiqa\.py --metric toy-features --sigma 0\.25"):
         iqaguard.defenses.create("fs-iqa", metric=ToyFeatures(), sigma=0.25)
-    from iqaguard.defenses.purification._neural import save_state
-    save_state(FSHead(8, 32, 8), tmp_path / "h.safetensors", {"in_dim": 8, "width": 32, "hidden": 8})
+    from iqaguard.training.checkpoint import save_model
+    save_model(FSHead(8, 32, 8), tmp_path / "h.safetensors", {"in_dim": 8, "width": 32, "hidden": 8})
     with pytest.raises(InputError, match="for 8 features, but the metric has 16"):
         iqaguard.defenses.create("fs-iqa", metric=ToyFeatures(), weights=tmp_path / "h.safetensors")
     with pytest.raises(InputError, match="mode"):
@@ -159,10 +159,10 @@ def test_errors_name_the_problem_and_the_fix(tmp_path):
 
 
 def test_a_saved_head_round_trips(tmp_path):
-    from iqaguard.defenses.purification._neural import save_state
+    from iqaguard.training.checkpoint import save_model
 
     head = _head(3)
-    save_state(head, tmp_path / "h.safetensors", head.config)
+    save_model(head, tmp_path / "h.safetensors", head.config)
     c = iqaguard.defenses.create("fs-iqa", metric=ToyFeatures(), weights=tmp_path / "h.safetensors", sigma=0.1, n=50)
     x = torch.rand(1, 3, 12, 12, generator=_gen(12))
     with torch.no_grad():

@@ -241,8 +241,10 @@ def validate_cmd(spec: str = typer.Argument(..., help="spec YAML file, or a buil
         clean, attacks = expand(sp, selections, excluded)
         fits, transfers = fit_tasks(sp), transfer_tasks(sp, selections, excluded)
         untimed = trained_keys(sp)  # building a trained defense trains it: timed without them
-        estimate = (time_tasks(*expand(sp, selections, {**excluded, **untimed}), fits) if untimed else
-                    time_tasks(clean, attacks, fits)) if timing else None
+        estimate = None
+        if timing:
+            timed = expand(sp, selections, {**excluded, **untimed}) if untimed else (clean, attacks)
+            estimate = time_tasks(*timed, fits)
     except IqaguardError as e:
         fail(e)
     t = Table("metric", "mode", "attack", "preset", "defenses scored", "tasks", "images", "rows",

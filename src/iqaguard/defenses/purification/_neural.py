@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from ...errors import InputError, MissingWeightsError
-from ...training.checkpoint import save_model as save_state  # noqa: F401  (the scripts' and tests' name)
 from ..base import Generators, Purification
 
 #: where the shipped defense weights live (with their MODEL_CARD.md)
