@@ -285,7 +285,7 @@ def test_cert_reg_trims_and_rs_reg_averages():
 
 # ------------------------------------------------------------------ DMS-IQA
 def test_rank_loss_is_zero_on_ordered_batches_and_the_mean_hinge_otherwise():
-    from iqaguard.defenses.certified.dms_iqa import rank_loss
+    from iqaguard.training.finetune import rank_loss
 
     y = torch.tensor([1.0, 2.0, 3.0])
     assert float(rank_loss(torch.tensor([0.1, 0.5, 0.9]), y)) == 0.0

@@ -72,15 +72,15 @@ def load_into(module: nn.Module, state: Dict[str, torch.Tensor], config: Dict[st
                          "retrain") from None
 
 
-def restore(base: Metric, path: Path) -> Metric:
-    """A copy of ``base`` with the architecture and weights saved in ``path`` (:func:`save_model`
-    of :func:`iqaguard.training.finetune.network`), in eval mode."""
+def restore(base: Metric, path: Path) -> Tuple[Metric, Dict[str, Any]]:
+    """``(a copy of base with the architecture and weights saved in path, the saved config)``: the
+    file of :func:`save_model` of :func:`iqaguard.training.finetune.network`, read once; eval mode."""
     from .finetune import network
 
     state, config = read_checkpoint(path)
     metric = copy.deepcopy(base)
     load_into(network(metric), state, config, str(path))
-    return metric.eval()
+    return metric.eval(), config
 
 
 def state_digest(module: nn.Module) -> str:

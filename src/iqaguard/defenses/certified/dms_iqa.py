@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from ...registry import DEFENSES
-from ...training.finetune import rank_loss  # noqa: F401  (also this module's public name)
+from ...training.finetune import rank_loss
 from .denoiser import dms_iqa_weights, load_denoiser
 from .ms import DenoisedMedianSmoothing
 

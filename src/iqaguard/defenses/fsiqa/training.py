@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -92,13 +92,14 @@ def train_head(train: Tuple[torch.Tensor, torch.Tensor], val: Tuple[torch.Tensor
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     norm_tr, norm_va = (f_tr - mean) / std, (f_va - mean) / std
     nb = -(-norm_tr.shape[0] // batch)  # batches per epoch
-    order: List[torch.Tensor] = []
+    perm = torch.empty(0, dtype=torch.long)
 
     def batch_loss(step: int) -> torch.Tensor:
-        if (step - 1) % nb == 0:
-            order[:] = [torch.randperm(norm_tr.shape[0], generator=g)]
-        i = ((step - 1) % nb) * batch
-        idx = order[0][i:i + batch]
+        nonlocal perm
+        k = (step - 1) % nb  # the batch's place in its epoch: a new permutation at every epoch start
+        if k == 0:
+            perm = torch.randperm(norm_tr.shape[0], generator=g)
+        idx = perm[k * batch:(k + 1) * batch]
         z = head.ftn(norm_tr[idx])
         pred = head.score(z + sigma * torch.randn(z.shape, generator=g))
         return torch.mean((pred - y_tr[idx]) ** 2)

@@ -98,8 +98,8 @@ class TrainedMetric(Metric):
         self.path = cache_root() / f"{self.registry_name}-{self.key}.safetensors"
         self.progress = progress
         if cache and self.path.is_file():
-            self.inner = checkpoint.restore(metric, self.path)
-            self.log = checkpoint.read_checkpoint(self.path)[1].get("trained", {})
+            self.inner, config = checkpoint.restore(metric, self.path)
+            self.log = config.get("trained", {})
         else:
             self.inner, self.log = self.run_recipe(metric)
             if cache:
