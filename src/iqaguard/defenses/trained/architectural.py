@@ -20,7 +20,7 @@ orthogonalisations).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Dict, List, Optional
+from typing import Any, Callable, ClassVar, Dict, List
 
 import torch
 
@@ -107,18 +107,18 @@ class RobustBlockDefense(TrainedMetric):
             net = network(metric)
             g = torch.Generator().manual_seed(self.fit_args["seed"] + 3)
             idx = torch.randint(0, len(train), (int(r["prune_samples"]),), generator=g).tolist()
-            x, ref = crops(train, idx, self.fit_args["patch"], g, flip=False)
+            x, _ = crops(train, idx, self.fit_args["patch"], g, flip=False)
             dev = metric.device
-            fwd = self._forward(metric, None if ref is None else ref.to(dev))
             self.edits.append(prune(net, r["prune"], float(r["share"]), samples=x.to(dev),
-                                    targets=train.y[idx].to(dev), forward=fwd))
+                                    targets=train.y[idx].to(dev), forward=self._forward(metric)))
             net.to(dev)
             logs.append(run(epochs=r["prune_epochs"]))
         return logs
 
     @staticmethod
-    def _forward(metric: Metric, ref: Optional[torch.Tensor]) -> Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]:
-        """How pruning runs the network on a batch of crops (an FR metric's backbone sees the distorted crops)."""
+    def _forward(metric: Metric) -> Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]:
+        """How pruning runs the network on a batch of crops: an FR metric's backbone sees the
+        distorted crops (a metric without one is run against the crops themselves)."""
         if metric.kind == "fr":
             return lambda net, xb: net.backbone(xb) if hasattr(net, "backbone") else metric.score(xb, xb)
         return lambda net, xb: metric.score(xb)
