@@ -51,19 +51,6 @@ def _replay_activation(module: torch.nn.Module, rec: Dict[str, Any]) -> None:
     replace_activations(module, rec["kind"], rec["scope"], rec.get("modules"))
 
 
-def last_position(net: torch.nn.Module) -> int:
-    """The paper's default place: before the last block (``len(stages)`` of a builtin backbone,
-    the last child of an ``nn.Sequential``)."""
-    backbone = getattr(net, "backbone", None)
-    stages = getattr(backbone, "stages", None)
-    if stages is not None:
-        return len(stages)
-    if isinstance(net, torch.nn.Sequential):
-        return len(net)
-    raise InputError(f"robust-block: no default position for {type(net).__name__}; pass position=N "
-                     "(insert before the N-th block)")
-
-
 @DEFENSES.register("robust-block")
 class RobustBlockDefense(TrainedMetric):
     """RobustBlock before the last block, fine-tune, 10% pruning, fine-tune (Robustness as Architecture §4).
@@ -91,8 +78,7 @@ class RobustBlockDefense(TrainedMetric):
     def prepare(self, metric: Metric, train: MOSData) -> List[Dict[str, Any]]:
         net, r, edits = network(metric), self.recipe, []
         if r["orth"] is not None:
-            pos = r["position"] if r["position"] is not None else last_position(net)
-            edits.append(insert_robust_block(net, pos, r["orth"]))
+            edits.append(insert_robust_block(net, r["position"], r["orth"]))  # None: before the last block
         if r["activation"] is not None:
             edits.append(replace_activations(net, r["activation"], r["activation_scope"]))
         net.to(metric.device)

@@ -122,7 +122,7 @@ def _place(container: nn.Module, key: str, block: RobustBlock, reference: nn.Mod
     container._modules[key] = nn.Sequential(block, old)
 
 
-def insert_robust_block(model: nn.Module, position: int, orth: str = "cayley",
+def insert_robust_block(model: nn.Module, position: Optional[int] = None, orth: str = "cayley",
                         target: Optional[str] = None) -> Dict[str, Any]:
     """Insert a :class:`RobustBlock` before the ``position``-th block of ``model``, in place.
 
@@ -140,7 +140,8 @@ def insert_robust_block(model: nn.Module, position: int, orth: str = "cayley",
 
     Args:
         model: the module to edit (in place).
-        position: 1-based index of the block the RobustBlock goes before.
+        position: 1-based index of the block the RobustBlock goes before; ``None``: the last
+            block (the paper's default; the record holds the resolved index).
         orth: ``"cayley"``, ``"aoc"`` or ``"aol"`` (:data:`~.orthogonal.ORTHOGONAL_KINDS`).
         target: dotted path (``model.get_submodule``) of the Backbone or nn.Sequential to edit;
             ``None`` finds the builtin backbone, or uses ``model`` itself when it is an nn.Sequential.
@@ -173,11 +174,12 @@ def insert_robust_block(model: nn.Module, position: int, orth: str = "cayley",
     path, container = found
     if isinstance(container, Backbone):
         n = len(container.stages)
-        _check_position(position, n, "backbone stage")
+        position = n if position is None else _check_position(position, n, "backbone stage")
         channels = container.in_channels if position == 1 else container.widths[position - 2]
         _place(container.stages, str(position - 1), RobustBlock(channels, orth), container)
     elif isinstance(container, nn.Sequential):
-        _check_position(position, len(container), "child of the nn.Sequential")
+        n = len(container)
+        position = n if position is None else _check_position(position, n, "child of the nn.Sequential")
         channels = _sequential_channels(container, position)
         key = list(container._modules.keys())[position - 1]
         _place(container, key, RobustBlock(channels, orth), container)
