@@ -28,12 +28,12 @@ def train_cmd(defense: str = typer.Option(..., "--defense", "-d", help="adv-trai
 
     try:
         require_defense(defense, TrainedMetric, "trained")
+        if out is not None and out.suffix != ".safetensors":  # checked before minutes of training
+            raise IqaguardError(f"--out: expected a .safetensors file name, got {out}")
         kwargs = {k.replace("-", "_"): v for k, v in _parse_fix(arg).items()}
         base = metrics.create(metric).to(resolve_device(device))
         t = defenses.create(defense, metric=base, preset=preset, **kwargs)
         if out is not None:
-            if out.suffix != ".safetensors":
-                raise IqaguardError(f"--out: expected a .safetensors file name, got {out}")
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(t.path, out)
     except IqaguardError as e:
