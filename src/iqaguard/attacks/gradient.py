@@ -1,9 +1,10 @@
 """The white-box family: attacks that follow the gradient of the objective.
 
-:meth:`GradientAttack.gradient` is the one place the package differentiates the attack objective
-``sign * f(x') / diam(f)`` (Guardians of Image Quality §3.1) with respect to the image: the
-"metric is not differentiable" error lives here, and ``create_graph=True`` keeps the graph for
-callers that differentiate the gradient again (gradient-norm regularised training).
+:func:`objective_gradient` (behind :meth:`GradientAttack.gradient`) is the one place the package
+differentiates the attack objective ``sign * f(x') / diam(f)`` (Guardians of Image Quality §3.1)
+with respect to the image: the "metric is not differentiable" error lives here, and
+``create_graph=True`` keeps the graph for callers that differentiate the gradient again
+(gradient-norm regularised training, :mod:`iqaguard.defenses.trained.nt`).
 """
 from __future__ import annotations
 
@@ -19,29 +20,40 @@ from .base import Attack, seeded
 from .budgets import Ball
 
 
+Objective = Callable[[Metric, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+
+
+def objective_gradient(metric: Metric, x_adv: torch.Tensor, ref: Optional[torch.Tensor],
+                       objective: Objective = Attack.objective,
+                       create_graph: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(objective [B], d objective / d x_adv [B, 3, H, W])`` at ``x_adv`` (default objective:
+    ``sign * f / diam(f)``).
+
+    Each image's objective depends on its own pixels only, so the gradient of the sum is the
+    per-image gradient. The objective is returned detached unless ``create_graph``.
+
+    Raises:
+        InputError: the metric's score does not depend differentiably on the image.
+    """
+    leaf = x_adv if x_adv.requires_grad else x_adv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        obj = objective(metric, leaf, ref)
+        if not obj.requires_grad:
+            raise InputError(
+                f"metric: {metric.name!r} is not differentiable with respect to x; use a differentiable "
+                "metric, a query (black-box) attack, or wrap non-differentiable preprocessing with "
+                "iqaguard.defend()")
+        (grad,) = torch.autograd.grad(obj.sum(), leaf, create_graph=create_graph)
+    return (obj if create_graph else obj.detach()), grad
+
+
 class GradientAttack(Attack):
     """Base of the gradient attacks (I-FGSM, PGD, APGD, ...): :meth:`gradient` plus :meth:`run`."""
 
     def gradient(self, metric: Metric, x_adv: torch.Tensor, ref: Optional[torch.Tensor],
                  create_graph: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(objective [B], d objective / d x_adv [B, 3, H, W])`` at ``x_adv``.
-
-        Each image's objective depends on its own pixels only, so the gradient of the sum is the
-        per-image gradient. The objective is returned detached unless ``create_graph``.
-
-        Raises:
-            InputError: the metric's score does not depend differentiably on the image.
-        """
-        leaf = x_adv if x_adv.requires_grad else x_adv.detach().requires_grad_(True)
-        with torch.enable_grad():
-            obj = self.objective(metric, leaf, ref)
-            if not obj.requires_grad:
-                raise InputError(
-                    f"metric: {metric.name!r} is not differentiable with respect to x; use a differentiable "
-                    "metric, a query (black-box) attack, or wrap non-differentiable preprocessing with "
-                    "iqaguard.defend()")
-            (grad,) = torch.autograd.grad(obj.sum(), leaf, create_graph=create_graph)
-        return (obj if create_graph else obj.detach()), grad
+        """:func:`objective_gradient` of this attack's :meth:`objective` at ``x_adv``."""
+        return objective_gradient(metric, x_adv, ref, self.objective, create_graph)
 
 
 def keep_best(best_x: Optional[torch.Tensor], best_obj: Optional[torch.Tensor], x: torch.Tensor,

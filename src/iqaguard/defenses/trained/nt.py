@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Dict, List, Optional
 
 import torch
 
+from ...attacks.gradient import objective_gradient
 from ...errors import InputError
 from ...metrics.base import Metric
 from ...registry import DEFENSES
@@ -27,10 +28,8 @@ from .base import TrainedMetric
 def gradient_penalty(metric: Metric, x: torch.Tensor, ref: Optional[torch.Tensor] = None,
                      create_graph: bool = True) -> torch.Tensor:
     """``mean_b ‖∇ₓ (f(x_b) / diam)‖₁²`` (a scalar; differentiable in the weights with ``create_graph``)."""
-    leaf = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        s = metric.score(leaf, ref) / max(metric.bounds.diam, 1e-12)
-        (g,) = torch.autograd.grad(s.sum(), leaf, create_graph=create_graph)
+    # the attacks' objective gradient, d (±f / diam) / dx: its sign is lost in the L1 norm
+    _, g = objective_gradient(metric, x.detach(), ref, create_graph=create_graph)
     return g.abs().flatten(1).sum(1).square().mean()
 
 
