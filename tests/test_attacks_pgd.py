@@ -280,9 +280,9 @@ def test_batch_images_are_attacked_independently(attack):
 
 def test_presets_defaults_registry_and_restriction():
     for name, k in (("weak", 2), ("medium", 4), ("strong", 8)):
-        for reg, cls in (("pgd", PGD), ("apgd", APGD)):
+        for reg, cls, steps in (("pgd", PGD, 10), ("apgd", APGD, 100)):  # APGD: Croce & Hein's N_iter
             a = create(reg, preset=name)
-            assert type(a) is cls and a.eps == pytest.approx(k / 255) and a.steps == 10
+            assert type(a) is cls and a.eps == pytest.approx(k / 255) and a.steps == steps
             assert a.restriction is Restriction.LINF and a.preset == name
     assert PGD(preset="medium").eps == 4 / 255
     assert PGD(preset="medium", steps=20).steps == 20
