@@ -88,10 +88,11 @@ def _fd_penalty(metric, x, h=1e-4):
     """``(‖∇ₓ f / diam‖₁)²`` by central finite differences over every input value."""
     flat = x.clone().reshape(-1)
     g = torch.empty_like(flat)
-    for i in range(flat.numel()):
-        e = torch.zeros_like(flat)
-        e[i] = h
-        g[i] = (metric.score((flat + e).view_as(x)) - metric.score((flat - e).view_as(x))).sum() / (2 * h)
+    with torch.no_grad():  # finite differences need no graph
+        for i in range(flat.numel()):
+            e = torch.zeros_like(flat)
+            e[i] = h
+            g[i] = (metric.score((flat + e).view_as(x)) - metric.score((flat - e).view_as(x))).sum() / (2 * h)
     return float((g.abs().sum() / metric.bounds.diam) ** 2)
 
 
